@@ -1,0 +1,6 @@
+//! flocker: stateful Docker containers on a Raft cluster with no master.
+//! See ARCHITECTURE.md for the map of these modules.
+
+pub mod ca;
+pub mod net;
+pub mod state;

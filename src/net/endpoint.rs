@@ -1,0 +1,371 @@
+//! The QUIC endpoint of a node (or of `flocker ctl`): accepting connections,
+//! reading the peer's identity from its certificate, dispatching each stream by
+//! its service tag, and making request/reply calls over pooled connections.
+//!
+//! One stream carries one call: a service tag byte, one request frame, one
+//! reply frame (`Result<Reply, String>`, the error being a refusal in words).
+
+use super::frame::{read_frame, write_frame, FrameError};
+use super::tls::{server_name, TlsMaterial};
+use crate::ca::Identity;
+use anyhow::{Context, Result};
+use futures::future::BoxFuture;
+use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
+use rustls_pki_types::CertificateDer;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long establishing a connection (QUIC + TLS handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a stream is for; the first byte of every stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Service {
+    /// openraft RPCs: node certificates only.
+    Raft = 1,
+    /// Operator requests, and requests nodes forward to the leader.
+    Client = 2,
+    /// Node-to-node requests outside Raft (status probes, read index, join).
+    Peer = 3,
+}
+
+impl Service {
+    fn from_byte(b: u8) -> Option<Service> {
+        match b {
+            1 => Some(Service::Raft),
+            2 => Some(Service::Client),
+            3 => Some(Service::Peer),
+            _ => None,
+        }
+    }
+}
+
+/// Serves the streams a node accepts. Implemented by the node's dispatcher.
+pub trait StreamHandler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        peer: Identity,
+        service: Service,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> BoxFuture<'static, ()>;
+}
+
+/// Why a call failed, and so whether its effect is known.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Nothing was sent: no connection, or the peer refused our credentials.
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    /// The peer read the request and refused it; nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The request was sent but no reply came in time: the outcome is unknown.
+    #[error("no reply from {addr} within {timeout:?}: the outcome is unknown")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    /// The request was sent but the stream broke: the outcome is unknown.
+    #[error("connection to {addr} broke after sending: {reason}; the outcome is unknown")]
+    Broken { addr: SocketAddr, reason: String },
+}
+
+impl CallError {
+    /// True when the request may have taken effect.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, CallError::Timeout { .. } | CallError::Broken { .. })
+    }
+}
+
+pub struct Net {
+    endpoint: Endpoint,
+    client: quinn::ClientConfig,
+    pool: Mutex<HashMap<SocketAddr, (Connection, Identity)>>,
+}
+
+impl Net {
+    /// A node's endpoint: serves on `listen` and calls out from the same port.
+    pub fn server(listen: SocketAddr, tls: &TlsMaterial) -> Result<Arc<Net>> {
+        let endpoint = Endpoint::server(tls.server_config()?, listen)
+            .with_context(|| format!("binding UDP {listen}"))?;
+        Ok(Arc::new(Net {
+            endpoint,
+            client: tls.client_config()?,
+            pool: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A client-only endpoint on an ephemeral port of the loopback or any
+    /// interface, matching the family of the node it will call.
+    pub fn client(tls: &TlsMaterial, target: SocketAddr) -> Result<Arc<Net>> {
+        let bind: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal address")
+        } else {
+            "[::]:0".parse().expect("literal address")
+        };
+        let endpoint = Endpoint::client(bind).context("binding a UDP port")?;
+        Ok(Arc::new(Net {
+            endpoint,
+            client: tls.client_config()?,
+            pool: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Accepts connections until the endpoint closes, handing every stream to
+    /// `handler`. Connections that fail authentication are logged and dropped.
+    pub fn serve(self: &Arc<Self>, handler: Arc<dyn StreamHandler>) -> tokio::task::JoinHandle<()> {
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    let conn = match incoming.await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::warn!(%remote, "refused connection: {}", describe(&e));
+                            return;
+                        }
+                    };
+                    let identity = match peer_identity(&conn) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::warn!(%remote, "refused connection: {e:#}");
+                            conn.close(1u32.into(), b"unusable certificate");
+                            return;
+                        }
+                    };
+                    serve_connection(conn, identity, handler).await;
+                });
+            }
+        })
+    }
+
+    /// A pooled connection to `addr`, opened if needed, whose certificate must
+    /// name `expect` when given.
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+        expect: Option<&str>,
+    ) -> Result<(Connection, Identity), CallError> {
+        let unreachable = |reason: String| CallError::Unreachable { addr, reason };
+        let pooled = self.pool.lock().expect("pool lock").get(&addr).cloned();
+        let (conn, identity) = match pooled {
+            Some((conn, id)) if conn.close_reason().is_none() => (conn, id),
+            _ => {
+                let connecting = self
+                    .endpoint
+                    .connect_with(self.client.clone(), addr, server_name())
+                    .map_err(|e| unreachable(e.to_string()))?;
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| unreachable(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
+                    .map_err(|e| unreachable(describe(&e)))?;
+                let id = peer_identity(&conn).map_err(|e| unreachable(format!("{e:#}")))?;
+                self.pool
+                    .lock()
+                    .expect("pool lock")
+                    .insert(addr, (conn.clone(), id.clone()));
+                (conn, id)
+            }
+        };
+        if let Some(expected) = expect {
+            if identity.name != expected || identity.role != crate::ca::Role::Node {
+                return Err(unreachable(format!(
+                    "expected node '{expected}' there, but its certificate is that of {identity}"
+                )));
+            }
+        }
+        Ok((conn, identity))
+    }
+
+    fn forget(&self, addr: SocketAddr) {
+        self.pool.lock().expect("pool lock").remove(&addr);
+    }
+
+    /// One request/reply call on a new stream.
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: SocketAddr,
+        expect: Option<&str>,
+        service: Service,
+        request: &Req,
+        max_frame: usize,
+        timeout: Duration,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let (mut send, mut recv) = self.open(addr, expect).await?;
+        let broken = |reason: String| CallError::Broken { addr, reason };
+        let exchange = async {
+            send.write_all(&[service as u8])
+                .await
+                .map_err(|e| broken(e.to_string()))?;
+            write_frame(&mut send, request, max_frame)
+                .await
+                .map_err(|e| broken(e.to_string()))?;
+            let _ = send.finish();
+            let reply: Result<Resp, String> = read_frame(&mut recv, max_frame)
+                .await
+                .map_err(|e| broken(describe_frame_error(&e)))?;
+            reply.map_err(CallError::Refused)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => {
+                if matches!(result, Err(CallError::Broken { .. })) {
+                    self.forget(addr);
+                }
+                result
+            }
+            Err(_) => Err(CallError::Timeout { addr, timeout }),
+        }
+    }
+
+    /// Opens a stream, reconnecting once if the pooled connection went stale.
+    pub async fn open(
+        &self,
+        addr: SocketAddr,
+        expect: Option<&str>,
+    ) -> Result<(SendStream, RecvStream), CallError> {
+        for attempt in 0..2 {
+            let (conn, _) = self.connection(addr, expect).await?;
+            match conn.open_bi().await {
+                Ok(streams) => return Ok(streams),
+                Err(e) => {
+                    self.forget(addr);
+                    if attempt == 1 {
+                        return Err(CallError::Unreachable {
+                            addr,
+                            reason: describe(&e),
+                        });
+                    }
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Closes every connection and the endpoint.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+async fn serve_connection(conn: Connection, identity: Identity, handler: Arc<dyn StreamHandler>) {
+    loop {
+        let (send, mut recv) = match conn.accept_bi().await {
+            Ok(streams) => streams,
+            Err(_) => return,
+        };
+        let handler = handler.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            let mut tag = [0u8; 1];
+            if recv.read_exact(&mut tag).await.is_err() {
+                return;
+            }
+            match Service::from_byte(tag[0]) {
+                Some(service) => handler.handle(identity, service, send, recv).await,
+                None => {
+                    let mut send = send;
+                    tracing::warn!(peer = %identity, tag = tag[0], "unknown service tag");
+                    let reply: Result<(), String> = Err(format!("unknown service tag {}", tag[0]));
+                    let _ = write_frame(&mut send, &reply, 1024).await;
+                    let _ = send.finish();
+                }
+            }
+        });
+    }
+}
+
+/// Serves one request/reply stream: reads a request (refusing bad frames with
+/// a reason, which closes only this stream), runs `f`, writes its reply.
+pub async fn serve_call<Req, Resp, F, Fut>(
+    peer: &Identity,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    max_frame: usize,
+    f: F,
+) where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, String>>,
+{
+    let reply = match read_frame::<_, Req>(&mut recv, max_frame).await {
+        Ok(req) => f(req).await,
+        Err(e) => {
+            tracing::warn!(%peer, "bad frame: {}", describe_frame_error(&e));
+            Err(format!("bad frame: {}", describe_frame_error(&e)))
+        }
+    };
+    if let Err(e) = write_frame(&mut send, &reply, max_frame).await {
+        tracing::warn!(%peer, "could not send reply: {e}");
+        let refusal: Result<Resp, String> = Err(format!("reply not sendable: {e}"));
+        let _ = write_frame(&mut send, &refusal, max_frame).await;
+    }
+    let _ = send.finish();
+    // Let the reply drain before the stream is dropped.
+    let _ = send.stopped().await;
+}
+
+fn describe_frame_error(e: &FrameError) -> String {
+    e.to_string()
+}
+
+fn peer_identity(conn: &Connection) -> Result<Identity> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .context("peer presented no certificate")?;
+    let leaf = certs.first().context("peer presented an empty chain")?;
+    Identity::from_der(leaf)
+}
+
+/// Turns QUIC/TLS failures into words an operator can act on.
+pub fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            if (0x100..0x200).contains(&code) {
+                let alert = (code - 0x100) as u8;
+                format!(
+                    "the node refused our TLS credentials ({}); is this certificate issued by this cluster's CA?",
+                    tls_alert_name(alert)
+                )
+            } else {
+                format!("connection closed by peer: {close}")
+            }
+        }
+        ConnectionError::TransportError(t) => {
+            format!("TLS/QUIC handshake failed: {t}")
+        }
+        ConnectionError::ApplicationClosed(close) => format!(
+            "connection closed by peer: {}",
+            String::from_utf8_lossy(&close.reason)
+        ),
+        ConnectionError::TimedOut => "timed out (no response from that address)".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn tls_alert_name(alert: u8) -> String {
+    let name = match alert {
+        40 => "handshake failure",
+        42 => "bad certificate",
+        46 => "certificate unknown",
+        48 => "unknown CA",
+        116 => "certificate required",
+        120 => "no application protocol",
+        _ => return format!("TLS alert {alert}"),
+    };
+    format!("TLS alert {alert}: {name}")
+}

@@ -1,0 +1,124 @@
+//! TLS material and configurations: TLS 1.3 only, ring as the one crypto
+//! provider (passed explicitly, never a process-wide default), client
+//! certificates required by every node, and the `flocker/1` ALPN so that
+//! nothing but flocker speaks to the port.
+
+use crate::ca::{CertsDir, Identity, Role, NODE_SERVER_NAME};
+use anyhow::{bail, Context, Result};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const ALPN: &[u8] = b"flocker/1";
+
+/// A QUIC connection with no traffic for this long is closed; keep-alives
+/// every [`KEEP_ALIVE`] keep idle but healthy connections open.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Bound on concurrent streams a peer may open on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// A certificate and key (or none, to test that nodes refuse it) plus the CA.
+pub struct TlsMaterial {
+    pub ca: CertificateDer<'static>,
+    pub own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+impl TlsMaterial {
+    /// Loads the CA and the certificate of `role` `name` from a certs directory,
+    /// and checks that the certificate says who we think it says.
+    pub fn load(certs: &CertsDir, role: Role, name: &str) -> Result<TlsMaterial> {
+        let ca = load_cert(&certs.ca_cert())?;
+        let cert = load_cert(&certs.cert(role, name))?;
+        let key = PrivateKeyDer::from_pem_file(certs.key(role, name))
+            .with_context(|| format!("reading key {}", certs.key(role, name).display()))?;
+        let identity = Identity::from_der(&cert)?;
+        if identity.role != role || identity.name != name {
+            bail!(
+                "{} is the certificate of {identity}, not of {} '{name}'",
+                certs.cert(role, name).display(),
+                role.as_str()
+            );
+        }
+        Ok(TlsMaterial {
+            ca,
+            own: Some((vec![cert], key)),
+        })
+    }
+
+    fn roots(&self) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).context("adding the cluster CA")?;
+        Ok(roots)
+    }
+
+    /// The server side of a node: only clients with a certificate from our CA.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig> {
+        let provider = provider();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .build()
+                .context("building the client certificate verifier")?;
+        let Some((chain, key)) = &self.own else {
+            bail!("a node needs its own certificate to serve");
+        };
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .context("node certificate and key do not match")?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(transport());
+        Ok(config)
+    }
+
+    /// The client side, used by nodes for outgoing calls and by `flocker ctl`.
+    pub fn client_config(&self) -> Result<quinn::ClientConfig> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?);
+        let mut tls = match &self.own {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .context("certificate and key do not match")?,
+            None => builder.with_no_client_auth(),
+        };
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
+        Ok(config)
+    }
+}
+
+/// The name a client verifies a node's certificate against.
+pub fn server_name() -> &'static str {
+    NODE_SERVER_NAME
+}
+
+pub fn load_cert(path: &Path) -> Result<CertificateDer<'static>> {
+    CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading certificate {}", path.display()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT.try_into().expect("idle timeout is in range"),
+    ));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Arc::new(t)
+}

@@ -1,0 +1,93 @@
+//! Commands, the proposals that carry them through the log, and outcomes.
+//!
+//! A proposal holds its command as opaque, versioned bytes: the log and the
+//! network never need to understand a command, and a node that meets a command
+//! it cannot decode refuses to apply it instead of misreading it (invariant 8).
+
+use serde::{Deserialize, Serialize};
+
+/// The command encoding this build writes and reads.
+pub const COMMAND_FORMAT: u8 = 1;
+
+/// Every change to the desired state. New kinds are appended, never reordered:
+/// the variant index is part of the encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Sets (`Some`) or removes (`None`) a label on a member node.
+    SetLabel {
+        node: String,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+/// A client write as committed to the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Chosen by the client; a retry carries the same id (invariant 6).
+    pub request_id: String,
+    /// `COMMAND_FORMAT` byte followed by the postcard-encoded [`Command`].
+    pub command: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandDecodeError {
+    #[error("empty command")]
+    Empty,
+    #[error("command format {0} is newer than this build understands ({COMMAND_FORMAT}); upgrade this node")]
+    UnknownFormat(u8),
+    #[error("command not understood by this build ({0}); upgrade this node")]
+    Undecodable(postcard::Error),
+}
+
+impl Proposal {
+    pub fn new(request_id: impl Into<String>, command: &Command) -> Proposal {
+        let mut bytes = vec![COMMAND_FORMAT];
+        postcard::to_io(command, &mut bytes).expect("commands are postcard-serializable");
+        Proposal {
+            request_id: request_id.into(),
+            command: bytes,
+        }
+    }
+
+    pub fn decode(&self) -> Result<Command, CommandDecodeError> {
+        let (&format, body) = self.command.split_first().ok_or(CommandDecodeError::Empty)?;
+        if format != COMMAND_FORMAT {
+            return Err(CommandDecodeError::UnknownFormat(format));
+        }
+        postcard::from_bytes(body).map_err(CommandDecodeError::Undecodable)
+    }
+
+    /// Identifies the request's content, so a reused id with other content is caught.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        *blake3::hash(&self.command).as_bytes()
+    }
+}
+
+/// What applying a proposal did, returned to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The log index at which the request was (first) applied.
+    pub index: u64,
+    /// What changed, or why nothing did.
+    pub result: Result<String, String>,
+    /// True when this is a retry answered from the request window.
+    pub replayed: bool,
+}
+
+impl Outcome {
+    pub fn done(index: u64, message: String) -> Outcome {
+        Outcome {
+            index,
+            result: Ok(message),
+            replayed: false,
+        }
+    }
+    pub fn refused(index: u64, reason: String) -> Outcome {
+        Outcome {
+            index,
+            result: Err(reason),
+            replayed: false,
+        }
+    }
+}

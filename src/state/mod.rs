@@ -1,0 +1,197 @@
+//! The replicated desired state of the cluster and the one function that
+//! changes it, [`State::apply`].
+//!
+//! Invariant 1: applying a committed command reads no clock, does no I/O and
+//! uses no randomness, so every node that applies the same log holds the same
+//! state. Time-based decisions are taken by the leader and arrive here as
+//! commands. This module knows nothing of Raft, the network or Docker.
+
+mod command;
+mod requests;
+
+pub use command::{Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
+pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What the cluster knows of one member node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Member nodes by name, kept in step with the Raft membership.
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Recently applied request ids and their outcomes (invariant 6).
+    pub requests: RequestWindow,
+}
+
+/// Longest label key and value accepted, as in Kubernetes-style labels.
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 253;
+
+impl State {
+    /// Applies the proposal committed at log `index`. A retried request id
+    /// returns the outcome of its first application and changes nothing.
+    /// Fails only when the command cannot be decoded: the caller must then
+    /// stop applying (invariant 8), never skip the entry.
+    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<Outcome, CommandDecodeError> {
+        let fingerprint = proposal.fingerprint();
+        if let Some(seen) = self.requests.get(&proposal.request_id) {
+            if seen.fingerprint == fingerprint {
+                let mut outcome = seen.outcome.clone();
+                outcome.replayed = true;
+                return Ok(outcome);
+            }
+            return Ok(Outcome::refused(
+                index,
+                format!(
+                    "request id '{}' was already used for a different request (at index {})",
+                    proposal.request_id, seen.outcome.index
+                ),
+            ));
+        }
+        let command = proposal.decode()?;
+        let outcome = match self.execute(&command) {
+            Ok(message) => Outcome::done(index, message),
+            Err(reason) => Outcome::refused(index, reason),
+        };
+        self.requests
+            .remember(proposal.request_id.clone(), fingerprint, outcome.clone());
+        Ok(outcome)
+    }
+
+    fn execute(&mut self, command: &Command) -> Result<String, String> {
+        match command {
+            Command::SetLabel { node, key, value } => {
+                validate_label(key, value.as_deref())?;
+                let record = self
+                    .nodes
+                    .get_mut(node)
+                    .ok_or_else(|| format!("no member node named '{node}'"))?;
+                match value {
+                    Some(v) => {
+                        record.labels.insert(key.clone(), v.clone());
+                        Ok(format!("{node}: {key}={v}"))
+                    }
+                    None => {
+                        record.labels.remove(key);
+                        Ok(format!("{node}: {key} removed"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the node table in step with a committed membership: new members
+    /// get a record, departed members lose theirs, addresses follow.
+    pub fn apply_membership<'a>(&mut self, members: impl Iterator<Item = (&'a str, &'a str)>) {
+        let mut keep = BTreeMap::new();
+        for (name, address) in members {
+            let mut record = self.nodes.remove(name).unwrap_or_default();
+            record.address = address.to_string();
+            keep.insert(name.to_string(), record);
+        }
+        self.nodes = keep;
+    }
+}
+
+/// Label keys: letters, digits, `.`, `_`, `-`, `/`; values: printable, no spaces.
+pub fn validate_label(key: &str, value: Option<&str>) -> Result<(), String> {
+    let key_ok = !key.is_empty()
+        && key.len() <= MAX_LABEL_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+    if !key_ok {
+        return Err(format!(
+            "invalid label key '{key}': 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
+        ));
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_LABEL_VALUE || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "invalid value for label '{key}': at most {MAX_LABEL_VALUE} printable characters without spaces"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with(nodes: &[&str]) -> State {
+        let mut s = State::default();
+        s.apply_membership(nodes.iter().map(|n| (*n, "127.0.0.1:1")));
+        s
+    }
+
+    fn label(id: &str, node: &str, key: &str, value: &str) -> Proposal {
+        Proposal::new(
+            id,
+            &Command::SetLabel {
+                node: node.into(),
+                key: key.into(),
+                value: Some(value.into()),
+            },
+        )
+    }
+
+    #[test]
+    fn retried_request_is_applied_once() {
+        let mut s = state_with(&["n1"]);
+        let first = s.apply(5, &label("r1", "n1", "zone", "a")).unwrap();
+        assert!(first.result.is_ok());
+        s.apply(6, &label("r2", "n1", "zone", "b")).unwrap();
+        // The retry of r1 must not set zone back to "a".
+        let retry = s.apply(7, &label("r1", "n1", "zone", "a")).unwrap();
+        assert!(retry.replayed);
+        assert_eq!(retry.index, 5);
+        assert_eq!(s.nodes["n1"].labels["zone"], "b");
+        // Reusing an id for another request is refused and changes nothing.
+        let reuse = s.apply(8, &label("r1", "n1", "zone", "c")).unwrap();
+        assert!(reuse.result.is_err());
+        assert_eq!(s.nodes["n1"].labels["zone"], "b");
+    }
+
+    #[test]
+    fn unknown_node_and_bad_labels_are_refused() {
+        let mut s = state_with(&["n1"]);
+        assert!(s.apply(1, &label("a", "n9", "k", "v")).unwrap().result.is_err());
+        assert!(s.apply(2, &label("b", "n1", "bad key", "v")).unwrap().result.is_err());
+        assert!(s.apply(3, &label("c", "n1", "k", "two words")).unwrap().result.is_err());
+        assert!(s.nodes["n1"].labels.is_empty());
+    }
+
+    #[test]
+    fn undecodable_command_stops_apply() {
+        let mut s = state_with(&["n1"]);
+        let future = Proposal {
+            request_id: "x".into(),
+            command: vec![COMMAND_FORMAT + 1, 0],
+        };
+        assert!(s.apply(1, &future).is_err());
+        let unknown_kind = Proposal {
+            request_id: "y".into(),
+            command: vec![COMMAND_FORMAT, 200],
+        };
+        assert!(s.apply(2, &unknown_kind).is_err());
+    }
+
+    #[test]
+    fn membership_keeps_labels_of_remaining_members() {
+        let mut s = state_with(&["n1", "n2"]);
+        s.apply(1, &label("a", "n1", "k", "v")).unwrap();
+        s.apply_membership([("n1", "10.0.0.1:1"), ("n3", "10.0.0.3:1")].into_iter());
+        assert_eq!(s.nodes["n1"].labels["k"], "v");
+        assert_eq!(s.nodes["n1"].address, "10.0.0.1:1");
+        assert!(!s.nodes.contains_key("n2"));
+        assert!(s.nodes.contains_key("n3"));
+    }
+}
