@@ -3,4 +3,5 @@
 
 pub mod ca;
 pub mod net;
+pub mod raft;
 pub mod state;
