@@ -1,7 +1,10 @@
 //! flocker: stateful Docker containers on a Raft cluster with no master.
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod api;
 pub mod ca;
+pub mod ctl;
 pub mod net;
+pub mod node;
 pub mod raft;
 pub mod state;

@@ -13,11 +13,10 @@ pub const COMMAND_FORMAT: u8 = 1;
 /// the variant index is part of the encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Sets (`Some`) or removes (`None`) a label on a member node.
-    SetLabel {
+    /// Sets (`Some`) or removes (`None`) labels on a member node, all or none.
+    SetLabels {
         node: String,
-        key: String,
-        value: Option<String>,
+        changes: std::collections::BTreeMap<String, Option<String>>,
     },
 }
 

@@ -67,22 +67,31 @@ impl State {
 
     fn execute(&mut self, command: &Command) -> Result<String, String> {
         match command {
-            Command::SetLabel { node, key, value } => {
-                validate_label(key, value.as_deref())?;
+            Command::SetLabels { node, changes } => {
+                if changes.is_empty() {
+                    return Err("no label changes given".into());
+                }
+                for (key, value) in changes {
+                    validate_label(key, value.as_deref())?;
+                }
                 let record = self
                     .nodes
                     .get_mut(node)
                     .ok_or_else(|| format!("no member node named '{node}'"))?;
-                match value {
-                    Some(v) => {
-                        record.labels.insert(key.clone(), v.clone());
-                        Ok(format!("{node}: {key}={v}"))
-                    }
-                    None => {
-                        record.labels.remove(key);
-                        Ok(format!("{node}: {key} removed"))
+                let mut said = Vec::new();
+                for (key, value) in changes {
+                    match value {
+                        Some(v) => {
+                            record.labels.insert(key.clone(), v.clone());
+                            said.push(format!("{key}={v}"));
+                        }
+                        None => {
+                            record.labels.remove(key);
+                            said.push(format!("{key}-"));
+                        }
                     }
                 }
+                Ok(format!("{node}: {}", said.join(" ")))
             }
         }
     }
@@ -135,10 +144,9 @@ mod tests {
     fn label(id: &str, node: &str, key: &str, value: &str) -> Proposal {
         Proposal::new(
             id,
-            &Command::SetLabel {
+            &Command::SetLabels {
                 node: node.into(),
-                key: key.into(),
-                value: Some(value.into()),
+                changes: [(key.to_string(), Some(value.to_string()))].into(),
             },
         )
     }

@@ -1,0 +1,107 @@
+//! Messages of the client (`Service::Client`) and peer (`Service::Peer`)
+//! services. Both sides of every call use these types; the frame envelope
+//! carries their version.
+
+use crate::state::{Command, Outcome};
+use serde::{Deserialize, Serialize};
+
+/// How many times a request may be passed on towards the leader, so that a
+/// stale leader hint can never bounce a request around forever.
+pub const MAX_FORWARD_HOPS: u8 = 3;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientEnvelope {
+    /// Times this request has already been forwarded between nodes.
+    pub hops: u8,
+    pub request: ClientRequest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Every member with its role and progress. `stale` skips the read index
+    /// and answers from this node's own applied state.
+    Nodes { stale: bool },
+    /// A change to the desired state, applied once per request id.
+    Write { request_id: String, command: Command },
+    /// Adds a member: a learner first, promoted to voter once caught up while
+    /// there are fewer voters than the cluster's maximum.
+    MembersAdd { name: String, address: String },
+    /// Removes a member (voter or not).
+    MembersRemove { name: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ClientReply {
+    Nodes(Vec<NodeView>),
+    Written(Outcome),
+    Done(String),
+    /// Nothing was done (`unknown == false`), or the outcome is unknown.
+    Failed { unknown: bool, message: String },
+}
+
+impl ClientReply {
+    pub fn refused(message: impl Into<String>) -> ClientReply {
+        ClientReply::Failed {
+            unknown: false,
+            message: message.into(),
+        }
+    }
+    pub fn unknown(message: impl Into<String>) -> ClientReply {
+        ClientReply::Failed {
+            unknown: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// One member as `ctl nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub address: String,
+    /// `voter` or `learner` in the committed membership.
+    pub membership: String,
+    /// Whether the node answered a status probe just now.
+    pub reachable: bool,
+    /// `leader`, `follower`, `learner`, `candidate`, or `unknown` when unreachable.
+    pub role: String,
+    pub term: Option<u64>,
+    /// The leader's name as this member knows it.
+    pub leader: Option<String>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// This node's own view of itself.
+    Status,
+    /// Read index for a linearizable read on a follower: the leader confirms
+    /// its leadership with a quorum and returns its commit point.
+    ReadIndex,
+    /// The calling node (named by its certificate) asks to be added.
+    Join { address: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerReply {
+    Status(NodeStatus),
+    ReadIndex(u64),
+    Joined(String),
+}
+
+/// A node's report on itself, from its Raft metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<String>,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}

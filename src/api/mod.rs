@@ -1,0 +1,12 @@
+//! The client API: what `flocker ctl` (and a node forwarding on a client's
+//! behalf) may ask, how writes reach the leader and are acknowledged only once
+//! committed, and how reads are made linearizable with a read index.
+//!
+//! It owns request handling, not transport (`net`) or storage (`raft`).
+
+pub mod client;
+mod messages;
+mod server;
+
+pub use messages::*;
+pub use server::{reply_for_call_error, Api};

@@ -1,0 +1,464 @@
+//! Serving client and peer requests on a node. Writes go to the leader
+//! (forwarded if this node is not it) and are answered only once committed;
+//! reads pass a read-index barrier unless the client asked for a stale read.
+
+use super::messages::*;
+use crate::ca::{validate_name, Identity, Role};
+use crate::net::frame::MAX_CLIENT_FRAME;
+use crate::net::{CallError, Net, Service};
+use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
+use crate::state::Proposal;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a write may wait to commit before its outcome is reported unknown.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a read may wait for its read index.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a leader to be known before giving up on a request.
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a member has to answer a status probe for `ctl nodes`.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// A learner this close to the leader's last log index may become a voter.
+pub const PROMOTE_LAG: u64 = 16;
+
+pub struct Api {
+    pub name: String,
+    pub id: u64,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub net: Arc<Net>,
+    pub max_voters: usize,
+}
+
+impl Api {
+    pub fn new(
+        name: String,
+        raft: Raft,
+        sm: StateMachineStore,
+        net: Arc<Net>,
+        max_voters: usize,
+    ) -> Api {
+        Api {
+            id: node_id_for(&name),
+            name,
+            raft,
+            sm,
+            net,
+            max_voters,
+        }
+    }
+
+    pub async fn handle_client(&self, env: ClientEnvelope) -> ClientReply {
+        match &env.request {
+            ClientRequest::Nodes { stale } => self.nodes(*stale).await,
+            ClientRequest::Write {
+                request_id,
+                command,
+            } => {
+                let proposal = Proposal::new(request_id.clone(), command);
+                match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(proposal)).await
+                {
+                    Err(_) => ClientReply::unknown(format!(
+                        "not committed within {WRITE_TIMEOUT:?} (is a quorum reachable?); the outcome is unknown: retry with request id '{request_id}'"
+                    )),
+                    Ok(Ok(response)) => ClientReply::Written(response.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        self.forward(env).await
+                    }
+                    Ok(Err(e)) => ClientReply::unknown(format!("write failed: {e}")),
+                }
+            }
+            ClientRequest::MembersAdd { name, address } => {
+                if !self.is_leader() {
+                    return self.forward(env).await;
+                }
+                self.members_add(name, address).await
+            }
+            ClientRequest::MembersRemove { name } => {
+                if !self.is_leader() {
+                    return self.forward(env).await;
+                }
+                self.members_remove(name).await
+            }
+        }
+    }
+
+    pub async fn handle_peer(&self, peer: &Identity, request: PeerRequest) -> Result<PeerReply, String> {
+        if peer.role != Role::Node {
+            return Err(format!(
+                "refused: node-to-node requests need a node certificate, and this is the certificate of {peer}"
+            ));
+        }
+        match request {
+            PeerRequest::Status => Ok(PeerReply::Status(self.status())),
+            PeerRequest::ReadIndex => {
+                match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(read_log_id)) => Ok(PeerReply::ReadIndex(read_log_id.map_or(0, |l| l.index))),
+                    Ok(Err(e)) => Err(format!("no read index from {}: {e}", self.name)),
+                    Err(_) => Err(format!(
+                        "{} could not confirm its leadership within {READ_TIMEOUT:?}",
+                        self.name
+                    )),
+                }
+            }
+            PeerRequest::Join { address } => {
+                let env = ClientEnvelope {
+                    hops: 0,
+                    request: ClientRequest::MembersAdd {
+                        name: peer.name.clone(),
+                        address,
+                    },
+                };
+                match self.handle_client(env).await {
+                    ClientReply::Done(message) => Ok(PeerReply::Joined(message)),
+                    ClientReply::Failed { message, .. } => Err(message),
+                    other => Err(format!("unexpected reply to join: {other:?}")),
+                }
+            }
+        }
+    }
+
+    /// This node's own view of itself, from its Raft metrics.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Candidate => "candidate",
+            ServerState::Shutdown => "shutdown",
+        };
+        let leader = m.current_leader.map(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map_or_else(|| format!("#{id}"), |n| n.name.clone())
+        });
+        NodeStatus {
+            name: self.name.clone(),
+            role: role.to_string(),
+            term: m.current_term,
+            leader,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// The leader as this node knows it, waiting a little for an election.
+    async fn leader(&self) -> Option<NodeInfo> {
+        let wait = self
+            .raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a known leader")
+            .await
+            .ok()?;
+        let id = wait.current_leader?;
+        wait.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Passes a request on to the leader and returns its reply.
+    async fn forward(&self, env: ClientEnvelope) -> ClientReply {
+        if env.hops >= MAX_FORWARD_HOPS {
+            return ClientReply::refused(format!(
+                "no stable leader: request forwarded {} times without reaching one",
+                env.hops
+            ));
+        }
+        let Some(leader) = self.leader().await else {
+            return ClientReply::refused(format!(
+                "no leader known to {} within {LEADER_WAIT:?} (is a quorum up?)",
+                self.name
+            ));
+        };
+        if leader.name == self.name {
+            // This node became leader meanwhile: serve it here.
+            let env = ClientEnvelope {
+                hops: env.hops + 1,
+                request: env.request,
+            };
+            return Box::pin(self.handle_client(env)).await;
+        }
+        let Ok(addr) = leader.address.parse::<SocketAddr>() else {
+            return ClientReply::refused(format!("leader {leader} has an unusable address"));
+        };
+        let forwarded = ClientEnvelope {
+            hops: env.hops + 1,
+            request: env.request,
+        };
+        let timeout = WRITE_TIMEOUT + LEADER_WAIT + Duration::from_secs(1);
+        match self
+            .net
+            .call::<_, ClientReply>(
+                addr,
+                Some(&leader.name),
+                Service::Client,
+                &forwarded,
+                MAX_CLIENT_FRAME,
+                timeout,
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => reply_for_call_error(&format!("via leader {}", leader.name), e),
+        }
+    }
+
+    /// Waits until this node's state includes every write committed before
+    /// the call began (read index), wherever the leader is.
+    async fn read_barrier(&self) -> Result<(), String> {
+        let local = tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await;
+        let index = match local {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                let leader = self
+                    .leader()
+                    .await
+                    .ok_or_else(|| format!("no leader known to {} for a linearizable read (use --stale to read this node's state)", self.name))?;
+                let addr: SocketAddr = leader
+                    .address
+                    .parse()
+                    .map_err(|_| format!("leader {leader} has an unusable address"))?;
+                match self
+                    .net
+                    .call::<_, PeerReply>(
+                        addr,
+                        Some(&leader.name),
+                        Service::Peer,
+                        &PeerRequest::ReadIndex,
+                        MAX_CLIENT_FRAME,
+                        READ_TIMEOUT,
+                    )
+                    .await
+                {
+                    Ok(PeerReply::ReadIndex(index)) => index,
+                    Ok(other) => return Err(format!("unexpected read-index reply {other:?}")),
+                    Err(e) => return Err(format!("read index from leader {}: {e}", leader.name)),
+                }
+            }
+            Ok(Err(e)) => return Err(format!("linearizable read failed: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "leadership not confirmed within {READ_TIMEOUT:?} (use --stale to read this node's state)"
+                ))
+            }
+        };
+        self.raft
+            .wait(Some(READ_TIMEOUT))
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{} did not catch up to the read index {index}: {e}", self.name))
+    }
+
+    async fn nodes(&self, stale: bool) -> ClientReply {
+        if !stale {
+            if let Err(e) = self.read_barrier().await {
+                return ClientReply::unknown(e);
+            }
+        }
+        let members: Vec<(NodeInfo, bool, std::collections::BTreeMap<String, String>)> = {
+            let applied = self.sm.read();
+            let membership = applied.membership.membership();
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            membership
+                .nodes()
+                .map(|(id, info)| {
+                    let labels = applied
+                        .state
+                        .nodes
+                        .get(&info.name)
+                        .map(|r| r.labels.clone())
+                        .unwrap_or_default();
+                    (info.clone(), voters.contains(id), labels)
+                })
+                .collect()
+        };
+        let probes = members.into_iter().map(|(info, voter, labels)| async move {
+            let status = if info.name == self.name {
+                Some(self.status())
+            } else {
+                self.probe(&info).await
+            };
+            NodeView {
+                membership: if voter { "voter" } else { "learner" }.to_string(),
+                reachable: status.is_some(),
+                role: status.as_ref().map_or("unknown".into(), |s| s.role.clone()),
+                term: status.as_ref().map(|s| s.term),
+                leader: status.as_ref().and_then(|s| s.leader.clone()),
+                applied_index: status.as_ref().map(|s| s.applied_index),
+                last_log_index: status.as_ref().map(|s| s.last_log_index),
+                snapshot_index: status.as_ref().and_then(|s| s.snapshot_index),
+                purged_index: status.as_ref().and_then(|s| s.purged_index),
+                name: info.name,
+                address: info.address,
+                labels,
+            }
+        });
+        let mut views = futures::future::join_all(probes).await;
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        ClientReply::Nodes(views)
+    }
+
+    async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {
+        let addr: SocketAddr = info.address.parse().ok()?;
+        match self
+            .net
+            .call::<_, PeerReply>(
+                addr,
+                Some(&info.name),
+                Service::Peer,
+                &PeerRequest::Status,
+                MAX_CLIENT_FRAME,
+                PROBE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(PeerReply::Status(s)) => Some(s),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(peer = %info, "status probe failed: {e}");
+                None
+            }
+        }
+    }
+
+    async fn members_add(&self, name: &str, address: &str) -> ClientReply {
+        if let Err(e) = validate_name(name) {
+            return ClientReply::refused(e.to_string());
+        }
+        if address.parse::<SocketAddr>().is_err() {
+            return ClientReply::refused(format!(
+                "invalid address '{address}': expected IP:PORT, e.g. 127.0.0.1:7004"
+            ));
+        }
+        let id = node_id_for(name);
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        for (other_id, info) in membership.membership().nodes() {
+            if info.name == name {
+                if info.address == address {
+                    return ClientReply::Done(format!("{name} is already a member at {address}"));
+                }
+                return ClientReply::refused(format!(
+                    "{name} is already a member at {}; remove it first to change its address",
+                    info.address
+                ));
+            }
+            if *other_id == id {
+                return ClientReply::refused(format!(
+                    "the name {name} collides with member {} (same node id); choose another name",
+                    info.name
+                ));
+            }
+        }
+        let node = NodeInfo {
+            name: name.to_string(),
+            address: address.to_string(),
+        };
+        match self.raft.add_learner(id, node, false).await {
+            Ok(_) => ClientReply::Done(format!(
+                "{name} added as a learner; it becomes a voter once caught up while there are fewer than {} voters",
+                self.max_voters
+            )),
+            Err(e) => self.membership_error(e),
+        }
+    }
+
+    async fn members_remove(&self, name: &str) -> ClientReply {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        let Some((&id, _)) = membership.nodes().find(|(_, n)| n.name == name) else {
+            return ClientReply::Done(format!("{name} is not a member"));
+        };
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return ClientReply::refused(format!(
+                    "{name} is the only voter; removing it would leave no cluster"
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => ClientReply::Done(format!("{name} removed")),
+            Err(e) => self.membership_error(e),
+        }
+    }
+
+    fn membership_error(&self, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ClientReply {
+        match e {
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+                ClientReply::refused(format!("membership change refused: {c}"))
+            }
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                ClientReply::refused("leadership moved during the change; retry".to_string())
+            }
+            other => ClientReply::unknown(format!("membership change failed: {other}")),
+        }
+    }
+
+    /// Leader only: promotes one caught-up learner while there are fewer
+    /// voters than `max_voters`. Called periodically; one change at a time.
+    pub async fn reconcile_membership(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return;
+        }
+        let voters = membership.voter_ids().count();
+        if voters >= self.max_voters {
+            return;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let Some(replication) = &m.replication else {
+            return;
+        };
+        let caught_up = membership.learner_ids().find(|learner| {
+            let matched = replication
+                .get(learner)
+                .copied()
+                .flatten()
+                .map_or(0, |l| l.index);
+            last.saturating_sub(matched) <= PROMOTE_LAG
+        });
+        if let Some(learner) = caught_up {
+            let name = membership
+                .get_node(&learner)
+                .map_or_else(|| format!("#{learner}"), |n| n.name.clone());
+            tracing::info!(%name, voters, max = self.max_voters, "promoting learner to voter");
+            if let Err(e) = self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
+                .await
+            {
+                tracing::warn!(%name, "promotion failed: {e}");
+            }
+        }
+    }
+}
+
+/// Maps a failed call into a reply, keeping "nothing happened" apart from
+/// "unknown".
+pub fn reply_for_call_error(context: &str, e: CallError) -> ClientReply {
+    let message = format!("{context}: {e}");
+    if e.outcome_unknown() {
+        ClientReply::unknown(message)
+    } else {
+        ClientReply::refused(message)
+    }
+}

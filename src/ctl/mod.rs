@@ -1,0 +1,235 @@
+//! `flocker ctl`: the operator's commands against any node. Owns argument
+//! meaning, output (tables or `-o json`) and exit codes; the wire is `api::client`.
+
+mod output;
+
+use crate::api::client::Client;
+use crate::api::{ClientReply, ClientRequest};
+use crate::ca::CertsDir;
+use crate::state::Command;
+use clap::{Args, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Exit codes every `ctl` command uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Done.
+    Ok = 0,
+    /// Refused or failed with nothing changed.
+    Refused = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// The request was sent but its outcome is unknown (e.g. a timeout).
+    Unknown = 3,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Any node of the cluster (IP:PORT).
+    #[arg(long, env = "FLOCKER_NODE", global = true)]
+    pub node: Option<SocketAddr>,
+    /// The certs directory made by `flocker ca init`.
+    #[arg(long, env = "FLOCKER_CERTS", global = true)]
+    pub certs: Option<PathBuf>,
+    /// The user certificate to present.
+    #[arg(long, default_value = "admin", global = true)]
+    pub user: String,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Members with their role, term, leader and progress.
+    Nodes {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
+        /// Answer from the contacted node's own state, without a read index
+        /// (works without a quorum; may be out of date).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set (key=value) or remove (key-) labels on a node.
+    Label {
+        node_name: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+        /// Makes a retry apply once; generated and printed when absent.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Add or remove cluster members.
+    Members {
+        #[command(subcommand)]
+        action: MembersAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// Add a member: a learner first, then a voter once caught up while there
+    /// are fewer voters than the cluster's --max-voters.
+    Add { name: String, address: SocketAddr },
+    /// Remove a member.
+    Remove { name: String },
+}
+
+pub async fn run(args: CtlArgs) -> Exit {
+    let Some(node) = args.node else {
+        eprintln!("error: no node given: pass --node IP:PORT or set FLOCKER_NODE");
+        return Exit::Usage;
+    };
+    let Some(certs) = args.certs else {
+        eprintln!("error: no certs directory given: pass --certs DIR or set FLOCKER_CERTS");
+        return Exit::Usage;
+    };
+    let client = match Client::new(&CertsDir::new(certs), &args.user, node) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Exit::Usage;
+        }
+    };
+    match args.command {
+        CtlCommand::Nodes { output, stale } => {
+            match client.request(ClientRequest::Nodes { stale }).await {
+                ClientReply::Nodes(views) => {
+                    match output {
+                        OutputFormat::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&views).expect("views serialize")
+                        ),
+                        OutputFormat::Table => print!("{}", output::nodes_table(&views)),
+                    }
+                    Exit::Ok
+                }
+                other => report_failure(other),
+            }
+        }
+        CtlCommand::Label {
+            node_name,
+            labels,
+            request_id,
+        } => {
+            let changes = match parse_label_changes(&labels) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Usage;
+                }
+            };
+            let command = Command::SetLabels {
+                node: node_name,
+                changes,
+            };
+            write(&client, request_id, command).await
+        }
+        CtlCommand::Members { action } => {
+            let request = match action {
+                MembersAction::Add { name, address } => ClientRequest::MembersAdd {
+                    name,
+                    address: address.to_string(),
+                },
+                MembersAction::Remove { name } => ClientRequest::MembersRemove { name },
+            };
+            match client.request(request).await {
+                ClientReply::Done(message) => {
+                    println!("{message}");
+                    Exit::Ok
+                }
+                other => report_failure(other),
+            }
+        }
+    }
+}
+
+/// Sends one write with its request id and reports its outcome.
+async fn write(client: &Client, request_id: Option<String>, command: Command) -> Exit {
+    let request_id = request_id.unwrap_or_else(|| {
+        let id = new_request_id();
+        eprintln!("request id: {id}");
+        id
+    });
+    match client
+        .request(ClientRequest::Write {
+            request_id,
+            command,
+        })
+        .await
+    {
+        ClientReply::Written(outcome) => {
+            let note = if outcome.replayed {
+                " (already applied: this is the original outcome)"
+            } else {
+                ""
+            };
+            match outcome.result {
+                Ok(message) => {
+                    println!("{message} (index {}){note}", outcome.index);
+                    Exit::Ok
+                }
+                Err(reason) => {
+                    eprintln!("refused: {reason}{note}");
+                    Exit::Refused
+                }
+            }
+        }
+        other => report_failure(other),
+    }
+}
+
+fn report_failure(reply: ClientReply) -> Exit {
+    match reply {
+        ClientReply::Failed {
+            unknown: true,
+            message,
+        } => {
+            eprintln!("outcome unknown: {message}");
+            Exit::Unknown
+        }
+        ClientReply::Failed {
+            unknown: false,
+            message,
+        } => {
+            eprintln!("error: {message}");
+            Exit::Refused
+        }
+        other => {
+            eprintln!("error: unexpected reply from the node: {other:?}");
+            Exit::Unknown
+        }
+    }
+}
+
+/// `key=value` sets a label, `key-` removes one.
+pub fn parse_label_changes(args: &[String]) -> Result<BTreeMap<String, Option<String>>, String> {
+    let mut changes = BTreeMap::new();
+    for arg in args {
+        let (key, value) = if let Some((k, v)) = arg.split_once('=') {
+            (k, Some(v.to_string()))
+        } else if let Some(k) = arg.strip_suffix('-') {
+            (k, None)
+        } else {
+            return Err(format!("'{arg}' is neither key=value nor key-"));
+        };
+        crate::state::validate_label(key, value.as_deref())?;
+        if changes.insert(key.to_string(), value).is_some() {
+            return Err(format!("label '{key}' given twice"));
+        }
+    }
+    Ok(changes)
+}
+
+/// A fresh request id: 128 random bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}

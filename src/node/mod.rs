@@ -1,0 +1,200 @@
+//! `flocker node`: one cluster member. Wires the QUIC endpoint, the RocksDB
+//! stores, openraft and the API together; forms the initial cluster from
+//! `--peers` or joins an existing one with `--join`; runs the leader's
+//! membership upkeep; shuts down cleanly on SIGINT/SIGTERM.
+
+mod dispatch;
+pub mod settings;
+
+use crate::api::{Api, PeerReply, PeerRequest};
+use crate::ca::{validate_name, CertsDir, Role};
+use crate::net::frame::MAX_CLIENT_FRAME;
+use crate::net::tls::TlsMaterial;
+use crate::net::{Net, Service};
+use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
+use anyhow::{bail, Context, Result};
+use dispatch::Dispatcher;
+use openraft::error::{InitializeError, RaftError};
+pub use settings::NodeSettings;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the leader looks for learners to promote, and a joining node retries.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(500);
+
+/// A parsed `--peers` list: name → address, in the order given.
+pub fn parse_peers(spec: &str) -> Result<Vec<(String, SocketAddr)>> {
+    let mut peers = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((name, addr)) = item.split_once('=') else {
+            bail!("--peers: '{item}' is not NAME=IP:PORT");
+        };
+        validate_name(name).with_context(|| format!("--peers: '{item}'"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--peers: '{item}': address is not IP:PORT"))?;
+        if peers.iter().any(|(n, _)| n == name) {
+            bail!("--peers: '{name}' is listed twice");
+        }
+        peers.push((name.to_string(), addr));
+    }
+    Ok(peers)
+}
+
+pub struct RunningNode {
+    pub api: Arc<Api>,
+    pub raft: Raft,
+    net: Arc<Net>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        self.net.close();
+    }
+}
+
+/// Starts a node and returns once it is serving.
+pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
+    settings.validate()?;
+    let certs = CertsDir::new(&settings.certs);
+    let tls = TlsMaterial::load(&certs, Role::Node, &settings.name)
+        .with_context(|| format!("loading the certificate of node {}", settings.name))?;
+    let advertise = settings.advertise();
+    let net = Net::server(settings.listen, &tls)?;
+    let (log_store, sm) = open_stores(&settings.data_dir.join("raft"))?;
+    let raft_config = Arc::new(
+        settings
+            .raft_config()
+            .validate()
+            .context("invalid Raft settings")?,
+    );
+    let id = node_id_for(&settings.name);
+    let raft = Raft::new(
+        id,
+        raft_config,
+        RaftNetworkFactoryImpl::new(net.clone()),
+        log_store,
+        sm.clone(),
+    )
+    .await
+    .context("starting Raft")?;
+    let api = Arc::new(Api::new(
+        settings.name.clone(),
+        raft.clone(),
+        sm,
+        net.clone(),
+        settings.max_voters,
+    ));
+    let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
+    tracing::info!(name = %settings.name, id, listen = %settings.listen, %advertise, "node serving");
+
+    if !settings.peers.is_empty() {
+        bootstrap(&raft, &settings.peers).await?;
+    }
+    if let Some(join) = settings.join {
+        tasks.push(tokio::spawn(join_loop(
+            raft.clone(),
+            net.clone(),
+            join,
+            advertise,
+        )));
+    }
+    let upkeep = api.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+        loop {
+            tick.tick().await;
+            upkeep.reconcile_membership().await;
+        }
+    }));
+    Ok(RunningNode {
+        api,
+        raft,
+        net,
+        tasks,
+    })
+}
+
+/// Initialises the cluster from `--peers`. Every node does this with the same
+/// list, so each writes the same first membership entry; a node that already
+/// holds state (a restart, or entries from a faster peer) skips it.
+async fn bootstrap(raft: &Raft, peers: &[(String, SocketAddr)]) -> Result<()> {
+    if raft.is_initialized().await? {
+        tracing::info!("resuming from stored Raft state");
+        return Ok(());
+    }
+    let members: BTreeMap<u64, NodeInfo> = peers
+        .iter()
+        .map(|(name, addr)| {
+            (
+                node_id_for(name),
+                NodeInfo {
+                    name: name.clone(),
+                    address: addr.to_string(),
+                },
+            )
+        })
+        .collect();
+    if members.len() != peers.len() {
+        bail!("--peers: two names map to the same node id; rename one");
+    }
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!("initialised the cluster from --peers");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            tracing::info!("cluster already initialised by a peer: {e}");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("initialising the cluster: {e}")),
+    }
+}
+
+/// Asks the cluster at `join` to add this node until it is a member.
+async fn join_loop(raft: Raft, net: Arc<Net>, join: SocketAddr, advertise: SocketAddr) {
+    let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+    loop {
+        tick.tick().await;
+        let me = raft.metrics().borrow().id;
+        let member = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&me)
+            .is_some();
+        if member {
+            tracing::info!("member of the cluster; join complete");
+            return;
+        }
+        let request = PeerRequest::Join {
+            address: advertise.to_string(),
+        };
+        match net
+            .call::<_, PeerReply>(
+                join,
+                None,
+                Service::Peer,
+                &request,
+                MAX_CLIENT_FRAME,
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(reply) => tracing::info!(%join, "join: {reply:?}"),
+            Err(e) => tracing::warn!(%join, "join failed, will retry: {e}"),
+        }
+        // Wait for the membership entry to reach us before asking again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

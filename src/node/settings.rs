@@ -1,0 +1,84 @@
+//! A node's settings: the `flocker node` flags after validation, and the
+//! timing defaults (each a named constant, with why it has its value).
+
+use anyhow::{bail, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Raft leader heartbeat. Short, so followers notice a dead leader quickly.
+pub const RAFT_HEARTBEAT_MS: u64 = 100;
+/// Election timeout range, randomised per node. The low end is five
+/// heartbeats, so a few lost packets do not start an election; the range is
+/// wide enough that candidates rarely collide.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+/// Most voters a cluster keeps; further members stay learners (they still run
+/// apps). Five voters survive two failures; more only slow commits down.
+pub const DEFAULT_MAX_VOTERS: usize = 5;
+/// A snapshot is taken after this many applied entries since the last one,
+/// and as many entries are kept behind it for followers that lag a little.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Address other members use; defaults to `listen`.
+    pub advertise: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub certs: PathBuf,
+    /// The initial cluster, identical on every founding node.
+    pub peers: Vec<(String, SocketAddr)>,
+    /// An existing member to ask for admission.
+    pub join: Option<SocketAddr>,
+    pub max_voters: usize,
+    pub snapshot_logs: u64,
+}
+
+impl NodeSettings {
+    pub fn advertise(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        crate::ca::validate_name(&self.name)?;
+        let advertise = self.advertise();
+        if advertise.ip().is_unspecified() {
+            bail!("--listen {} is a wildcard address: give --advertise IP:PORT that other nodes can reach", self.listen);
+        }
+        if !self.peers.is_empty() && self.join.is_some() {
+            bail!("--peers founds a new cluster and --join enters an existing one: give one, not both");
+        }
+        if !self.peers.is_empty() {
+            match self.peers.iter().find(|(n, _)| *n == self.name) {
+                None => bail!("--peers does not list this node ({})", self.name),
+                Some((_, addr)) if *addr != advertise => bail!(
+                    "--peers gives {} the address {addr}, but it listens at {advertise}",
+                    self.name
+                ),
+                Some(_) => {}
+            }
+        }
+        if self.max_voters == 0 {
+            bail!("--max-voters must be at least 1");
+        }
+        if self.snapshot_logs == 0 {
+            bail!("--snapshot-logs must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: "flocker".into(),
+            heartbeat_interval: RAFT_HEARTBEAT_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.snapshot_logs,
+            snapshot_max_chunk_size: 1 << 20,
+            ..Default::default()
+        }
+    }
+}
