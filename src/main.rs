@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "flocker", version, about = "Stateful Docker containers on a Raft cluster with no master")]
+#[command(
+    name = "flocker",
+    version,
+    about = "Stateful Docker containers on a Raft cluster with no master"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,

@@ -14,9 +14,8 @@ use std::time::Duration;
 
 /// How long `ctl` waits for a reply: long enough for the node to forward to
 /// the leader and for the leader's own write timeout to expire first.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(
-    WRITE_TIMEOUT.as_secs() + 2 * LEADER_WAIT.as_secs() + 4,
-);
+pub const CLIENT_TIMEOUT: Duration =
+    Duration::from_secs(WRITE_TIMEOUT.as_secs() + 2 * LEADER_WAIT.as_secs() + 4);
 
 pub struct Client {
     net: Arc<Net>,

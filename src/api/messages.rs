@@ -22,7 +22,10 @@ pub enum ClientRequest {
     /// and answers from this node's own applied state.
     Nodes { stale: bool },
     /// A change to the desired state, applied once per request id.
-    Write { request_id: String, command: Command },
+    Write {
+        request_id: String,
+        command: Command,
+    },
     /// Adds a member: a learner first, promoted to voter once caught up while
     /// there are fewer voters than the cluster's maximum.
     MembersAdd { name: String, address: String },
@@ -36,7 +39,10 @@ pub enum ClientReply {
     Written(Outcome),
     Done(String),
     /// Nothing was done (`unknown == false`), or the outcome is unknown.
-    Failed { unknown: bool, message: String },
+    Failed {
+        unknown: bool,
+        message: String,
+    },
 }
 
 impl ClientReply {

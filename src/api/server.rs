@@ -88,7 +88,11 @@ impl Api {
         }
     }
 
-    pub async fn handle_peer(&self, peer: &Identity, request: PeerRequest) -> Result<PeerReply, String> {
+    pub async fn handle_peer(
+        &self,
+        peer: &Identity,
+        request: PeerRequest,
+    ) -> Result<PeerReply, String> {
         if peer.role != Role::Node {
             return Err(format!(
                 "refused: node-to-node requests need a node certificate, and this is the certificate of {peer}"
@@ -98,7 +102,9 @@ impl Api {
             PeerRequest::Status => Ok(PeerReply::Status(self.status())),
             PeerRequest::ReadIndex => {
                 match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(read_log_id)) => Ok(PeerReply::ReadIndex(read_log_id.map_or(0, |l| l.index))),
+                    Ok(Ok(read_log_id)) => {
+                        Ok(PeerReply::ReadIndex(read_log_id.map_or(0, |l| l.index)))
+                    }
                     Ok(Err(e)) => Err(format!("no read index from {}: {e}", self.name)),
                     Err(_) => Err(format!(
                         "{} could not confirm its leadership within {READ_TIMEOUT:?}",
@@ -258,7 +264,12 @@ impl Api {
             .applied_index_at_least(Some(index), "read index applied")
             .await
             .map(|_| ())
-            .map_err(|e| format!("{} did not catch up to the read index {index}: {e}", self.name))
+            .map_err(|e| {
+                format!(
+                    "{} did not catch up to the read index {index}: {e}",
+                    self.name
+                )
+            })
     }
 
     async fn nodes(&self, stale: bool) -> ClientReply {

@@ -85,7 +85,9 @@ pub fn init(dir: &Path, nodes: &[String], users: &[String]) -> Result<()> {
         KeyUsagePurpose::DigitalSignature,
     ];
     set_validity(&mut params);
-    let cert = params.self_signed(&key).context("signing the CA certificate")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the CA certificate")?;
     write_file(&certs.ca_key(), key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&certs.ca_cert(), cert.pem().as_bytes(), 0o644)?;
     for name in nodes {
@@ -112,7 +114,10 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<()> {
 
     let (cert_path, key_path) = (certs.cert(role, name), certs.key(role, name));
     if cert_path.exists() {
-        bail!("{} already exists; refusing to overwrite it", cert_path.display());
+        bail!(
+            "{} already exists; refusing to overwrite it",
+            cert_path.display()
+        );
     }
     let mut sans = vec![format!("{name}.{}.flocker", role.as_str())];
     if role == Role::Node {

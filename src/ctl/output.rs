@@ -44,12 +44,18 @@ pub fn nodes_table(views: &[NodeView]) -> String {
                 opt(&v.term),
                 opt(&v.leader),
                 opt(&v.applied_index),
-                if labels.is_empty() { "-".into() } else { labels.join(",") },
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels.join(",")
+                },
             ]
         })
         .collect();
     table(
-        &["NAME", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "APPLIED", "LABELS"],
+        &[
+            "NAME", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "APPLIED", "LABELS",
+        ],
         &rows,
     )
 }

@@ -218,15 +218,19 @@ impl Net {
                 .map_err(|e| broken(describe_frame_error(&e)))?;
             reply.map_err(CallError::Refused)
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => {
-                if matches!(result, Err(CallError::Broken { .. })) {
-                    self.forget(addr);
-                }
-                result
-            }
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(CallError::Timeout { addr, timeout }),
+        };
+        // A silent or broken connection may belong to a peer that restarted
+        // (its new process cannot reset our old connection): dial afresh next time.
+        if matches!(
+            result,
+            Err(CallError::Broken { .. } | CallError::Timeout { .. })
+        ) {
+            self.forget(addr);
         }
+        result
     }
 
     /// Opens a stream, reconnecting once if the pooled connection went stale.

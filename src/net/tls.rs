@@ -53,7 +53,9 @@ impl TlsMaterial {
 
     fn roots(&self) -> Result<RootCertStore> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).context("adding the cluster CA")?;
+        roots
+            .add(self.ca.clone())
+            .context("adding the cluster CA")?;
         Ok(roots)
     }
 

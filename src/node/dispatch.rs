@@ -39,17 +39,29 @@ impl StreamHandler for Dispatcher {
                     .await
                 }
                 Service::Client => {
-                    serve_call(&peer, send, recv, MAX_CLIENT_FRAME, |env: ClientEnvelope| async {
-                        Ok::<ClientReply, String>(self.api.handle_client(env).await)
-                    })
+                    serve_call(
+                        &peer,
+                        send,
+                        recv,
+                        MAX_CLIENT_FRAME,
+                        |env: ClientEnvelope| async {
+                            Ok::<ClientReply, String>(self.api.handle_client(env).await)
+                        },
+                    )
                     .await
                 }
                 Service::Peer => {
-                    serve_call(&peer, send, recv, MAX_CLIENT_FRAME, |req: PeerRequest| async {
-                        let reply: Result<PeerReply, String> =
-                            self.api.handle_peer(&peer, req).await;
-                        reply
-                    })
+                    serve_call(
+                        &peer,
+                        send,
+                        recv,
+                        MAX_CLIENT_FRAME,
+                        |req: PeerRequest| async {
+                            let reply: Result<PeerReply, String> =
+                                self.api.handle_peer(&peer, req).await;
+                            reply
+                        },
+                    )
                     .await
                 }
             }

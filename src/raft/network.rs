@@ -147,7 +147,11 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
 
 /// Serves one Raft RPC from `peer`. Refuses user certificates, and RPCs whose
 /// claimed sender is not the node named in the certificate: n3 cannot act as n1.
-pub async fn serve_raft_rpc(raft: &Raft, peer: &Identity, rpc: RaftRpc) -> Result<RaftRpcReply, String> {
+pub async fn serve_raft_rpc(
+    raft: &Raft,
+    peer: &Identity,
+    rpc: RaftRpc,
+) -> Result<RaftRpcReply, String> {
     if peer.role != Role::Node {
         return Err(format!(
             "refused: Raft RPCs need a node certificate, and this is the certificate of {peer}"

@@ -79,12 +79,16 @@ impl StateMachineStore {
     }
 
     fn cf(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(CF_SNAPSHOT).expect("column family created at open")
+        self.db
+            .cf_handle(CF_SNAPSHOT)
+            .expect("column family created at open")
     }
 
     fn load_snapshot(&self) -> anyhow::Result<Option<StoredSnapshot>> {
         match self.db.get_cf(self.cf(), KEY_CURRENT)? {
-            Some(bytes) => Ok(Some(decode_record(&bytes).context("reading the stored snapshot")?)),
+            Some(bytes) => Ok(Some(
+                decode_record(&bytes).context("reading the stored snapshot")?,
+            )),
             None => Ok(None),
         }
     }
@@ -163,7 +167,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             "cannot apply committed entry: {e}; this node stops applying until upgraded"
                         );
                         drop(applied);
-                        return Err(StorageIOError::apply(entry.log_id, &std::io::Error::other(e.to_string())).into());
+                        return Err(StorageIOError::apply(
+                            entry.log_id,
+                            &std::io::Error::other(e.to_string()),
+                        )
+                        .into());
                     }
                 },
                 EntryPayload::Membership(membership) => {

@@ -50,7 +50,10 @@ impl Proposal {
     }
 
     pub fn decode(&self) -> Result<Command, CommandDecodeError> {
-        let (&format, body) = self.command.split_first().ok_or(CommandDecodeError::Empty)?;
+        let (&format, body) = self
+            .command
+            .split_first()
+            .ok_or(CommandDecodeError::Empty)?;
         if format != COMMAND_FORMAT {
             return Err(CommandDecodeError::UnknownFormat(format));
         }

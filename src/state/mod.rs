@@ -39,7 +39,11 @@ impl State {
     /// returns the outcome of its first application and changes nothing.
     /// Fails only when the command cannot be decoded: the caller must then
     /// stop applying (invariant 8), never skip the entry.
-    pub fn apply(&mut self, index: u64, proposal: &Proposal) -> Result<Outcome, CommandDecodeError> {
+    pub fn apply(
+        &mut self,
+        index: u64,
+        proposal: &Proposal,
+    ) -> Result<Outcome, CommandDecodeError> {
         let fingerprint = proposal.fingerprint();
         if let Some(seen) = self.requests.get(&proposal.request_id) {
             if seen.fingerprint == fingerprint {
@@ -171,9 +175,21 @@ mod tests {
     #[test]
     fn unknown_node_and_bad_labels_are_refused() {
         let mut s = state_with(&["n1"]);
-        assert!(s.apply(1, &label("a", "n9", "k", "v")).unwrap().result.is_err());
-        assert!(s.apply(2, &label("b", "n1", "bad key", "v")).unwrap().result.is_err());
-        assert!(s.apply(3, &label("c", "n1", "k", "two words")).unwrap().result.is_err());
+        assert!(s
+            .apply(1, &label("a", "n9", "k", "v"))
+            .unwrap()
+            .result
+            .is_err());
+        assert!(s
+            .apply(2, &label("b", "n1", "bad key", "v"))
+            .unwrap()
+            .result
+            .is_err());
+        assert!(s
+            .apply(3, &label("c", "n1", "k", "two words"))
+            .unwrap()
+            .result
+            .is_err());
         assert!(s.nodes["n1"].labels.is_empty());
     }
 

@@ -64,7 +64,11 @@ mod tests {
     fn window_is_bounded_and_evicts_oldest() {
         let mut w = RequestWindow::default();
         for i in 0..REQUEST_WINDOW_CAPACITY + 10 {
-            w.remember(format!("r{i}"), [0; 32], Outcome::done(i as u64, String::new()));
+            w.remember(
+                format!("r{i}"),
+                [0; 32],
+                Outcome::done(i as u64, String::new()),
+            );
         }
         assert_eq!(w.len(), REQUEST_WINDOW_CAPACITY);
         assert!(w.get("r0").is_none());

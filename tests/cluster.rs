@@ -1,0 +1,177 @@
+//! A three-node cluster of real processes on loopback: formation from
+//! `--peers`, reads and writes through any node, request-id retries, leader
+//! failover after kill -9, catch-up, and durability across a full restart.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn three_nodes_form_one_cluster_visible_from_every_node() {
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    let leader = c.wait_for_leader(T);
+    for via in ["n1", "n2", "n3"] {
+        let nodes = c.nodes_json(via).expect("nodes -o json");
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        let leaders: Vec<_> = nodes.iter().filter(|n| n["role"] == "leader").collect();
+        assert_eq!(leaders.len(), 1, "exactly one leader: {nodes:?}");
+        assert_eq!(leaders[0]["name"], leader.as_str());
+        for n in &nodes {
+            for key in ["name", "address", "role", "term", "leader", "applied_index"] {
+                assert!(!n[key].is_null(), "{key} missing in {n}");
+            }
+            assert_eq!(n["leader"], leader.as_str());
+            assert_eq!(
+                n["address"],
+                c.addr(n["name"].as_str().unwrap()).to_string()
+            );
+        }
+        // One initial membership, however the nodes raced: one term-1 config,
+        // and all members voters.
+        assert!(nodes.iter().all(|n| n["membership"] == "voter"));
+    }
+    let table = c.ctl("n2", &["nodes"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let header = table.stdout.lines().next().unwrap_or_default();
+    for col in ["NAME", "ADDRESS", "ROLE", "TERM", "LEADER", "APPLIED"] {
+        assert!(header.contains(col), "table header {header:?} lacks {col}");
+    }
+    assert_eq!(table.stdout.lines().count(), 4, "{}", table.stdout);
+}
+
+#[test]
+fn writes_via_any_node_commit_once_and_survive_failover_and_full_restart() {
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    let leader = c.wait_for_leader(T);
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+
+    // A write sent to a follower is forwarded, committed, and visible through
+    // a linearizable read on another node right after it is acknowledged.
+    let w = c.ctl(follower, &["label", "n1", "zone=a", "disk=ssd"]);
+    assert_eq!(w.code, 0, "label via follower: {}", w.stderr);
+    assert!(
+        w.stderr.contains("request id:"),
+        "generated id is printed: {}",
+        w.stderr
+    );
+    for via in ["n1", "n2", "n3"] {
+        let nodes = c.nodes_json(via).expect("nodes");
+        assert_eq!(
+            labels_of(&nodes, "n1"),
+            json!({"zone": "a", "disk": "ssd"}),
+            "via {via}"
+        );
+    }
+
+    // A retried request id is applied once; reusing it for something else is refused.
+    let first = c.ctl(
+        follower,
+        &["label", "n2", "rack=1", "--request-id", "req-1"],
+    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let other = c.ctl(&leader, &["label", "n2", "rack=2", "--request-id", "req-2"]);
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    let retry = c.ctl(&leader, &["label", "n2", "rack=1", "--request-id", "req-1"]);
+    assert_eq!(retry.code, 0, "{}", retry.stderr);
+    assert!(retry.stdout.contains("already applied"), "{}", retry.stdout);
+    let nodes = c.nodes_json("n3").unwrap();
+    assert_eq!(
+        labels_of(&nodes, "n2"),
+        json!({"rack": "2"}),
+        "the retry must not re-apply"
+    );
+    let reuse = c.ctl("n3", &["label", "n2", "rack=9", "--request-id", "req-1"]);
+    assert_eq!(reuse.code, 1, "reused id refused: {}", reuse.stderr);
+    assert!(reuse.stderr.contains("already used"), "{}", reuse.stderr);
+
+    // Refusals exit 1 and change nothing; usage errors exit 2.
+    let unknown = c.ctl("n1", &["label", "n9", "a=b"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    let usage = c.ctl("n1", &["label", "n1", "not-a-label"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+
+    // kill -9 of the leader: the others elect a new one and keep serving.
+    c.kill(&leader);
+    let survivor = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
+    let new_leader = c.wait_for_leader(T);
+    assert_ne!(new_leader, leader);
+    let w = c.ctl(survivor, &["label", "n3", "after=failover"]);
+    assert_eq!(w.code, 0, "write after failover: {}", w.stderr);
+
+    // The killed node restarts with the same flags and catches up.
+    c.restart(&leader);
+    let caught_up = wait_until(T, || {
+        let nodes = c.nodes_json(&leader)?;
+        let applied: Vec<u64> = nodes
+            .iter()
+            .filter_map(|n| n["applied_index"].as_u64())
+            .collect();
+        (applied.len() == 3
+            && applied.iter().all(|a| *a == applied[0])
+            && labels_of(&nodes, "n3") == json!({"after": "failover"}))
+        .then_some(())
+    });
+    assert!(caught_up.is_some(), "restarted {leader} did not catch up");
+
+    // Kill all three and restart: nothing committed is lost.
+    for n in ["n1", "n2", "n3"] {
+        c.kill(n);
+    }
+    for n in ["n1", "n2", "n3"] {
+        c.restart(n);
+    }
+    c.wait_for_leader(T);
+    let nodes = c.nodes_json("n2").expect("nodes after full restart");
+    assert_eq!(labels_of(&nodes, "n1"), json!({"zone": "a", "disk": "ssd"}));
+    assert_eq!(labels_of(&nodes, "n2"), json!({"rack": "2"}));
+    assert_eq!(labels_of(&nodes, "n3"), json!({"after": "failover"}));
+}
+
+#[test]
+fn a_leader_without_quorum_answers_unknown_and_a_retry_settles_it() {
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    let leader = c.wait_for_leader(T);
+    let others: Vec<&str> = ["n1", "n2", "n3"]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    c.kill(others[0]);
+    c.kill(others[1]);
+    let r = c.ctl(&leader, &["nodes"]);
+    assert_eq!(
+        r.code, 3,
+        "no quorum: read outcome unknown, got {}: {}",
+        r.code, r.stderr
+    );
+    let stale = c.ctl(&leader, &["nodes", "--stale", "-o", "json"]);
+    assert_eq!(
+        stale.code, 0,
+        "stale reads need no quorum: {}",
+        stale.stderr
+    );
+    let w = c.ctl(&leader, &["label", "n1", "a=b", "--request-id", "lonely"]);
+    assert_eq!(w.code, 3, "write without quorum is unknown: {}", w.stderr);
+    assert!(
+        w.stderr.contains("lonely"),
+        "says which id to retry: {}",
+        w.stderr
+    );
+
+    // Once a quorum is back, the retry with the same id settles it, once.
+    c.restart(others[0]);
+    c.wait_for_leader(T);
+    let retry = c.ctl(others[0], &["label", "n1", "a=b", "--request-id", "lonely"]);
+    assert_eq!(retry.code, 0, "{}", retry.stderr);
+    let nodes = c.nodes_json(others[0]).unwrap();
+    assert_eq!(labels_of(&nodes, "n1"), json!({"a": "b"}));
+}

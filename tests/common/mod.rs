@@ -1,0 +1,264 @@
+//! Test harness: real `flocker` processes on their own loopback ports, a
+//! certs directory from `flocker ca init`, and `flocker ctl` as the client.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_flocker");
+
+/// A free UDP port on 127.0.0.1 (released for the node to bind).
+pub fn free_addr() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    sock.local_addr().expect("local addr")
+}
+
+pub struct NodeProc {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// A CA with certificates for `names` (plus `spare` more nodes to join
+    /// later) and user `admin`, and the founding nodes started with `--peers`.
+    pub fn start(names: &[&str], spare: &[&str], extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let all: Vec<&str> = names.iter().chain(spare).copied().collect();
+        let out = Command::new(BIN)
+            .args(["ca", "init", "--dir"])
+            .arg(dir.path().join("certs"))
+            .args(["--nodes", &all.join(","), "--users", "admin"])
+            .output()
+            .expect("run flocker ca init");
+        assert!(
+            out.status.success(),
+            "ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let addrs: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
+        let peers: Vec<String> = names
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        for (name, addr) in names.iter().zip(&addrs) {
+            let mut args = vec!["--peers".to_string(), peers.join(",")];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            cluster.add_node(name, *addr, args);
+        }
+        cluster
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Registers and starts a node process.
+    pub fn add_node(&mut self, name: &str, addr: SocketAddr, args: Vec<String>) {
+        let data_dir = self.dir.path().join(format!("data-{name}"));
+        self.nodes.push(NodeProc {
+            name: name.to_string(),
+            addr,
+            data_dir,
+            args,
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start_node(i);
+    }
+
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.nodes[self.index(name)].addr
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let certs = self.certs();
+        let log_path = self.dir.path().join(format!("{}.log", self.nodes[i].name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("node log");
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "{} already running", node.name);
+        let child = Command::new(BIN)
+            .arg("node")
+            .args(["--name", &node.name])
+            .arg("--listen")
+            .arg(node.addr.to_string())
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--certs")
+            .arg(&certs)
+            .args(&node.args)
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn flocker node");
+        node.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn restart(&mut self, name: &str) {
+        let i = self.index(name);
+        self.start_node(i);
+    }
+
+    pub fn is_running(&mut self, name: &str) -> bool {
+        let i = self.index(name);
+        match self.nodes[i].child.as_mut() {
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `flocker ctl` against node `via`.
+    pub fn ctl(&self, via: &str, args: &[&str]) -> CtlResult {
+        ctl_at(self.addr(via), &self.certs(), args)
+    }
+
+    /// `ctl nodes -o json` against `via`, or None when it fails.
+    pub fn nodes_json(&self, via: &str) -> Option<Vec<Value>> {
+        let r = self.ctl(via, &["nodes", "-o", "json"]);
+        if r.code != 0 {
+            return None;
+        }
+        serde_json::from_str::<Vec<Value>>(&r.stdout).ok()
+    }
+
+    /// Waits until every running member reports the same single leader, and
+    /// returns its name.
+    pub fn wait_for_leader(&mut self, timeout: Duration) -> String {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let running: Vec<String> = names.into_iter().filter(|n| self.is_running(n)).collect();
+        let mut last = String::new();
+        let leader = wait_until(timeout, || {
+            let via = &running[0];
+            let nodes = self.nodes_json(via)?;
+            let reported: Vec<(&str, Option<&str>, &str)> = nodes
+                .iter()
+                .filter(|n| {
+                    running
+                        .iter()
+                        .any(|r| r == n["name"].as_str().unwrap_or(""))
+                })
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or(""),
+                        n["leader"].as_str(),
+                        n["role"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect();
+            last = format!("{reported:?}");
+            let leaders: Vec<&str> = reported
+                .iter()
+                .filter(|(_, _, role)| *role == "leader")
+                .map(|(n, _, _)| *n)
+                .collect();
+            if leaders.len() != 1 || reported.len() != running.len() {
+                return None;
+            }
+            let all_agree = reported.iter().all(|(_, l, _)| *l == Some(leaders[0]));
+            all_agree.then(|| leaders[0].to_string())
+        });
+        leader.unwrap_or_else(|| panic!("no agreed leader within {timeout:?}; last view: {last}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!("----- log of {} -----\n{}", node.name, self.log(&node.name));
+            }
+        }
+    }
+}
+
+pub struct CtlResult {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn ctl_at(addr: SocketAddr, certs: &Path, args: &[&str]) -> CtlResult {
+    let out: Output = Command::new(BIN)
+        .arg("ctl")
+        .arg("--node")
+        .arg(addr.to_string())
+        .arg("--certs")
+        .arg(certs)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run flocker ctl");
+    CtlResult {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Polls `f` every 100 ms until it returns Some, or the timeout passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The labels of `node` in a `ctl nodes -o json` answer.
+pub fn labels_of(nodes: &[Value], node: &str) -> Value {
+    nodes
+        .iter()
+        .find(|n| n["name"] == node)
+        .map(|n| n["labels"].clone())
+        .unwrap_or(Value::Null)
+}
