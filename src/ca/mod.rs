@@ -75,7 +75,10 @@ pub fn init(dir: &Path, nodes: &[String], users: &[String]) -> Result<()> {
     let key = KeyPair::generate().context("generating the CA key")?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "flocker cluster CA");
+    // A distinct name per cluster, so a certificate from another cluster's CA
+    // is reported as from an unknown issuer.
+    let ca_name = format!("flocker cluster CA {:08x}", rand::random::<u32>());
+    dn.push(DnType::CommonName, ca_name);
     dn.push(DnType::OrganizationName, "flocker");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

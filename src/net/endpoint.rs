@@ -203,8 +203,16 @@ impl Net {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let (mut send, mut recv) = self.open(addr, expect).await?;
-        let broken = |reason: String| CallError::Broken { addr, reason };
+        let (conn, mut send, mut recv) = self.open_on(addr, expect).await?;
+        let broken = |reason: String| match conn.close_reason() {
+            // The peer refused our certificate after our side finished the
+            // TLS 1.3 handshake: it never read the request.
+            Some(close) if is_tls_refusal(&close) => CallError::Unreachable {
+                addr,
+                reason: describe(&close),
+            },
+            _ => CallError::Broken { addr, reason },
+        };
         let exchange = async {
             send.write_all(&[service as u8])
                 .await
@@ -239,10 +247,19 @@ impl Net {
         addr: SocketAddr,
         expect: Option<&str>,
     ) -> Result<(SendStream, RecvStream), CallError> {
+        let (_, send, recv) = self.open_on(addr, expect).await?;
+        Ok((send, recv))
+    }
+
+    async fn open_on(
+        &self,
+        addr: SocketAddr,
+        expect: Option<&str>,
+    ) -> Result<(Connection, SendStream, RecvStream), CallError> {
         for attempt in 0..2 {
             let (conn, _) = self.connection(addr, expect).await?;
             match conn.open_bi().await {
-                Ok(streams) => return Ok(streams),
+                Ok((send, recv)) => return Ok((conn, send, recv)),
                 Err(e) => {
                     self.forget(addr);
                     if attempt == 1 {
@@ -334,6 +351,12 @@ fn peer_identity(conn: &Connection) -> Result<Identity> {
     Identity::from_der(leaf)
 }
 
+/// True when the connection was closed with a TLS alert (a crypto error code).
+fn is_tls_refusal(e: &ConnectionError) -> bool {
+    matches!(e, ConnectionError::ConnectionClosed(close)
+        if (0x100..0x200).contains(&u64::from(close.error_code)))
+}
+
 /// Turns QUIC/TLS failures into words an operator can act on.
 pub fn describe(e: &ConnectionError) -> String {
     match e {
@@ -349,9 +372,12 @@ pub fn describe(e: &ConnectionError) -> String {
                 format!("connection closed by peer: {close}")
             }
         }
-        ConnectionError::TransportError(t) => {
-            format!("TLS/QUIC handshake failed: {t}")
+        ConnectionError::TransportError(t) if t.reason.contains("invalid peer certificate") => {
+            format!(
+                "TLS handshake failed: {t}: that node's certificate is not signed by the CA in your certs directory"
+            )
         }
+        ConnectionError::TransportError(t) => format!("TLS/QUIC handshake failed: {t}"),
         ConnectionError::ApplicationClosed(close) => format!(
             "connection closed by peer: {}",
             String::from_utf8_lossy(&close.reason)
