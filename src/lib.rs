@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the map of these modules.
 
 pub mod api;
+pub mod bench;
 pub mod ca;
 pub mod ctl;
 pub mod net;

@@ -31,6 +31,17 @@ enum Top {
         #[command(subcommand)]
         action: CaAction,
     },
+    /// Benchmarks against anchors measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchWhich,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhich {
+    /// Raft commits/s and latency against etcd; leader failover time.
+    Raft(flocker::bench::raft::RaftBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +116,18 @@ fn main() -> ExitCode {
                 ExitCode::from(Exit::Refused as u8)
             }
         },
+        Top::Bench {
+            which: BenchWhich::Raft(args),
+        } => {
+            init_logging("warn");
+            match runtime.block_on(flocker::bench::raft::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Top::Node(args) => {
             init_logging("info");
             match runtime.block_on(run_node(args)) {

@@ -53,6 +53,10 @@ fn join_promote_remove_and_snapshot_catch_up() {
         n4["snapshot_index"].as_u64().unwrap_or(0) > 0,
         "n4 caught up without a snapshot: {n4}"
     );
+    assert!(
+        c.log("n4").contains("installed snapshot"),
+        "n4 got no snapshot"
+    );
     assert_eq!(
         labels_of(&promoted, "n1").as_object().map(|m| m.len()),
         Some(40),

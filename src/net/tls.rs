@@ -18,8 +18,8 @@ pub const ALPN: &[u8] = b"flocker/1";
 
 /// A QUIC connection with no traffic for this long is closed; keep-alives
 /// every [`KEEP_ALIVE`] keep idle but healthy connections open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEP_ALIVE: Duration = Duration::from_secs(2);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// Bound on concurrent streams a peer may open on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 

@@ -1,0 +1,8 @@
+//! `flocker bench`: measurements against anchors taken in the same run on the
+//! same machine (timings here are noisy; only same-run ratios mean anything).
+//! Benchmarks live here, not in tests: tests never time things.
+
+mod etcd;
+mod procs;
+pub mod raft;
+mod stats;
