@@ -4,6 +4,7 @@
 
 use super::store::{decode_record, encode_record, synced, CF_LOG, CF_META};
 use super::types::TypeConfig;
+use super::wal_sync::WalSyncer;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError,
@@ -23,11 +24,15 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    syncer: WalSyncer,
 }
 
 impl LogStore {
     pub(super) fn new(db: Arc<DB>) -> LogStore {
-        LogStore { db }
+        LogStore {
+            syncer: WalSyncer::start(db.clone()),
+            db,
+        }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -133,7 +138,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_meta(KEY_COMMITTED, &committed).map_err(write_err)
+        // Not fsynced: it only lets a restart re-apply sooner. Losing it is
+        // safe, since the commit point is re-learned from the leader.
+        self.db
+            .put_cf(self.cf(CF_META), KEY_COMMITTED, encode_record(&committed))
+            .map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
@@ -156,21 +165,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 encode_record(&entry),
             );
         }
-        // The fsync blocks; keep it off the async worker threads.
-        let db = self.db.clone();
-        let result = tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
-            .await
-            .map_err(write_err)?;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
-            }
-        }
+        // Written now (readable at once), durable when the syncer has fsynced
+        // the WAL: only then does openraft count these entries (invariant 2).
+        self.db.write(batch).map_err(write_err)?;
+        self.syncer.after_sync(callback).await.map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {

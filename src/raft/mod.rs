@@ -11,6 +11,7 @@ mod network;
 mod state_machine;
 mod store;
 mod types;
+mod wal_sync;
 
 pub use log_store::LogStore;
 pub use network::{serve_raft_rpc, RaftNetworkFactoryImpl, RaftRpc};

@@ -23,6 +23,10 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachineStore)> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    // Overwrite old WAL files instead of growing new ones: an fsync of a file
+    // whose size does not change needs no filesystem journal commit, which
+    // roughly halves its cost on ext4.
+    opts.set_recycle_log_file_num(4);
     let cfs = [CF_LOG, CF_META, CF_SNAPSHOT]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
