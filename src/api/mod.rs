@@ -6,6 +6,7 @@
 
 pub mod client;
 mod messages;
+mod proposer;
 mod server;
 
 pub use messages::*;

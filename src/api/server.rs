@@ -3,6 +3,7 @@
 //! reads pass a read-index barrier unless the client asked for a stale read.
 
 use super::messages::*;
+use super::proposer::{ProposeError, Proposer};
 use crate::ca::{validate_name, Identity, Role};
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
@@ -33,6 +34,7 @@ pub struct Api {
     pub sm: StateMachineStore,
     pub net: Arc<Net>,
     pub max_voters: usize,
+    proposer: Proposer,
 }
 
 impl Api {
@@ -44,6 +46,7 @@ impl Api {
         max_voters: usize,
     ) -> Api {
         Api {
+            proposer: Proposer::start(raft.clone(), WRITE_TIMEOUT),
             id: node_id_for(&name),
             name,
             raft,
@@ -61,16 +64,12 @@ impl Api {
                 command,
             } => {
                 let proposal = Proposal::new(request_id.clone(), command);
-                match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(proposal)).await
-                {
-                    Err(_) => ClientReply::unknown(format!(
-                        "not committed within {WRITE_TIMEOUT:?} (is a quorum reachable?); the outcome is unknown: retry with request id '{request_id}'"
+                match self.proposer.propose(proposal).await {
+                    Ok(outcome) => ClientReply::Written(outcome),
+                    Err(ProposeError::NotLeader) => self.forward(env).await,
+                    Err(ProposeError::Unknown(why)) => ClientReply::unknown(format!(
+                        "{why}; the outcome is unknown: retry with request id '{request_id}'"
                     )),
-                    Ok(Ok(response)) => ClientReply::Written(response.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                        self.forward(env).await
-                    }
-                    Ok(Err(e)) => ClientReply::unknown(format!("write failed: {e}")),
                 }
             }
             ClientRequest::MembersAdd { name, address } => {

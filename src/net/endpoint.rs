@@ -5,7 +5,7 @@
 //! One stream carries one call: a service tag byte, one request frame, one
 //! reply frame (`Result<Reply, String>`, the error being a refusal in words).
 
-use super::frame::{read_frame, write_frame, FrameError};
+use super::frame::{read_frame, write_encoded, write_frame, FrameError};
 use super::tls::{server_name, TlsMaterial};
 use crate::ca::Identity;
 use anyhow::{Context, Result};
@@ -61,6 +61,9 @@ pub enum CallError {
     /// Nothing was sent: no connection, or the peer refused our credentials.
     #[error("cannot reach {addr}: {reason}")]
     Unreachable { addr: SocketAddr, reason: String },
+    /// The request is larger than the frame limit; nothing was sent.
+    #[error("request of {len} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
     /// The peer read the request and refused it; nothing changed.
     #[error("{0}")]
     Refused(String),
@@ -203,6 +206,13 @@ impl Net {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let body = super::frame::encode(request);
+        if body.len() > max_frame {
+            return Err(CallError::TooLarge {
+                len: body.len(),
+                max: max_frame,
+            });
+        }
         let (conn, mut send, mut recv) = self.open_on(addr, expect).await?;
         let broken = |reason: String| match conn.close_reason() {
             // The peer refused our certificate after our side finished the
@@ -217,7 +227,7 @@ impl Net {
             send.write_all(&[service as u8])
                 .await
                 .map_err(|e| broken(e.to_string()))?;
-            write_frame(&mut send, request, max_frame)
+            write_encoded(&mut send, &body)
                 .await
                 .map_err(|e| broken(e.to_string()))?;
             let _ = send.finish();

@@ -62,9 +62,20 @@ where
             max,
         });
     }
-    let len = u32::try_from(body.len()).expect("max frame size fits in u32");
+    write_encoded(w, &body).await
+}
+
+/// Writes a body made by [`encode`] whose size the caller has checked.
+pub async fn write_encoded<W>(w: &mut W, body: &[u8]) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
+        len: body.len(),
+        max: u32::MAX as usize,
+    })?;
     w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&body).await?;
+    w.write_all(body).await?;
     Ok(())
 }
 

@@ -8,7 +8,8 @@ use crate::ca::{Identity, Role};
 use crate::net::frame::MAX_RAFT_FRAME;
 use crate::net::{CallError, Net, Service};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -77,6 +78,10 @@ impl RaftPeer {
                 self.node
             ))))
         })?;
+        let entries = match &rpc {
+            RaftRpc::AppendEntries(r) => r.entries.len() as u64,
+            _ => 1,
+        };
         self.net
             .call(
                 addr,
@@ -89,6 +94,10 @@ impl RaftPeer {
             .await
             .map_err(|e| match e {
                 CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                // Ask openraft to send fewer entries per RPC.
+                CallError::TooLarge { .. } => RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint((entries / 2).max(1)),
+                ),
                 other => RPCError::Network(NetworkError::new(&other)),
             })
     }

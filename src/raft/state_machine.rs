@@ -147,7 +147,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<Outcome>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -157,9 +157,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             let index = entry.log_id.index;
             let outcome = match &entry.payload {
-                EntryPayload::Blank => Outcome::done(index, String::new()),
-                EntryPayload::Normal(proposal) => match applied.state.apply(index, proposal) {
-                    Ok(outcome) => outcome,
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => match applied.state.apply_batch(index, batch) {
+                    Ok(outcomes) => outcomes,
                     Err(e) => {
                         // Invariant 8: never skip an entry. Stop applying and say so.
                         tracing::error!(
@@ -182,7 +182,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     );
                     applied.membership =
                         StoredMembership::new(Some(entry.log_id), membership.clone());
-                    Outcome::done(index, "membership changed".into())
+                    Vec::new()
                 }
             };
             applied.last_applied = Some(entry.log_id);

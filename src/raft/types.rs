@@ -4,12 +4,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
 
-use crate::state::{Outcome, Proposal};
+use crate::state::{Batch, Outcome};
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Proposal,
-        R = Outcome,
+        D = Batch,
+        R = Vec<Outcome>,
         NodeId = u64,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,

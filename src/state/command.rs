@@ -20,6 +20,14 @@ pub enum Command {
     },
 }
 
+/// What one Raft entry carries: client writes the leader batched together,
+/// applied in order. Batching shares one log append, one fsync and one
+/// replication round among concurrent writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub proposals: Vec<Proposal>,
+}
+
 /// A client write as committed to the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {

@@ -9,7 +9,7 @@
 mod command;
 mod requests;
 
-pub use command::{Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
+pub use command::{Batch, Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
 pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,23 @@ impl State {
         self.requests
             .remember(proposal.request_id.clone(), fingerprint, outcome.clone());
         Ok(outcome)
+    }
+
+    /// Applies a batch committed as one entry: whole, or (when any command
+    /// cannot be decoded) not at all.
+    pub fn apply_batch(
+        &mut self,
+        index: u64,
+        batch: &Batch,
+    ) -> Result<Vec<Outcome>, CommandDecodeError> {
+        if let Some(e) = batch.proposals.iter().find_map(|p| p.decode().err()) {
+            return Err(e);
+        }
+        batch
+            .proposals
+            .iter()
+            .map(|p| self.apply(index, p))
+            .collect()
     }
 
     fn execute(&mut self, command: &Command) -> Result<String, String> {
@@ -206,6 +223,37 @@ mod tests {
             command: vec![COMMAND_FORMAT, 200],
         };
         assert!(s.apply(2, &unknown_kind).is_err());
+    }
+
+    #[test]
+    fn a_batch_applies_whole_or_not_at_all() {
+        let mut s = state_with(&["n1"]);
+        let undecodable = Proposal {
+            request_id: "z".into(),
+            command: vec![COMMAND_FORMAT + 1],
+        };
+        let bad = Batch {
+            proposals: vec![label("a", "n1", "k", "v"), undecodable],
+        };
+        assert!(s.apply_batch(1, &bad).is_err());
+        assert!(
+            s.nodes["n1"].labels.is_empty(),
+            "nothing of a bad batch applies"
+        );
+        let good = Batch {
+            proposals: vec![
+                label("a", "n1", "k", "1"),
+                label("b", "n1", "k", "2"),
+                label("a", "n1", "k", "1"),
+            ],
+        };
+        let outcomes = s.apply_batch(2, &good).unwrap();
+        assert_eq!(outcomes.len(), 3);
+        assert!(
+            outcomes[2].replayed,
+            "a retry inside the same batch is answered once"
+        );
+        assert_eq!(s.nodes["n1"].labels["k"], "2");
     }
 
     #[test]
