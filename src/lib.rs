@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod ca;
+pub mod config;
 pub mod ctl;
 pub mod net;
 pub mod node;

@@ -31,10 +31,27 @@ enum Top {
         #[command(subcommand)]
         action: CaAction,
     },
+    /// Flocker's configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Benchmarks against anchors measured in the same run.
     Bench {
         #[command(subcommand)]
         which: BenchWhich,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate deployment and application files offline; every error is
+    /// listed with its file, line, column and key.
+    Check {
+        /// deployment.yml: nodes and the applications pinned to them.
+        deployment: PathBuf,
+        /// application.yml, or its fig/compose form.
+        application: PathBuf,
     },
 }
 
@@ -116,6 +133,13 @@ fn main() -> ExitCode {
                 ExitCode::from(Exit::Refused as u8)
             }
         },
+        Top::Config {
+            action:
+                ConfigAction::Check {
+                    deployment,
+                    application,
+                },
+        } => ExitCode::from(flocker::config::run_check(&deployment, &application)),
         Top::Bench {
             which: BenchWhich::Raft(args),
         } => {

@@ -205,6 +205,7 @@ fn garbage_and_oversize_frames_close_only_their_stream() {
                 Service::Client,
                 &ClientEnvelope {
                     hops: 0,
+                    user: None,
                     request: ClientRequest::Nodes { stale: false },
                 },
                 MAX_CLIENT_FRAME,

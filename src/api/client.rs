@@ -40,7 +40,11 @@ impl Client {
     }
 
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let env = ClientEnvelope { hops: 0, request };
+        let env = ClientEnvelope {
+            hops: 0,
+            user: None,
+            request,
+        };
         match self
             .net
             .call::<_, ClientReply>(

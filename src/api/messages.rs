@@ -2,7 +2,8 @@
 //! services. Both sides of every call use these types; the frame envelope
 //! carries their version.
 
-use crate::state::{Command, Outcome};
+use crate::config::Configuration;
+use crate::state::{Command, HistoryEntry, Outcome, Plan};
 use serde::{Deserialize, Serialize};
 
 /// How many times a request may be passed on towards the leader, so that a
@@ -13,6 +14,9 @@ pub const MAX_FORWARD_HOPS: u8 = 3;
 pub struct ClientEnvelope {
     /// Times this request has already been forwarded between nodes.
     pub hops: u8,
+    /// The user on whose behalf a node forwards the request. Ignored when a
+    /// user certificate sent it: then the certificate's name is the user.
+    pub user: Option<String>,
     pub request: ClientRequest,
 }
 
@@ -31,6 +35,14 @@ pub enum ClientRequest {
     MembersAdd { name: String, address: String },
     /// Removes a member (voter or not).
     MembersRemove { name: String },
+    /// What deploying this configuration would change; commits nothing.
+    PlanDeploy { configuration: Configuration },
+    /// The deployed configuration and its version.
+    ShowConfig,
+    /// Applications with their desired and observed state.
+    Status,
+    /// Committed operator changes, oldest first.
+    History,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +50,13 @@ pub enum ClientReply {
     Nodes(Vec<NodeView>),
     Written(Outcome),
     Done(String),
+    Plan(Plan),
+    Config {
+        version: u64,
+        configuration: Configuration,
+    },
+    Status(StatusView),
+    History(Vec<HistoryEntry>),
     /// Nothing was done (`unknown == false`), or the outcome is unknown.
     Failed {
         unknown: bool,
@@ -110,4 +129,49 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+}
+
+/// `ctl status`: desired state (read linearizably) and what the nodes observe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub config_version: u64,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub image: String,
+    /// Where the cluster wants it; `None` until it is placed.
+    pub desired_node: Option<String>,
+    /// Containers observed for it, on any node.
+    pub instances: Vec<InstanceStatus>,
+    /// Why it is not running, when it is not.
+    pub waiting: Option<String>,
+    /// A volume move in flight.
+    #[serde(rename = "move")]
+    pub moving: Option<MoveStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub node: String,
+    /// `created`, `running`, `exited` or `missing`.
+    pub state: String,
+    pub container_id: Option<String>,
+    pub image_id: Option<String>,
+    pub started_at: Option<String>,
+    pub restarts: u32,
+    pub exit_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// When the node observed this, RFC 3339.
+    pub observed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub from: String,
+    pub to: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }

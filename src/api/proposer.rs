@@ -78,8 +78,11 @@ async fn batch_loop(
         let raft = raft.clone();
         tokio::spawn(async move {
             let (proposals, waiters): (Vec<Proposal>, Vec<Waiter>) = batch.into_iter().unzip();
-            let result =
-                tokio::time::timeout(commit_timeout, raft.client_write(Batch { proposals })).await;
+            let batch = Batch {
+                proposed_at_ms: now_ms(),
+                proposals,
+            };
+            let result = tokio::time::timeout(commit_timeout, raft.client_write(batch)).await;
             drop(permit);
             match result {
                 Ok(Ok(response)) => {
@@ -108,4 +111,12 @@ async fn batch_loop(
             }
         });
     }
+}
+
+/// The leader's wall clock for the batch it proposes. Time enters the state
+/// only this way: decided by the leader, then committed.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -5,10 +5,11 @@
 use super::messages::*;
 use super::proposer::{ProposeError, Proposer};
 use crate::ca::{validate_name, Identity, Role};
+use crate::config::Configuration;
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
-use crate::state::Proposal;
+use crate::state::{plan, Proposal};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
@@ -56,14 +57,46 @@ impl Api {
         }
     }
 
-    pub async fn handle_client(&self, env: ClientEnvelope) -> ClientReply {
+    /// Serves a client request from `peer`. A user certificate's name is the
+    /// request's author; a node forwarding a request vouches for its author.
+    pub async fn handle_client(&self, peer: &Identity, mut env: ClientEnvelope) -> ClientReply {
+        env.user = Some(match peer.role {
+            Role::User => peer.name.clone(),
+            Role::Node => env
+                .user
+                .take()
+                .unwrap_or_else(|| format!("node {}", peer.name)),
+        });
+        self.serve_client(env).await
+    }
+
+    async fn serve_client(&self, env: ClientEnvelope) -> ClientReply {
+        let author = env.user.clone().unwrap_or_default();
         match &env.request {
             ClientRequest::Nodes { stale } => self.nodes(*stale).await,
+            ClientRequest::PlanDeploy { configuration } => self.plan_deploy(configuration).await,
+            ClientRequest::ShowConfig => match self.read_barrier().await {
+                Ok(()) => {
+                    let applied = self.sm.read();
+                    ClientReply::Config {
+                        version: applied.state.deployed.version,
+                        configuration: applied.state.deployed.config.clone(),
+                    }
+                }
+                Err(e) => ClientReply::unknown(e),
+            },
+            ClientRequest::Status => self.app_status().await,
+            ClientRequest::History => match self.read_barrier().await {
+                Ok(()) => {
+                    ClientReply::History(self.sm.read().state.history.entries().cloned().collect())
+                }
+                Err(e) => ClientReply::unknown(e),
+            },
             ClientRequest::Write {
                 request_id,
                 command,
             } => {
-                let proposal = Proposal::new(request_id.clone(), command);
+                let proposal = Proposal::new(request_id.clone(), author, command);
                 match self.proposer.propose(proposal).await {
                     Ok(outcome) => ClientReply::Written(outcome),
                     Err(ProposeError::NotLeader) => self.forward(env).await,
@@ -114,12 +147,13 @@ impl Api {
             PeerRequest::Join { address } => {
                 let env = ClientEnvelope {
                     hops: 0,
+                    user: None,
                     request: ClientRequest::MembersAdd {
                         name: peer.name.clone(),
                         address,
                     },
                 };
-                match self.handle_client(env).await {
+                match self.handle_client(peer, env).await {
                     ClientReply::Done(message) => Ok(PeerReply::Joined(message)),
                     ClientReply::Failed { message, .. } => Err(message),
                     other => Err(format!("unexpected reply to join: {other:?}")),
@@ -190,15 +224,17 @@ impl Api {
             // This node became leader meanwhile: serve it here.
             let env = ClientEnvelope {
                 hops: env.hops + 1,
+                user: env.user,
                 request: env.request,
             };
-            return Box::pin(self.handle_client(env)).await;
+            return Box::pin(self.serve_client(env)).await;
         }
         let Ok(addr) = leader.address.parse::<SocketAddr>() else {
             return ClientReply::refused(format!("leader {leader} has an unusable address"));
         };
         let forwarded = ClientEnvelope {
             hops: env.hops + 1,
+            user: env.user,
             request: env.request,
         };
         let timeout = WRITE_TIMEOUT + LEADER_WAIT + Duration::from_secs(1);
@@ -318,6 +354,55 @@ impl Api {
         let mut views = futures::future::join_all(probes).await;
         views.sort_by(|a, b| a.name.cmp(&b.name));
         ClientReply::Nodes(views)
+    }
+
+    async fn plan_deploy(&self, configuration: &Configuration) -> ClientReply {
+        if let Err(e) = self.read_barrier().await {
+            return ClientReply::unknown(e);
+        }
+        let applied = self.sm.read();
+        let state = &applied.state;
+        match plan(&state.deployed, &state.nodes, configuration) {
+            Ok(plan) => ClientReply::Plan(plan),
+            Err(errors) => ClientReply::refused(errors.join("\n")),
+        }
+    }
+
+    async fn app_status(&self) -> ClientReply {
+        if let Err(e) = self.read_barrier().await {
+            return ClientReply::unknown(e);
+        }
+        let applied = self.sm.read();
+        let deployed = &applied.state.deployed;
+        let deployment = &deployed.config.deployment;
+        let mut names: Vec<&String> = deployment
+            .pinned
+            .values()
+            .flatten()
+            .chain(&deployment.anywhere)
+            .collect();
+        names.sort();
+        let apps = names
+            .into_iter()
+            .filter_map(|name| {
+                let spec = deployed.config.applications.get(name)?;
+                let desired_node = deployed.placements.get(name).cloned();
+                Some(AppStatus {
+                    name: name.clone(),
+                    image: spec.image.to_string(),
+                    waiting: desired_node
+                        .is_none()
+                        .then(|| "waiting for a node: not placed yet".to_string()),
+                    desired_node,
+                    instances: Vec::new(),
+                    moving: None,
+                })
+            })
+            .collect();
+        ClientReply::Status(StatusView {
+            config_version: deployed.version,
+            apps,
+        })
     }
 
     async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {

@@ -72,6 +72,45 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: MembersAction,
     },
+    /// Commit a whole desired configuration: Flocker's deployment file, then
+    /// its application file (or fig/compose form), as one change.
+    Deploy {
+        deployment: PathBuf,
+        application: PathBuf,
+        /// Print what would change; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse unless the deployed configuration is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+        /// Makes a retry apply once; generated and printed when absent.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Applications: where they should run and what the nodes observe.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Committed changes: who, when, request id, what.
+    History {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// The deployed configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the deployed configuration.
+    Show {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,10 +143,7 @@ pub async fn run(args: CtlArgs) -> Exit {
             match client.request(ClientRequest::Nodes { stale }).await {
                 ClientReply::Nodes(views) => {
                     match output {
-                        OutputFormat::Json => println!(
-                            "{}",
-                            serde_json::to_string_pretty(&views).expect("views serialize")
-                        ),
+                        OutputFormat::Json => println!("{}", to_json(&views)),
                         OutputFormat::Table => print!("{}", output::nodes_table(&views)),
                     }
                     Exit::Ok
@@ -133,6 +169,84 @@ pub async fn run(args: CtlArgs) -> Exit {
             };
             write(&client, request_id, command).await
         }
+        CtlCommand::Deploy {
+            deployment,
+            application,
+            dry_run,
+            if_version,
+            request_id,
+        } => {
+            let configuration = match crate::config::load(&deployment, &application) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{} error(s); nothing was deployed", errors.len());
+                    return Exit::Refused;
+                }
+            };
+            if dry_run {
+                return match client
+                    .request(ClientRequest::PlanDeploy { configuration })
+                    .await
+                {
+                    ClientReply::Plan(plan) => {
+                        print!("{}", output::plan_text(&plan));
+                        Exit::Ok
+                    }
+                    other => report_failure(other),
+                };
+            }
+            let command = Command::Deploy {
+                configuration,
+                if_version,
+            };
+            write(&client, request_id, command).await
+        }
+        CtlCommand::Status { output } => match client.request(ClientRequest::Status).await {
+            ClientReply::Status(view) => {
+                match output {
+                    OutputFormat::Json => println!("{}", to_json(&view)),
+                    OutputFormat::Table => print!("{}", output::status_table(&view)),
+                }
+                Exit::Ok
+            }
+            other => report_failure(other),
+        },
+        CtlCommand::History { output } => match client.request(ClientRequest::History).await {
+            ClientReply::History(entries) => {
+                match output {
+                    OutputFormat::Json => println!("{}", to_json(&entries)),
+                    OutputFormat::Table => print!("{}", output::history_table(&entries)),
+                }
+                Exit::Ok
+            }
+            other => report_failure(other),
+        },
+        CtlCommand::Config {
+            action: ConfigAction::Show { output },
+        } => match client.request(ClientRequest::ShowConfig).await {
+            ClientReply::Config {
+                version,
+                configuration,
+            } => {
+                match output {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        to_json(
+                            &serde_json::json!({"version": version, "configuration": configuration})
+                        )
+                    ),
+                    OutputFormat::Table => {
+                        println!("# configuration version {version}");
+                        print!("{}", output::config_text(&configuration));
+                    }
+                }
+                Exit::Ok
+            }
+            other => report_failure(other),
+        },
         CtlCommand::Members { action } => {
             let request = match action {
                 MembersAction::Add { name, address } => ClientRequest::MembersAdd {
@@ -232,4 +346,8 @@ pub fn parse_label_changes(args: &[String]) -> Result<BTreeMap<String, Option<St
 /// A fresh request id: 128 random bits, hex.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("API replies serialize to JSON")
 }

@@ -1,6 +1,8 @@
 //! Human-readable tables for `ctl` output.
 
-use crate::api::NodeView;
+use crate::api::{NodeView, StatusView};
+use crate::config::Configuration;
+use crate::state::{HistoryEntry, Plan};
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or("-".to_string(), T::to_string)
@@ -58,4 +60,112 @@ pub fn nodes_table(views: &[NodeView]) -> String {
         ],
         &rows,
     )
+}
+
+pub fn status_table(view: &StatusView) -> String {
+    let mut out = format!("configuration version {}\n", view.config_version);
+    let rows: Vec<Vec<String>> = view
+        .apps
+        .iter()
+        .map(|a| {
+            let state = if a.instances.is_empty() {
+                "-".to_string()
+            } else {
+                a.instances
+                    .iter()
+                    .map(|i| format!("{}@{}", i.state, i.node))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            vec![
+                a.name.clone(),
+                a.image.clone(),
+                opt(&a.desired_node),
+                state,
+                opt(&a.waiting),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["APP", "IMAGE", "NODE", "OBSERVED", "WAITING"],
+        &rows,
+    ));
+    out
+}
+
+pub fn history_table(entries: &[HistoryEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.index.to_string(),
+                rfc3339_ms(e.proposed_at_ms),
+                e.author.clone(),
+                e.request_id.clone(),
+                e.summary.clone(),
+            ]
+        })
+        .collect();
+    table(&["INDEX", "TIME", "AUTHOR", "REQUEST", "CHANGE"], &rows)
+}
+
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.is_noop() {
+        out.push_str(&format!(
+            "no changes: the configuration stays at version {}\n",
+            plan.from_version
+        ));
+        return out;
+    }
+    let next = if plan.config_changed {
+        plan.from_version + 1
+    } else {
+        plan.from_version
+    };
+    out.push_str(&format!(
+        "plan: version {} -> {next} (dry run: nothing committed)\n",
+        plan.from_version
+    ));
+    let mut line = |what: &str, apps: &[String]| {
+        if !apps.is_empty() {
+            out.push_str(&format!("  {what:<8} {}\n", apps.join(", ")));
+        }
+    };
+    line("added", &plan.added);
+    line("changed", &plan.changed);
+    line("removed", &plan.removed);
+    let moved: Vec<String> = plan
+        .moved
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({} -> {})",
+                m.app,
+                m.from.as_deref().unwrap_or("unplaced"),
+                m.to.as_deref().unwrap_or("unplaced")
+            )
+        })
+        .collect();
+    line("moved", &moved);
+    out
+}
+
+/// The configuration as JSON until the YAML writer lands.
+pub fn config_text(configuration: &Configuration) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(configuration).expect("configuration serializes")
+    )
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }

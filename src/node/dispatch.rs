@@ -45,7 +45,7 @@ impl StreamHandler for Dispatcher {
                         recv,
                         MAX_CLIENT_FRAME,
                         |env: ClientEnvelope| async {
-                            Ok::<ClientReply, String>(self.api.handle_client(env).await)
+                            Ok::<ClientReply, String>(self.api.handle_client(&peer, env).await)
                         },
                     )
                     .await

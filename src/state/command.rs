@@ -18,6 +18,12 @@ pub enum Command {
         node: String,
         changes: std::collections::BTreeMap<String, Option<String>>,
     },
+    /// Replaces the whole desired configuration, refused unless the current
+    /// version is `if_version` (when given).
+    Deploy {
+        configuration: crate::config::Configuration,
+        if_version: Option<u64>,
+    },
 }
 
 /// What one Raft entry carries: client writes the leader batched together,
@@ -25,6 +31,9 @@ pub enum Command {
 /// replication round among concurrent writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The proposing leader's clock, milliseconds since the Unix epoch: the
+    /// only time the state machine ever sees, and a committed value.
+    pub proposed_at_ms: u64,
     pub proposals: Vec<Proposal>,
 }
 
@@ -33,6 +42,9 @@ pub struct Batch {
 pub struct Proposal {
     /// Chosen by the client; a retry carries the same id (invariant 6).
     pub request_id: String,
+    /// The user certificate's name of whoever asked for the change (or
+    /// `node <name>` for changes a node asked for itself).
+    pub author: String,
     /// `COMMAND_FORMAT` byte followed by the postcard-encoded [`Command`].
     pub command: Vec<u8>,
 }
@@ -48,11 +60,16 @@ pub enum CommandDecodeError {
 }
 
 impl Proposal {
-    pub fn new(request_id: impl Into<String>, command: &Command) -> Proposal {
+    pub fn new(
+        request_id: impl Into<String>,
+        author: impl Into<String>,
+        command: &Command,
+    ) -> Proposal {
         let mut bytes = vec![COMMAND_FORMAT];
         postcard::to_io(command, &mut bytes).expect("commands are postcard-serializable");
         Proposal {
             request_id: request_id.into(),
+            author: author.into(),
             command: bytes,
         }
     }

@@ -7,9 +7,13 @@
 //! commands. This module knows nothing of Raft, the network or Docker.
 
 mod command;
+mod deploy;
+mod history;
 mod requests;
 
 pub use command::{Batch, Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
+pub use deploy::{plan, Deployed, Move, Plan};
+pub use history::{History, HistoryEntry, HISTORY_CAPACITY};
 pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,26 @@ pub struct State {
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Recently applied request ids and their outcomes (invariant 6).
     pub requests: RequestWindow,
+    /// The deployed configuration, its version and placements.
+    pub deployed: Deployed,
+    /// Committed operator changes: who, when, what.
+    pub history: History,
+}
+
+/// What executing a command did.
+struct Effect {
+    message: String,
+    /// False when the command asked for what already was (nothing to record).
+    changed: bool,
+}
+
+impl Effect {
+    fn changed(message: String) -> Effect {
+        Effect {
+            message,
+            changed: true,
+        }
+    }
 }
 
 /// Longest label key and value accepted, as in Kubernetes-style labels.
@@ -35,13 +59,14 @@ pub const MAX_LABEL_KEY: usize = 63;
 pub const MAX_LABEL_VALUE: usize = 253;
 
 impl State {
-    /// Applies the proposal committed at log `index`. A retried request id
-    /// returns the outcome of its first application and changes nothing.
-    /// Fails only when the command cannot be decoded: the caller must then
-    /// stop applying (invariant 8), never skip the entry.
-    pub fn apply(
+    /// Applies one proposal of the entry committed at log `index`. A retried
+    /// request id returns the outcome of its first application and changes
+    /// nothing. Fails only when the command cannot be decoded: the caller
+    /// must then stop applying (invariant 8), never skip the entry.
+    fn apply(
         &mut self,
         index: u64,
+        proposed_at_ms: u64,
         proposal: &Proposal,
     ) -> Result<Outcome, CommandDecodeError> {
         let fingerprint = proposal.fingerprint();
@@ -61,7 +86,18 @@ impl State {
         }
         let command = proposal.decode()?;
         let outcome = match self.execute(&command) {
-            Ok(message) => Outcome::done(index, message),
+            Ok(Effect { message, changed }) => {
+                if changed {
+                    self.history.record(HistoryEntry {
+                        index,
+                        proposed_at_ms,
+                        author: proposal.author.clone(),
+                        request_id: proposal.request_id.clone(),
+                        summary: message.clone(),
+                    });
+                }
+                Outcome::done(index, message)
+            }
             Err(reason) => Outcome::refused(index, reason),
         };
         self.requests
@@ -82,11 +118,11 @@ impl State {
         batch
             .proposals
             .iter()
-            .map(|p| self.apply(index, p))
+            .map(|p| self.apply(index, batch.proposed_at_ms, p))
             .collect()
     }
 
-    fn execute(&mut self, command: &Command) -> Result<String, String> {
+    fn execute(&mut self, command: &Command) -> Result<Effect, String> {
         match command {
             Command::SetLabels { node, changes } => {
                 if changes.is_empty() {
@@ -112,7 +148,38 @@ impl State {
                         }
                     }
                 }
-                Ok(format!("{node}: {}", said.join(" ")))
+                Ok(Effect::changed(format!("{node}: {}", said.join(" "))))
+            }
+            Command::Deploy {
+                configuration,
+                if_version,
+            } => {
+                let current = self.deployed.version;
+                if let Some(expected) = if_version {
+                    if *expected != current {
+                        return Err(format!(
+                            "the configuration is at version {current}, not {expected}: someone else deployed meanwhile; review with `ctl config show` and retry"
+                        ));
+                    }
+                }
+                let plan = plan(&self.deployed, &self.nodes, configuration)
+                    .map_err(|errors| errors.join("; "))?;
+                if plan.is_noop() {
+                    return Ok(Effect {
+                        message: format!("configuration unchanged at version {current}"),
+                        changed: false,
+                    });
+                }
+                if plan.config_changed {
+                    self.deployed.version += 1;
+                    self.deployed.config = configuration.clone();
+                }
+                self.deployed.placements = plan.placements.clone();
+                Ok(Effect::changed(format!(
+                    "configuration version {}: {}",
+                    self.deployed.version,
+                    plan.describe()
+                )))
             }
         }
     }
@@ -162,9 +229,19 @@ mod tests {
         s
     }
 
+    /// Applies one proposal as its own entry.
+    fn apply1(s: &mut State, index: u64, p: &Proposal) -> Result<Outcome, CommandDecodeError> {
+        let batch = Batch {
+            proposed_at_ms: 1_000 * index,
+            proposals: vec![p.clone()],
+        };
+        s.apply_batch(index, &batch).map(|mut o| o.remove(0))
+    }
+
     fn label(id: &str, node: &str, key: &str, value: &str) -> Proposal {
         Proposal::new(
             id,
+            "admin",
             &Command::SetLabels {
                 node: node.into(),
                 changes: [(key.to_string(), Some(value.to_string()))].into(),
@@ -175,16 +252,16 @@ mod tests {
     #[test]
     fn retried_request_is_applied_once() {
         let mut s = state_with(&["n1"]);
-        let first = s.apply(5, &label("r1", "n1", "zone", "a")).unwrap();
+        let first = apply1(&mut s, 5, &label("r1", "n1", "zone", "a")).unwrap();
         assert!(first.result.is_ok());
-        s.apply(6, &label("r2", "n1", "zone", "b")).unwrap();
+        apply1(&mut s, 6, &label("r2", "n1", "zone", "b")).unwrap();
         // The retry of r1 must not set zone back to "a".
-        let retry = s.apply(7, &label("r1", "n1", "zone", "a")).unwrap();
+        let retry = apply1(&mut s, 7, &label("r1", "n1", "zone", "a")).unwrap();
         assert!(retry.replayed);
         assert_eq!(retry.index, 5);
         assert_eq!(s.nodes["n1"].labels["zone"], "b");
         // Reusing an id for another request is refused and changes nothing.
-        let reuse = s.apply(8, &label("r1", "n1", "zone", "c")).unwrap();
+        let reuse = apply1(&mut s, 8, &label("r1", "n1", "zone", "c")).unwrap();
         assert!(reuse.result.is_err());
         assert_eq!(s.nodes["n1"].labels["zone"], "b");
     }
@@ -192,18 +269,15 @@ mod tests {
     #[test]
     fn unknown_node_and_bad_labels_are_refused() {
         let mut s = state_with(&["n1"]);
-        assert!(s
-            .apply(1, &label("a", "n9", "k", "v"))
+        assert!(apply1(&mut s, 1, &label("a", "n9", "k", "v"))
             .unwrap()
             .result
             .is_err());
-        assert!(s
-            .apply(2, &label("b", "n1", "bad key", "v"))
+        assert!(apply1(&mut s, 2, &label("b", "n1", "bad key", "v"))
             .unwrap()
             .result
             .is_err());
-        assert!(s
-            .apply(3, &label("c", "n1", "k", "two words"))
+        assert!(apply1(&mut s, 3, &label("c", "n1", "k", "two words"))
             .unwrap()
             .result
             .is_err());
@@ -215,14 +289,16 @@ mod tests {
         let mut s = state_with(&["n1"]);
         let future = Proposal {
             request_id: "x".into(),
+            author: "admin".into(),
             command: vec![COMMAND_FORMAT + 1, 0],
         };
-        assert!(s.apply(1, &future).is_err());
+        assert!(apply1(&mut s, 1, &future).is_err());
         let unknown_kind = Proposal {
             request_id: "y".into(),
+            author: "admin".into(),
             command: vec![COMMAND_FORMAT, 200],
         };
-        assert!(s.apply(2, &unknown_kind).is_err());
+        assert!(apply1(&mut s, 2, &unknown_kind).is_err());
     }
 
     #[test]
@@ -230,9 +306,11 @@ mod tests {
         let mut s = state_with(&["n1"]);
         let undecodable = Proposal {
             request_id: "z".into(),
+            author: "admin".into(),
             command: vec![COMMAND_FORMAT + 1],
         };
         let bad = Batch {
+            proposed_at_ms: 0,
             proposals: vec![label("a", "n1", "k", "v"), undecodable],
         };
         assert!(s.apply_batch(1, &bad).is_err());
@@ -241,6 +319,7 @@ mod tests {
             "nothing of a bad batch applies"
         );
         let good = Batch {
+            proposed_at_ms: 0,
             proposals: vec![
                 label("a", "n1", "k", "1"),
                 label("b", "n1", "k", "2"),
@@ -259,7 +338,7 @@ mod tests {
     #[test]
     fn membership_keeps_labels_of_remaining_members() {
         let mut s = state_with(&["n1", "n2"]);
-        s.apply(1, &label("a", "n1", "k", "v")).unwrap();
+        apply1(&mut s, 1, &label("a", "n1", "k", "v")).unwrap();
         s.apply_membership([("n1", "10.0.0.1:1"), ("n3", "10.0.0.3:1")].into_iter());
         assert_eq!(s.nodes["n1"].labels["k"], "v");
         assert_eq!(s.nodes["n1"].address, "10.0.0.1:1");

@@ -1,0 +1,418 @@
+//! The application file, whatever its form: tells the Flocker form from the
+//! fig and compose forms, holds what the form walkers produce (draft
+//! applications that still remember where each value was written), and
+//! finishes them into [`AppSpec`]s: links resolved to the application they
+//! lead to, ports and links checked against each other, lists put in
+//! canonical order.
+//!
+//! The per-key reading lives in `application.rs` (Flocker form) and
+//! `compose.rs` (fig and compose forms); the readers both forms share are
+//! here.
+
+use super::error::{did_you_mean, KeyPath, Position, Sink};
+use super::model::{AppFormat, AppSpec, ImageRef, Link};
+use super::read;
+use super::yaml::{Node, Value};
+use super::{application, compose};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a value was written, for errors found after the walk.
+#[derive(Debug, Clone)]
+pub(crate) struct Mark {
+    pub at: Position,
+    pub path: KeyPath,
+}
+
+#[derive(Debug)]
+pub(crate) struct DraftApp {
+    /// Complete except for `links`; lists not yet in canonical order.
+    pub spec: AppSpec,
+    /// The `external` value of each of `spec.ports`, in the same order.
+    pub port_marks: Vec<Mark>,
+    pub links: Vec<DraftLink>,
+    pub dataset_mark: Option<Mark>,
+}
+
+#[derive(Debug)]
+pub(crate) enum DraftLink {
+    /// Flocker form: leads to whichever application publishes `remote_port`.
+    ToPort {
+        alias: String,
+        local_port: u16,
+        remote_port: u16,
+        mark: Mark,
+    },
+    /// fig/compose form: leads to a named service, one link per port it
+    /// publishes.
+    ToApp {
+        target: String,
+        alias: String,
+        mark: Mark,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct DraftApps {
+    pub format: AppFormat,
+    pub apps: BTreeMap<String, DraftApp>,
+}
+
+impl DraftApp {
+    pub fn new() -> DraftApp {
+        DraftApp {
+            spec: AppSpec::new(ImageRef {
+                name: String::new(),
+                tag: None,
+                digest: None,
+            }),
+            port_marks: Vec::new(),
+            links: Vec::new(),
+            dataset_mark: None,
+        }
+    }
+}
+
+/// Reads the application file's document in whichever form it is written.
+/// `None` when not even the form could be told.
+pub(crate) fn read(sink: &mut Sink, root: &Node) -> Option<DraftApps> {
+    let root_path = KeyPath::root();
+    let entries = read::map(
+        sink,
+        root,
+        &root_path,
+        "a map: 'version' and 'applications', 'services', or service names",
+    )?;
+    let has = |k: &str| read::get(entries, k).is_some();
+    if has("nodes") && !has("applications") && !has("services") {
+        let message = "this is a deployment file, not an application file (the order is DEPLOYMENT APPLICATION)";
+        sink.at(root.at, &root_path, message);
+        return None;
+    }
+    let (format, apps) = if has("applications")
+        || (has("version") && !has("services") && is_flocker_version(entries))
+    {
+        (
+            AppFormat::Flocker,
+            application::read(sink, entries, root.at),
+        )
+    } else if has("services") || has("version") {
+        (
+            AppFormat::Compose,
+            compose::read_compose(sink, entries, root.at),
+        )
+    } else {
+        (AppFormat::Fig, compose::read_fig(sink, entries))
+    };
+    Some(DraftApps { format, apps })
+}
+
+/// A top-level `version: 1` marks the Flocker form even when its
+/// `applications` key is missing; compose versions are 2 and up.
+fn is_flocker_version(entries: &[super::yaml::Entry]) -> bool {
+    read::get(entries, "version")
+        .and_then(|e| e.value.scalar())
+        .is_some_and(|s| s.text.trim() == "1")
+}
+
+/// Reads each application under `apps` (already checked to be a map).
+pub(crate) fn read_each(
+    sink: &mut Sink,
+    entries: &[super::yaml::Entry],
+    path: &KeyPath,
+    mut one: impl FnMut(&mut Sink, &Node, &KeyPath) -> DraftApp,
+) -> BTreeMap<String, DraftApp> {
+    let mut apps = BTreeMap::new();
+    for entry in entries {
+        let app_path = path.key(&entry.key);
+        if let Err(why) = super::names::check_app_name(&entry.key) {
+            sink.at(entry.key_at, &app_path, why);
+        }
+        let draft = one(sink, &entry.value, &app_path);
+        apps.insert(entry.key.clone(), draft);
+    }
+    apps
+}
+
+pub(crate) fn read_image(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<ImageRef> {
+    let text = read::text(sink, node, path, "an image name such as nginx:1.25")?;
+    read::check(sink, node, path, ImageRef::parse(&text))
+}
+
+pub(crate) fn read_cpu_shares(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<u64> {
+    read::uint(sink, node, path, 2, 262_144, "CPU shares 2-262144")
+}
+
+/// An environment variable value: strings, and numbers as written. Booleans
+/// and nulls are refused rather than guessed at.
+pub(crate) fn read_env_value(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<String> {
+    match node.scalar() {
+        Some(s) if s.is_bool() => {
+            let message = format!(
+                "expected a string, got {} (quote it: \"{}\")",
+                s.text, s.text
+            );
+            sink.at(node.at, path, message);
+            None
+        }
+        Some(s) if s.is_null() => {
+            sink.at(
+                node.at,
+                path,
+                "expected a string, got nothing (write \"\" for an empty value)",
+            );
+            None
+        }
+        Some(s) => read::check(
+            sink,
+            node,
+            path,
+            super::names::check_env_value(&s.text).map(|()| s.text.clone()),
+        ),
+        None => {
+            sink.at(
+                node.at,
+                path,
+                format!("expected a string, got {}", node.describe()),
+            );
+            None
+        }
+    }
+}
+
+/// A list of strings, each with where it was written.
+pub(crate) fn read_strings(
+    sink: &mut Sink,
+    node: &Node,
+    path: &KeyPath,
+    what: &str,
+) -> Vec<(String, Mark)> {
+    let Some(items) = read::seq(sink, node, path, &format!("a list of {what}")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_path = path.index(i);
+        let text = match &item.value {
+            Value::Scalar(s) if !s.is_null() => Some(s.text.clone()),
+            _ => {
+                let message = format!("expected {what}, got {}", item.describe());
+                sink.at(item.at, &item_path, message);
+                None
+            }
+        };
+        if let Some(text) = text {
+            out.push((
+                text,
+                Mark {
+                    at: item.at,
+                    path: item_path,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The container command: a non-empty list of strings without NUL.
+pub(crate) fn check_command(
+    sink: &mut Sink,
+    node: &Node,
+    path: &KeyPath,
+    words: Vec<String>,
+) -> Option<Vec<String>> {
+    if words.is_empty() {
+        sink.at(
+            node.at,
+            path,
+            "the command is empty; leave 'command' out to run the image's own",
+        );
+        return None;
+    }
+    if words.iter().any(|w| w.contains('\0')) {
+        sink.at(node.at, path, "the command may not contain NUL");
+        return None;
+    }
+    Some(words)
+}
+
+/// `label=value` / `label!=value` strings; duplicates and constraints that
+/// no node could meet are refused.
+pub(crate) fn read_constraints(
+    sink: &mut Sink,
+    node: &Node,
+    path: &KeyPath,
+) -> Vec<super::model::Constraint> {
+    use super::model::ConstraintOp::{Equal, NotEqual};
+    let mut out: Vec<super::model::Constraint> = Vec::new();
+    for (text, mark) in read_strings(
+        sink,
+        node,
+        path,
+        "constraints (label=value or label!=value)",
+    ) {
+        let constraint = match super::names::parse_constraint(&text) {
+            Ok(c) => c,
+            Err(why) => {
+                sink.at(mark.at, &mark.path, why);
+                continue;
+            }
+        };
+        if out.contains(&constraint) {
+            sink.at(
+                mark.at,
+                &mark.path,
+                format!("constraint '{constraint}' is given twice"),
+            );
+            continue;
+        }
+        let clash = out.iter().find(|c| {
+            c.label == constraint.label
+                && match (c.op, constraint.op) {
+                    (Equal, Equal) => c.value != constraint.value,
+                    (Equal, NotEqual) | (NotEqual, Equal) => c.value == constraint.value,
+                    (NotEqual, NotEqual) => false,
+                }
+        });
+        if let Some(c) = clash {
+            let message =
+                format!("constraint '{constraint}' contradicts '{c}': no node could meet both");
+            sink.at(mark.at, &mark.path, message);
+            continue;
+        }
+        out.push(constraint);
+    }
+    out
+}
+
+/// Finishes the drafts: resolves links, checks what needs every
+/// application at once, and puts lists in canonical order.
+pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, AppSpec> {
+    let mut publishers: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
+    for (name, draft) in &drafts.apps {
+        for port in &draft.spec.ports {
+            publishers.entry(port.external).or_default().insert(name);
+        }
+    }
+    let mut datasets: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (name, draft) in &drafts.apps {
+        let mut spec = draft.spec.clone();
+
+        let mut seen_external = BTreeSet::new();
+        for (port, mark) in spec.ports.iter().zip(&draft.port_marks) {
+            if !seen_external.insert(port.external) {
+                let message = format!(
+                    "external port {} is published twice by '{name}'",
+                    port.external
+                );
+                sink.at(mark.at, &mark.path, message);
+            }
+        }
+
+        if let (Some(volume), Some(mark)) = (&draft.spec.volume, &draft.dataset_mark) {
+            if let Some(id) = &volume.dataset_id {
+                if let Some(other) = datasets.insert(id, name) {
+                    let message = format!(
+                        "dataset_id {id} is also the volume of '{other}'; a volume has one owner"
+                    );
+                    sink.at(mark.at, &mark.path, message);
+                }
+            }
+        }
+
+        let mut links: Vec<(Link, &Mark)> = Vec::new();
+        for link in &draft.links {
+            match link {
+                DraftLink::ToPort {
+                    alias,
+                    local_port,
+                    remote_port,
+                    mark,
+                } => match publishers
+                    .get(remote_port)
+                    .map(|s| s.iter().copied().collect::<Vec<_>>())
+                {
+                    Some(apps) if apps.len() == 1 => links.push((
+                        Link {
+                            alias: alias.clone(),
+                            local_port: *local_port,
+                            remote_port: *remote_port,
+                            app: apps[0].to_string(),
+                        },
+                        mark,
+                    )),
+                    Some(apps) => {
+                        let message = format!(
+                            "external port {remote_port} is published by {}; a link must lead to one application",
+                            quoted_list(&apps)
+                        );
+                        sink.at(mark.at, &mark.path, message);
+                    }
+                    None => {
+                        let message = format!(
+                            "no application publishes external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
+                        );
+                        sink.at(mark.at, &mark.path, message);
+                    }
+                },
+                DraftLink::ToApp {
+                    target,
+                    alias,
+                    mark,
+                } => match drafts.apps.get(target) {
+                    None => {
+                        let hint = did_you_mean(target, drafts.apps.keys().map(String::as_str));
+                        sink.at(
+                            mark.at,
+                            &mark.path,
+                            format!("link to unknown service '{target}'{hint}"),
+                        );
+                    }
+                    Some(t) if t.spec.ports.is_empty() => {
+                        let message = format!(
+                            "'{target}' publishes no ports, so a link to it gives nothing (a link reaches the linked service's published ports)"
+                        );
+                        sink.at(mark.at, &mark.path, message);
+                    }
+                    Some(t) => {
+                        for port in &t.spec.ports {
+                            let link = Link {
+                                alias: alias.clone(),
+                                local_port: port.internal,
+                                remote_port: port.external,
+                                app: target.clone(),
+                            };
+                            links.push((link, mark));
+                        }
+                    }
+                },
+            }
+        }
+        let mut seen_links = BTreeSet::new();
+        for (link, mark) in &links {
+            if !seen_links.insert((link.alias.as_str(), link.local_port)) {
+                let message = format!(
+                    "link alias '{}' with local port {} is given twice",
+                    link.alias, link.local_port
+                );
+                sink.at(mark.at, &mark.path, message);
+            }
+        }
+        spec.links = links.into_iter().map(|(l, _)| l).collect();
+        spec.links.sort();
+        spec.links.dedup();
+        spec.ports.sort_by_key(|p| (p.external, p.internal));
+        spec.constraints.sort();
+        out.insert(name.clone(), spec);
+    }
+    out
+}
+
+pub(crate) fn quoted_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}

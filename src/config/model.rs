@@ -1,0 +1,260 @@
+//! The validated configuration model: what an operator asked for, with every
+//! value already checked. These types go into the Raft state machine, so they
+//! use ordered maps and canonical (sorted) lists: the same files always give
+//! the same bytes, and reordering a list in a file changes nothing.
+//!
+//! This module knows nothing of YAML or of file positions; the parsers in
+//! the sibling modules build these values and only hand them out when the
+//! whole configuration is valid. Serde derives stay plain (no tagging,
+//! flattening or skipped fields) because the state machine encodes with
+//! postcard, which is not self-describing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Applications by name, and where they are placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    pub applications: BTreeMap<String, AppSpec>,
+    pub deployment: Deployment,
+}
+
+/// One application: a container image and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub image: ImageRef,
+    /// Sorted by (external, internal); external ports are distinct.
+    pub ports: Vec<PortMapping>,
+    /// Sorted; (alias, local_port) pairs are distinct.
+    pub links: Vec<Link>,
+    pub environment: BTreeMap<String, String>,
+    pub volume: Option<VolumeSpec>,
+    /// Bytes.
+    pub mem_limit: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub restart_policy: RestartPolicy,
+    /// Replaces the image's command when given; never empty.
+    pub command: Option<Vec<String>>,
+    /// Node-label requirements for the scheduler, all of which must hold.
+    /// Sorted and distinct.
+    pub constraints: Vec<Constraint>,
+}
+
+/// A Docker image reference. Without a tag or a digest the tag is `latest`,
+/// as Docker and Flocker read it, so `nginx` and `nginx:latest` are equal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Repository, with its registry host when one was given.
+    pub name: String,
+    pub tag: Option<String>,
+    /// `algorithm:hex`, e.g. `sha256:…`.
+    pub digest: Option<String>,
+}
+
+/// A container port published on the host the container runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub internal: u16,
+    pub external: u16,
+}
+
+/// Flocker's cross-host link: the linking container reaches `local_port` of
+/// `alias` (through `ALIAS_PORT_<local_port>_TCP*` environment variables),
+/// which leads to `remote_port`, an external port published by `app` on the
+/// node where `app` runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Link {
+    pub alias: String,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// The application publishing `remote_port`, found when the files were
+    /// checked (Flocker's own format names only the port).
+    pub app: String,
+}
+
+/// The application's one volume, which follows it between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// Absolute path inside the container.
+    pub mountpoint: String,
+    /// Bytes.
+    pub maximum_size: Option<u64>,
+    /// Flocker's optional dataset UUID, kept so files exported by Flocker
+    /// read back unchanged; distinct across applications.
+    pub dataset_id: Option<String>,
+}
+
+/// What Docker does when the container exits. The agent, not Docker, acts on
+/// it, so a container the cluster fenced is never restarted behind its back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Flocker's default.
+    #[default]
+    Never,
+    Always,
+    OnFailure {
+        /// `None`: retry without limit.
+        maximum_retry_count: Option<u32>,
+    },
+}
+
+/// `label=value` or `label!=value` on a node's labels. A node without the
+/// label meets a `!=` constraint and fails an `=` one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Constraint {
+    pub label: String,
+    pub op: ConstraintOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConstraintOp {
+    Equal,
+    NotEqual,
+}
+
+/// Where applications run. Every application named here is defined in
+/// `Configuration::applications` and appears exactly once; applications that
+/// are defined but not named here are not run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Node key (a node name, or an address or host name as Flocker used)
+    /// → the applications pinned there, sorted.
+    pub pinned: BTreeMap<String, Vec<String>>,
+    /// Applications the cluster places itself, and re-places when their node
+    /// dies; sorted.
+    pub anywhere: Vec<String>,
+}
+
+/// How the application file was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppFormat {
+    /// `version: 1` and `applications:`.
+    Flocker,
+    /// Service names at the top level.
+    Fig,
+    /// A compose file with `services:`.
+    Compose,
+}
+
+impl AppFormat {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AppFormat::Flocker => "Flocker form",
+            AppFormat::Fig => "fig form",
+            AppFormat::Compose => "compose form",
+        }
+    }
+}
+
+impl Configuration {
+    /// `3 applications (2 pinned on 2 nodes, 1 anywhere)`.
+    pub fn summary(&self) -> String {
+        let pinned: usize = self.deployment.pinned.values().map(Vec::len).sum();
+        let nodes = self
+            .deployment
+            .pinned
+            .values()
+            .filter(|apps| !apps.is_empty())
+            .count();
+        let anywhere = self.deployment.anywhere.len();
+        let idle = self.applications.len().saturating_sub(pinned + anywhere);
+        let mut text = format!(
+            "{} application{} ({pinned} pinned on {nodes} node{}, {anywhere} anywhere",
+            self.applications.len(),
+            plural(self.applications.len()),
+            plural(nodes),
+        );
+        if idle > 0 {
+            text.push_str(&format!(", {idle} not deployed"));
+        }
+        text.push(')');
+        text
+    }
+}
+
+impl AppSpec {
+    /// An application running `image` with Flocker's defaults for the rest.
+    pub fn new(image: ImageRef) -> AppSpec {
+        AppSpec {
+            image,
+            ports: Vec::new(),
+            links: Vec::new(),
+            environment: BTreeMap::new(),
+            volume: None,
+            mem_limit: None,
+            cpu_shares: None,
+            restart_policy: RestartPolicy::Never,
+            command: None,
+            constraints: Vec::new(),
+        }
+    }
+}
+
+impl Deployment {
+    /// The node key an application is pinned to, if it is pinned.
+    pub fn node_key_of(&self, app: &str) -> Option<&str> {
+        self.pinned
+            .iter()
+            .find(|(_, apps)| apps.iter().any(|a| a == app))
+            .map(|(key, _)| key.as_str())
+    }
+
+    pub fn is_anywhere(&self, app: &str) -> bool {
+        self.anywhere.iter().any(|a| a == app)
+    }
+}
+
+impl RestartPolicy {
+    /// The name used in Flocker's `restart_policy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            ConstraintOp::Equal => "=",
+            ConstraintOp::NotEqual => "!=",
+        };
+        write!(f, "{}{op}{}", self.label, self.value)
+    }
+}
+
+impl Constraint {
+    /// Whether a node with these labels meets the constraint.
+    pub fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
+        let has = labels.get(&self.label) == Some(&self.value);
+        match self.op {
+            ConstraintOp::Equal => has,
+            ConstraintOp::NotEqual => !has,
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
