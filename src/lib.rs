@@ -1,6 +1,7 @@
 //! flocker: stateful Docker containers on a Raft cluster with no master.
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod ca;
@@ -9,4 +10,5 @@ pub mod ctl;
 pub mod net;
 pub mod node;
 pub mod raft;
+pub mod runtime;
 pub mod state;

@@ -88,6 +88,13 @@ struct NodeArgs {
     /// Entries applied between snapshots (and kept behind each one).
     #[arg(long, default_value_t = settings::DEFAULT_SNAPSHOT_LOGS)]
     snapshot_logs: u64,
+    /// Host IP for containers' published ports (default: the advertised IP).
+    #[arg(long)]
+    publish_ip: Option<std::net::IpAddr>,
+    /// Container engine: unix:///path/to/docker.sock (default: DOCKER_HOST or
+    /// /var/run/docker.sock), or `sim` for an in-memory engine.
+    #[arg(long)]
+    engine: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +220,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         join: args.join,
         max_voters: args.max_voters,
         snapshot_logs: args.snapshot_logs,
+        publish_ip: args.publish_ip,
+        engine: args.engine,
     };
     let running = node::start(settings).await?;
     wait_for_signal().await;

@@ -49,7 +49,8 @@ fn json(r: &CtlResult) -> Value {
 
 #[test]
 fn deploy_is_one_versioned_change_read_back_from_any_node() {
-    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    // The simulated engine: this test is about configuration, not Docker.
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &["--engine", "sim"]);
     c.wait_for_leader(T);
     let dir = c.dir.path().to_path_buf();
     let apps = write(&dir, "application.yml", APPS);

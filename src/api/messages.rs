@@ -97,6 +97,8 @@ pub struct NodeView {
     pub last_log_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// Why the node cannot run containers right now, when it cannot.
+    pub degraded: Option<String>,
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -109,6 +111,8 @@ pub enum PeerRequest {
     ReadIndex,
     /// The calling node (named by its certificate) asks to be added.
     Join { address: String },
+    /// What this node's agent observes of its containers.
+    Observed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +120,7 @@ pub enum PeerReply {
     Status(NodeStatus),
     ReadIndex(u64),
     Joined(String),
+    Observed(crate::agent::Observed),
 }
 
 /// A node's report on itself, from its Raft metrics.
@@ -129,6 +134,8 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
+    /// Why the node cannot run containers right now (engine unreachable).
+    pub degraded: Option<String>,
 }
 
 /// `ctl status`: desired state (read linearizably) and what the nodes observe.

@@ -4,17 +4,18 @@
 
 use super::messages::*;
 use super::proposer::{ProposeError, Proposer};
+use crate::agent::Observed;
 use crate::ca::{validate_name, Identity, Role};
 use crate::config::Configuration;
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
-use crate::state::{plan, Proposal};
+use crate::state::{plan, Command, Outcome, Proposal};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How long a write may wait to commit before its outcome is reported unknown.
@@ -36,6 +37,8 @@ pub struct Api {
     pub net: Arc<Net>,
     pub max_voters: usize,
     proposer: Proposer,
+    /// What this node's agent observes.
+    observed: Arc<RwLock<Observed>>,
 }
 
 impl Api {
@@ -45,8 +48,10 @@ impl Api {
         sm: StateMachineStore,
         net: Arc<Net>,
         max_voters: usize,
+        observed: Arc<RwLock<Observed>>,
     ) -> Api {
         Api {
+            observed,
             proposer: Proposer::start(raft.clone(), WRITE_TIMEOUT),
             id: node_id_for(&name),
             name,
@@ -132,6 +137,9 @@ impl Api {
         }
         match request {
             PeerRequest::Status => Ok(PeerReply::Status(self.status())),
+            PeerRequest::Observed => Ok(PeerReply::Observed(
+                self.observed.read().expect("observed lock").clone(),
+            )),
             PeerRequest::ReadIndex => {
                 match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
                     Ok(Ok(read_log_id)) => {
@@ -184,6 +192,12 @@ impl Api {
             term: m.current_term,
             leader,
             applied_index: m.last_applied.map_or(0, |l| l.index),
+            degraded: self
+                .observed
+                .read()
+                .expect("observed lock")
+                .degraded
+                .clone(),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
@@ -346,6 +360,7 @@ impl Api {
                 last_log_index: status.as_ref().map(|s| s.last_log_index),
                 snapshot_index: status.as_ref().and_then(|s| s.snapshot_index),
                 purged_index: status.as_ref().and_then(|s| s.purged_index),
+                degraded: status.as_ref().and_then(|s| s.degraded.clone()),
                 name: info.name,
                 address: info.address,
                 labels,
@@ -368,10 +383,50 @@ impl Api {
         }
     }
 
+    /// Every member's observations, asked of each (this node's own locally).
+    async fn observations(&self) -> Vec<(String, Option<Observed>)> {
+        let members: Vec<NodeInfo> = self
+            .sm
+            .read()
+            .membership
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect();
+        let asks = members.into_iter().map(|info| async move {
+            if info.name == self.name {
+                return (
+                    info.name,
+                    Some(self.observed.read().expect("observed lock").clone()),
+                );
+            }
+            let Ok(addr) = info.address.parse::<SocketAddr>() else {
+                return (info.name, None);
+            };
+            let reply = self
+                .net
+                .call::<_, PeerReply>(
+                    addr,
+                    Some(&info.name),
+                    Service::Peer,
+                    &PeerRequest::Observed,
+                    MAX_CLIENT_FRAME,
+                    PROBE_TIMEOUT,
+                )
+                .await;
+            match reply {
+                Ok(PeerReply::Observed(o)) => (info.name, Some(o)),
+                _ => (info.name, None),
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
     async fn app_status(&self) -> ClientReply {
         if let Err(e) = self.read_barrier().await {
             return ClientReply::unknown(e);
         }
+        let observations = self.observations().await;
         let applied = self.sm.read();
         let deployed = &applied.state.deployed;
         let deployment = &deployed.config.deployment;
@@ -387,14 +442,33 @@ impl Api {
             .filter_map(|name| {
                 let spec = deployed.config.applications.get(name)?;
                 let desired_node = deployed.placements.get(name).cloned();
+                let instances: Vec<InstanceStatus> = observations
+                    .iter()
+                    .filter_map(|(_, o)| o.as_ref()?.instances.get(name).cloned())
+                    .collect();
+                let waiting = match &desired_node {
+                    None => Some("waiting for a node: not placed yet".to_string()),
+                    Some(node) => {
+                        let seen = observations.iter().find(|(n, _)| n == node);
+                        match seen {
+                            Some((_, None)) => Some(format!("{node} did not answer")),
+                            Some((_, Some(o))) if o.degraded.is_some() => o
+                                .degraded
+                                .as_ref()
+                                .map(|d| format!("{node} is degraded: {d}")),
+                            _ => instances
+                                .iter()
+                                .find(|i| i.node == *node && i.state != "running")
+                                .and_then(|i| i.last_error.clone()),
+                        }
+                    }
+                };
                 Some(AppStatus {
                     name: name.clone(),
                     image: spec.image.to_string(),
-                    waiting: desired_node
-                        .is_none()
-                        .then(|| "waiting for a node: not placed yet".to_string()),
+                    waiting,
                     desired_node,
-                    instances: Vec::new(),
+                    instances,
                     moving: None,
                 })
             })
@@ -403,6 +477,23 @@ impl Api {
             config_version: deployed.version,
             apps,
         })
+    }
+
+    /// Submits a write on this node's own behalf (author `node <name>`).
+    pub async fn submit_as_node(&self, command: Command) -> Result<Outcome, String> {
+        let env = ClientEnvelope {
+            hops: 0,
+            user: Some(format!("node {}", self.name)),
+            request: ClientRequest::Write {
+                request_id: format!("{}-{:032x}", self.name, rand::random::<u128>()),
+                command,
+            },
+        };
+        match self.serve_client(env).await {
+            ClientReply::Written(outcome) => outcome.result.clone().map(|_| outcome),
+            ClientReply::Failed { message, .. } => Err(message),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
     }
 
     async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {

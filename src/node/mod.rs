@@ -6,12 +6,15 @@
 mod dispatch;
 pub mod settings;
 
+use crate::agent::{Agent, NodeContext};
 use crate::api::{Api, PeerReply, PeerRequest};
 use crate::ca::{validate_name, CertsDir, Role};
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::tls::TlsMaterial;
 use crate::net::{Net, Service};
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
+use crate::runtime::{ContainerRuntime, DockerRuntime, DockerTimeouts, SimRuntime};
+use crate::state::Command;
 use anyhow::{bail, Context, Result};
 use dispatch::Dispatcher;
 use openraft::error::{InitializeError, RaftError};
@@ -87,12 +90,23 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     )
     .await
     .context("starting Raft")?;
+    let agent = Agent::new(
+        NodeContext {
+            cluster_id: cluster_id(&certs)?,
+            node: settings.name.clone(),
+            publish_ip: settings.publish_ip(),
+            volumes_dir: settings.data_dir.join("volumes"),
+        },
+        engine(&settings)?,
+        sm.clone(),
+    );
     let api = Arc::new(Api::new(
         settings.name.clone(),
         raft.clone(),
         sm,
         net.clone(),
         settings.max_voters,
+        agent.observed(),
     ));
     let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
     tracing::info!(name = %settings.name, id, listen = %settings.listen, %advertise, "node serving");
@@ -108,6 +122,11 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
             advertise,
         )));
     }
+    tasks.push(tokio::spawn(agent.run()));
+    tasks.push(tokio::spawn(register_publish_ip(
+        api.clone(),
+        settings.publish_ip().to_string(),
+    )));
     let upkeep = api.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
@@ -196,5 +215,54 @@ async fn join_loop(raft: Raft, net: Arc<Net>, join: SocketAddr, advertise: Socke
         }
         // Wait for the membership entry to reach us before asking again.
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The cluster's identity for container labels: a digest of its CA
+/// certificate, so two clusters sharing an engine never touch each other's
+/// containers.
+pub fn cluster_id(certs: &CertsDir) -> Result<String> {
+    let ca = crate::net::tls::load_cert(&certs.ca_cert())?;
+    Ok(blake3::hash(ca.as_ref()).to_hex()[..16].to_string())
+}
+
+fn engine(settings: &NodeSettings) -> Result<Arc<dyn ContainerRuntime>> {
+    Ok(match settings.engine.as_deref() {
+        Some("sim") => Arc::new(SimRuntime::new(&settings.name)),
+        Some(endpoint) => Arc::new(
+            DockerRuntime::new(endpoint, DockerTimeouts::default())
+                .map_err(|e| anyhow::anyhow!("--engine: {e}"))?,
+        ),
+        None => Arc::new(DockerRuntime::local()),
+    })
+}
+
+/// Records this node's publish IP in the cluster state (links to its apps
+/// point there), retrying until it is committed.
+async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let registered = api
+            .sm
+            .read()
+            .state
+            .nodes
+            .get(&api.name)
+            .map(|n| n.publish_ip.as_deref() == Some(publish_ip.as_str()));
+        match registered {
+            Some(true) => return,
+            // Not a member yet: wait for the membership to arrive.
+            None => continue,
+            Some(false) => {
+                let command = Command::RegisterNode {
+                    node: api.name.clone(),
+                    publish_ip: publish_ip.clone(),
+                };
+                if let Err(e) = api.submit_as_node(command).await {
+                    tracing::debug!("registering the publish IP: {e}");
+                }
+            }
+        }
     }
 }

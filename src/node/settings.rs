@@ -37,11 +37,21 @@ pub struct NodeSettings {
     pub join: Option<SocketAddr>,
     pub max_voters: usize,
     pub snapshot_logs: u64,
+    /// Host IP for this node's containers' published ports, and the address
+    /// links to its apps point at; defaults to the advertised IP.
+    pub publish_ip: Option<std::net::IpAddr>,
+    /// The container engine: `unix:///var/run/docker.sock` (the default,
+    /// or `DOCKER_HOST`), or `sim` for an in-memory engine.
+    pub engine: Option<String>,
 }
 
 impl NodeSettings {
     pub fn advertise(&self) -> SocketAddr {
         self.advertise.unwrap_or(self.listen)
+    }
+
+    pub fn publish_ip(&self) -> std::net::IpAddr {
+        self.publish_ip.unwrap_or_else(|| self.advertise().ip())
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -24,6 +24,8 @@ pub enum Command {
         configuration: crate::config::Configuration,
         if_version: Option<u64>,
     },
+    /// A node reports the IP its containers publish ports on.
+    RegisterNode { node: String, publish_ip: String },
 }
 
 /// What one Raft entry carries: client writes the leader batched together,

@@ -24,6 +24,22 @@ use std::collections::BTreeMap;
 pub struct NodeRecord {
     pub address: String,
     pub labels: BTreeMap<String, String>,
+    /// The IP its containers' ports are published on, as the node reported
+    /// it; links to its apps point there. `None` until the node registers.
+    pub publish_ip: Option<String>,
+}
+
+impl NodeRecord {
+    /// Where other nodes' containers reach this node's published ports: its
+    /// registered publish IP, else the IP of its cluster address.
+    pub fn reachable_ip(&self) -> Option<String> {
+        self.publish_ip.clone().or_else(|| {
+            self.address
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip().to_string())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -149,6 +165,21 @@ impl State {
                     }
                 }
                 Ok(Effect::changed(format!("{node}: {}", said.join(" "))))
+            }
+            Command::RegisterNode { node, publish_ip } => {
+                if publish_ip.parse::<std::net::IpAddr>().is_err() {
+                    return Err(format!("invalid publish IP '{publish_ip}'"));
+                }
+                let record = self
+                    .nodes
+                    .get_mut(node)
+                    .ok_or_else(|| format!("no member node named '{node}'"))?;
+                let changed = record.publish_ip.as_deref() != Some(publish_ip.as_str());
+                record.publish_ip = Some(publish_ip.clone());
+                Ok(Effect {
+                    message: format!("{node} publishes on {publish_ip}"),
+                    changed,
+                })
             }
             Command::Deploy {
                 configuration,

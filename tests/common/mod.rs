@@ -33,6 +33,16 @@ impl Cluster {
     /// A CA with certificates for `names` (plus `spare` more nodes to join
     /// later) and user `admin`, and the founding nodes started with `--peers`.
     pub fn start(names: &[&str], spare: &[&str], extra: &[&str]) -> Cluster {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Cluster::start_each(names, spare, |_| extra.clone())
+    }
+
+    /// As [`Cluster::start`], with each node's extra arguments from `extra`.
+    pub fn start_each(
+        names: &[&str],
+        spare: &[&str],
+        extra: impl Fn(&str) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let all: Vec<&str> = names.iter().chain(spare).copied().collect();
         let out = Command::new(BIN)
@@ -58,7 +68,7 @@ impl Cluster {
         };
         for (name, addr) in names.iter().zip(&addrs) {
             let mut args = vec!["--peers".to_string(), peers.join(",")];
-            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(extra(name));
             cluster.add_node(name, *addr, args);
         }
         cluster
@@ -66,6 +76,11 @@ impl Cluster {
 
     pub fn certs(&self) -> PathBuf {
         self.dir.path().join("certs")
+    }
+
+    /// The cluster id its containers are labelled with.
+    pub fn cluster_id(&self) -> anyhow::Result<String> {
+        flocker::node::cluster_id(&flocker::ca::CertsDir::new(self.certs()))
     }
 
     /// Registers and starts a node process.
@@ -206,6 +221,25 @@ impl Drop for Cluster {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+        // Containers this cluster's agents made (the label is unique per CA).
+        if let Ok(id) = self.cluster_id() {
+            let filter = format!("label=flocker.cluster={id}");
+            if let Ok(out) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
             }
         }
         if std::thread::panicking() {

@@ -1,0 +1,456 @@
+//! The agent: makes this node's container engine match what the cluster
+//! placed on this node, and records what it observes.
+//!
+//! It is event-driven: it wakes on every applied Raft change that alters this
+//! node's desired containers and on every engine event for its containers; a
+//! periodic full resync (jittered, backing off while nothing changes) is only
+//! the safety net. It touches only containers carrying this cluster's and
+//! this node's labels. It does not place applications (the leader does), and
+//! observations never go through the Raft log: other nodes ask for them.
+
+mod desired;
+mod restart;
+
+pub use desired::{
+    container_name, desired_containers, link_environment, Desired, NodeContext, LABEL_APP,
+    LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
+};
+pub use restart::{may_restart, restart_delay};
+
+use crate::api::InstanceStatus;
+use crate::raft::StateMachineStore;
+use crate::runtime::{
+    ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
+    ContainerState, RuntimeError, UnixNanos,
+};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Safety-net resync interval: starts here after any change, doubles while
+/// nothing changes, up to the maximum; each wait is jittered by ±20 %.
+pub const RESYNC_MIN: Duration = Duration::from_secs(5);
+pub const RESYNC_MAX: Duration = Duration::from_secs(60);
+/// Engine operations the agent runs at once.
+pub const MAX_PARALLEL_OPS: usize = 8;
+/// How long a container may take to stop gracefully before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Wait before re-subscribing to a failed engine, growing to the maximum.
+const ENGINE_RETRY_MIN: Duration = Duration::from_millis(500);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// What this node's agent sees, served to `ctl status` on request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// `None` while the engine answers; otherwise why the node is degraded.
+    pub degraded: Option<String>,
+    /// By application.
+    pub instances: BTreeMap<String, InstanceStatus>,
+}
+
+/// The agent's memory of one application on this node.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    spec_hash: String,
+    /// The agent (or a previous run of it) has seen this container run: if it
+    /// is then gone or exited, it died.
+    started: bool,
+    restarts: u32,
+    /// Engine operations that failed in a row (a missing image, a taken
+    /// port): retried with growing delays, never in a tight loop.
+    failures: u32,
+    /// No action for this app before this instant.
+    next_restart: Option<Instant>,
+    last_error: Option<String>,
+}
+
+enum Action {
+    Remove(ContainerId, String),
+    Run(Box<Desired>),
+    Start(String, ContainerId),
+}
+
+pub struct Agent {
+    ctx: NodeContext,
+    runtime: Arc<dyn ContainerRuntime>,
+    sm: StateMachineStore,
+    observed: Arc<RwLock<Observed>>,
+    tracks: HashMap<String, Track>,
+    /// Desired containers at the last reconcile, to skip applied changes that
+    /// do not concern this node.
+    last_desired: Vec<Desired>,
+}
+
+impl Agent {
+    pub fn new(
+        ctx: NodeContext,
+        runtime: Arc<dyn ContainerRuntime>,
+        sm: StateMachineStore,
+    ) -> Agent {
+        Agent {
+            ctx,
+            runtime,
+            sm,
+            observed: Arc::default(),
+            tracks: HashMap::new(),
+            last_desired: Vec::new(),
+        }
+    }
+
+    pub fn observed(&self) -> Arc<RwLock<Observed>> {
+        self.observed.clone()
+    }
+
+    fn desired(&self) -> Vec<Desired> {
+        let applied = self.sm.read();
+        desired_containers(&self.ctx, &applied.state)
+    }
+
+    /// Runs until the state machine goes away.
+    pub async fn run(mut self) {
+        let mut applied = self.sm.subscribe();
+        let mut engine_retry = ENGINE_RETRY_MIN;
+        loop {
+            // Subscribe before listing, so no event between the two is lost.
+            let mut events = match self.runtime.events(&self.ctx.ownership_labels()).await {
+                Ok(events) => events,
+                Err(e) => {
+                    self.set_degraded(Some(&e));
+                    tokio::time::sleep(jitter(engine_retry)).await;
+                    engine_retry = (engine_retry * 2).min(ENGINE_RETRY_MAX);
+                    continue;
+                }
+            };
+            engine_retry = ENGINE_RETRY_MIN;
+            let mut resync = RESYNC_MIN;
+            let mut resync_at = Instant::now() + jitter(resync);
+            self.reconcile().await;
+            loop {
+                let wake = self.next_restart().map_or(resync_at, |r| r.min(resync_at));
+                tokio::select! {
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if self.desired() != self.last_desired {
+                            self.reconcile().await;
+                            resync = RESYNC_MIN;
+                            resync_at = Instant::now() + jitter(resync);
+                        }
+                    }
+                    event = events.next() => match event {
+                        Some(Ok(event)) => {
+                            self.note_event(&event);
+                            self.reconcile().await;
+                        }
+                        Some(Err(RuntimeError::EventsLagged { dropped })) => {
+                            tracing::warn!(dropped, "engine events lagged; resubscribing and resyncing");
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            self.set_degraded(Some(&e));
+                            break;
+                        }
+                        None => {
+                            self.set_degraded(Some(&RuntimeError::Other("the engine's event stream ended".into())));
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(wake) => {
+                        self.reconcile().await;
+                        if Instant::now() >= resync_at {
+                            resync = (resync * 2).min(RESYNC_MAX);
+                            resync_at = Instant::now() + jitter(resync);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(jitter(engine_retry)).await;
+        }
+    }
+
+    fn next_restart(&self) -> Option<Instant> {
+        self.tracks.values().filter_map(|t| t.next_restart).min()
+    }
+
+    fn note_event(&mut self, event: &ContainerEvent) {
+        tracing::debug!(id = %event.id.short(), action = ?event.action, exit = ?event.exit_code, "engine event");
+    }
+
+    fn set_degraded(&self, error: Option<&RuntimeError>) {
+        let mut observed = self.observed.write().expect("observed lock");
+        let now = error.map(|e| e.to_string());
+        if observed.degraded != now {
+            match &now {
+                Some(why) => tracing::warn!("node degraded: {why}"),
+                None => tracing::info!("container engine reachable again"),
+            }
+            observed.degraded = now;
+        }
+    }
+
+    /// One full pass: compare the engine with the desired containers and act.
+    pub async fn reconcile(&mut self) {
+        let desired = self.desired();
+        let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
+            Ok(actual) => actual,
+            Err(e) => {
+                self.set_degraded(Some(&e));
+                return;
+            }
+        };
+        self.set_degraded(None);
+        let actions = self.plan(&desired, &actual);
+        let runtime = self.runtime.clone();
+        let volumes_dir = self.ctx.volumes_dir.clone();
+        let results: Vec<(String, bool, Result<(), RuntimeError>)> = futures::stream::iter(actions)
+            .map(|action| {
+                let runtime = runtime.clone();
+                let volumes_dir = volumes_dir.clone();
+                async move { execute(&*runtime, &volumes_dir, action).await }
+            })
+            .buffer_unordered(MAX_PARALLEL_OPS)
+            .collect()
+            .await;
+        for (app, starts, result) in results {
+            let Some(track) = self.tracks.get_mut(&app) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    track.last_error = None;
+                    track.failures = 0;
+                    track.started |= starts;
+                }
+                Err(e) => {
+                    tracing::warn!(%app, "{e}");
+                    track.last_error = Some(describe_error(&self.ctx.node, &e));
+                    track.next_restart = Some(Instant::now() + restart_delay(track.failures));
+                    track.failures += 1;
+                }
+            }
+        }
+        self.last_desired = desired;
+        self.observe().await;
+    }
+
+    /// Decides what to do; updates the agent's memory of each app.
+    fn plan(&mut self, desired: &[Desired], actual: &[ContainerInfo]) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut by_app: BTreeMap<&str, Vec<&ContainerInfo>> = BTreeMap::new();
+        for c in actual {
+            match c.labels.get(LABEL_APP) {
+                Some(app) => by_app.entry(app.as_str()).or_default().push(c),
+                None => actions.push(Action::Remove(c.id.clone(), String::new())),
+            }
+        }
+        let now = Instant::now();
+        for d in desired {
+            let track = self.tracks.entry(d.app.clone()).or_default();
+            if track.spec_hash != d.spec_hash {
+                *track = Track {
+                    spec_hash: d.spec_hash.clone(),
+                    ..Track::default()
+                };
+            }
+            let waiting = track.next_restart.is_some_and(|at| at > now);
+            let mut current = None;
+            for c in by_app.remove(d.app.as_str()).unwrap_or_default() {
+                let matches =
+                    c.labels.get(LABEL_SPEC) == Some(&d.spec_hash) && c.name == d.spec.name;
+                if matches && current.is_none() {
+                    current = Some(c);
+                } else {
+                    // Outdated settings or a duplicate: only the current one stays.
+                    actions.push(Action::Remove(c.id.clone(), d.app.clone()));
+                }
+            }
+            match current {
+                Some(c) if c.state.is_live() => {
+                    track.started = true;
+                    track.next_restart = None;
+                    if ran_stably(c) {
+                        track.restarts = 0;
+                    }
+                }
+                // Never seen running: a first start (or a retry of one that failed).
+                Some(c) if c.state == ContainerState::Created && !track.started => {
+                    if !waiting {
+                        track.next_restart = None;
+                        actions.push(Action::Start(d.app.clone(), c.id.clone()));
+                    }
+                }
+                None if !track.started => {
+                    if !waiting {
+                        track.next_restart = None;
+                        actions.push(Action::Run(Box::new(d.clone())));
+                    }
+                }
+                dead => {
+                    // It ran and is now exited, dead, or gone from outside.
+                    let exit_code = dead.and_then(|c| c.exit_code);
+                    if !may_restart(d.restart, exit_code, track.restarts) {
+                        track.next_restart = None;
+                        continue;
+                    }
+                    match track.next_restart {
+                        None => track.next_restart = Some(now + restart_delay(track.restarts)),
+                        Some(at) if at <= now => {
+                            track.next_restart = None;
+                            track.restarts += 1;
+                            tracing::info!(app = %d.app, restarts = track.restarts, exit = ?exit_code, "restarting per its restart policy");
+                            actions.push(match dead {
+                                Some(c) => Action::Start(d.app.clone(), c.id.clone()),
+                                None => Action::Run(Box::new(d.clone())),
+                            });
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        // Containers of apps no longer placed here.
+        for (app, containers) in by_app {
+            for c in containers {
+                actions.push(Action::Remove(c.id.clone(), app.to_string()));
+            }
+        }
+        let wanted: std::collections::HashSet<&str> =
+            desired.iter().map(|d| d.app.as_str()).collect();
+        self.tracks.retain(|app, _| wanted.contains(app.as_str()));
+        actions
+    }
+
+    /// Refreshes the observed instances from the engine.
+    async fn observe(&mut self) {
+        let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
+            Ok(actual) => actual,
+            Err(e) => {
+                self.set_degraded(Some(&e));
+                return;
+            }
+        };
+        let observed_at = rfc3339(UnixNanos::now());
+        let mut instances = BTreeMap::new();
+        for d in &self.last_desired {
+            let track = self.tracks.get(&d.app).cloned().unwrap_or_default();
+            let container = actual.iter().find(|c| c.name == d.spec.name);
+            instances.insert(
+                d.app.clone(),
+                instance(&self.ctx.node, container, &track, &observed_at),
+            );
+        }
+        for c in &actual {
+            if let Some(app) = c.labels.get(LABEL_APP) {
+                instances.entry(app.clone()).or_insert_with(|| {
+                    instance(&self.ctx.node, Some(c), &Track::default(), &observed_at)
+                });
+            }
+        }
+        self.observed.write().expect("observed lock").instances = instances;
+    }
+}
+
+fn ran_stably(c: &ContainerInfo) -> bool {
+    c.started_at.is_some_and(|s| {
+        UnixNanos::now().0.saturating_sub(s.0) > restart::STABLE_RUN.as_nanos() as i64
+    })
+}
+
+/// Runs one action; returns the app, whether the action starts its
+/// container, and the result.
+async fn execute(
+    runtime: &dyn ContainerRuntime,
+    volumes_dir: &std::path::Path,
+    action: Action,
+) -> (String, bool, Result<(), RuntimeError>) {
+    match action {
+        Action::Remove(id, app) => {
+            // Graceful first, so an app can flush; then gone.
+            let _ = runtime.stop(&id, STOP_GRACE).await;
+            let result = match runtime.remove(&id, true).await {
+                Err(RuntimeError::ContainerNotFound(_)) => Ok(()),
+                other => other,
+            };
+            (app, false, result)
+        }
+        Action::Run(desired) => {
+            let app = desired.app.clone();
+            if let Err(e) = std::fs::create_dir_all(volumes_dir.join(&app)) {
+                let e = RuntimeError::Other(format!("creating the volume directory: {e}"));
+                return (app, true, Err(e));
+            }
+            let result = match runtime.image_present(&desired.spec.image).await {
+                Ok(true) => runtime.run(&desired.spec).await.map(|_| ()),
+                // Not here: try a pull (bounded in time), which fails with
+                // "no registry is reachable" where there is none.
+                Ok(false) => match runtime.pull_image(&desired.spec.image).await {
+                    Ok(_) => runtime.run(&desired.spec).await.map(|_| ()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            (app, true, result)
+        }
+        Action::Start(app, id) => (app, true, runtime.start(&id).await),
+    }
+}
+
+fn describe_error(node: &str, e: &RuntimeError) -> String {
+    match e {
+        RuntimeError::ImageNotPresent { image, pull_error } => format!(
+            "image {image} not present on {node} and no registry is reachable{}",
+            pull_error
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn instance(
+    node: &str,
+    c: Option<&ContainerInfo>,
+    track: &Track,
+    observed_at: &str,
+) -> InstanceStatus {
+    InstanceStatus {
+        node: node.to_string(),
+        state: match c.map(|c| &c.state) {
+            None => "missing",
+            Some(s) if s.is_live() => "running",
+            Some(ContainerState::Created) => "created",
+            Some(_) => "exited",
+        }
+        .to_string(),
+        container_id: c.map(|c| c.id.short().to_string()),
+        image_id: c.map(|c| c.image_id.clone()),
+        started_at: c.and_then(|c| c.started_at).map(rfc3339),
+        restarts: track.restarts,
+        exit_code: c.and_then(|c| c.exit_code),
+        last_error: track
+            .last_error
+            .clone()
+            .or_else(|| c.and_then(|c| c.error.clone())),
+        observed_at: observed_at.to_string(),
+    }
+}
+
+pub fn rfc3339(t: UnixNanos) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// ±20 % so that many agents do not resync in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.8..1.2))
+}
