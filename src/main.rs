@@ -59,6 +59,8 @@ enum ConfigAction {
 enum BenchWhich {
     /// Raft commits/s and latency against etcd; leader failover time.
     Raft(flocker::bench::raft::RaftBenchArgs),
+    /// Deploy N containers until running, against docker run and Swarm.
+    Deploy(flocker::bench::deploy::DeployBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,11 +149,13 @@ fn main() -> ExitCode {
                     application,
                 },
         } => ExitCode::from(flocker::config::run_check(&deployment, &application)),
-        Top::Bench {
-            which: BenchWhich::Raft(args),
-        } => {
+        Top::Bench { which } => {
             init_logging("warn");
-            match runtime.block_on(flocker::bench::raft::run(args)) {
+            let result = match which {
+                BenchWhich::Raft(args) => runtime.block_on(flocker::bench::raft::run(args)),
+                BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

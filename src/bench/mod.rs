@@ -2,6 +2,8 @@
 //! same machine (timings here are noisy; only same-run ratios mean anything).
 //! Benchmarks live here, not in tests: tests never time things.
 
+mod cluster;
+pub mod deploy;
 mod etcd;
 mod procs;
 pub mod raft;

@@ -3,15 +3,13 @@
 //! run; then leader failover (kill -9 of the leader until the first committed
 //! write through a survivor).
 
+use super::cluster::{FlockerCluster, NAMES};
 use super::etcd::{EtcdCluster, EtcdConn};
-use super::procs::{free_udp, Proc};
 use super::stats::{ms, summarize, Summary};
 use crate::api::client::Client;
 use crate::api::{ClientReply, ClientRequest};
-use crate::ca::{self, CertsDir};
 use crate::state::Command;
 use anyhow::{bail, Context, Result};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,88 +36,9 @@ struct Load {
     errors: usize,
 }
 
-const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 /// Per-attempt deadline of the failover probe; it retries with the same
 /// request id, as a client should.
 const FAILOVER_ATTEMPT: Duration = Duration::from_millis(100);
-
-struct FlockerCluster {
-    certs: CertsDir,
-    addrs: Vec<SocketAddr>,
-    nodes: Vec<Proc>,
-}
-
-impl FlockerCluster {
-    fn start(dir: &Path) -> Result<FlockerCluster> {
-        let certs_dir = dir.join("certs");
-        let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        ca::init(&certs_dir, &names, &["admin".to_string()])?;
-        let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_udp()).collect();
-        let peers: Vec<String> = NAMES
-            .iter()
-            .zip(&addrs)
-            .map(|(n, a)| format!("{n}={a}"))
-            .collect();
-        let exe = std::env::current_exe()?.display().to_string();
-        let mut nodes = Vec::new();
-        for (name, addr) in NAMES.iter().zip(&addrs) {
-            let command = vec![
-                exe.clone(),
-                "node".into(),
-                format!("--name={name}"),
-                format!("--listen={addr}"),
-                format!("--data-dir={}", dir.join(format!("data-{name}")).display()),
-                format!("--certs={}", certs_dir.display()),
-                format!("--peers={}", peers.join(",")),
-            ];
-            nodes.push(Proc::spawn(command, dir.join(format!("{name}.log")))?);
-        }
-        Ok(FlockerCluster {
-            certs: CertsDir::new(certs_dir),
-            addrs,
-            nodes,
-        })
-    }
-
-    fn client(&self, i: usize) -> Result<Client> {
-        Client::new(&self.certs, "admin", self.addrs[i])
-    }
-
-    /// The index of the leader, once every running node agrees on it.
-    async fn leader(&self, running: &[usize], timeout: Duration) -> Result<usize> {
-        let deadline = Instant::now() + timeout;
-        let client = self.client(running[0])?;
-        loop {
-            if let ClientReply::Nodes(views) =
-                client.request(ClientRequest::Nodes { stale: false }).await
-            {
-                let leaders: Vec<&str> = views
-                    .iter()
-                    .filter(|v| v.role == "leader")
-                    .map(|v| v.name.as_str())
-                    .collect();
-                let agreed = running.iter().all(|&i| {
-                    views.iter().any(|v| {
-                        v.name == NAMES[i] && v.leader.as_deref() == leaders.first().copied()
-                    })
-                });
-                let applied: Vec<u64> = views.iter().filter_map(|v| v.applied_index).collect();
-                let caught_up =
-                    applied.len() == running.len() && applied.iter().all(|a| *a == applied[0]);
-                if leaders.len() == 1 && agreed && caught_up {
-                    return Ok(NAMES
-                        .iter()
-                        .position(|n| *n == leaders[0])
-                        .expect("known name"));
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no agreed, caught-up leader within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 fn label_write(worker: usize, seq: u64) -> ClientRequest {
     ClientRequest::Write {
@@ -270,7 +189,9 @@ pub async fn run(args: RaftBenchArgs) -> Result<()> {
 }
 
 async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
-    let mut flocker = FlockerCluster::start(&work.join("flocker"))?;
+    // The simulated engine: this measures consensus, not Docker.
+    let mut flocker =
+        FlockerCluster::start(&work.join("flocker"), |_| vec!["--engine=sim".into()])?;
     std::fs::create_dir_all(work.join("etcd"))?;
     let etcd = EtcdCluster::start(&work.join("etcd"))
         .await

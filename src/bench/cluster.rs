@@ -1,0 +1,93 @@
+//! A three-node flocker cluster of real processes for benchmarks.
+
+use super::procs::{free_udp, Proc};
+use crate::api::client::Client;
+use crate::api::{ClientReply, ClientRequest};
+use crate::ca::{self, CertsDir};
+use anyhow::{bail, Result};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+pub struct FlockerCluster {
+    pub certs: CertsDir,
+    pub addrs: Vec<SocketAddr>,
+    pub nodes: Vec<Proc>,
+}
+
+impl FlockerCluster {
+    /// Starts `n1`..`n3` with `--peers`, plus `extra(name)` arguments each.
+    pub fn start(dir: &Path, extra: impl Fn(&str) -> Vec<String>) -> Result<FlockerCluster> {
+        let certs_dir = dir.join("certs");
+        let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        ca::init(&certs_dir, &names, &["admin".to_string()])?;
+        let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_udp()).collect();
+        let peers: Vec<String> = NAMES
+            .iter()
+            .zip(&addrs)
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        let exe = std::env::current_exe()?.display().to_string();
+        let mut nodes = Vec::new();
+        for (name, addr) in NAMES.iter().zip(&addrs) {
+            let command = vec![
+                exe.clone(),
+                "node".into(),
+                format!("--name={name}"),
+                format!("--listen={addr}"),
+                format!("--data-dir={}", dir.join(format!("data-{name}")).display()),
+                format!("--certs={}", certs_dir.display()),
+                format!("--peers={}", peers.join(",")),
+            ];
+            let mut command = command;
+            command.extend(extra(name));
+            nodes.push(Proc::spawn(command, dir.join(format!("{name}.log")))?);
+        }
+        Ok(FlockerCluster {
+            certs: CertsDir::new(certs_dir),
+            addrs,
+            nodes,
+        })
+    }
+
+    pub fn client(&self, i: usize) -> Result<Client> {
+        Client::new(&self.certs, "admin", self.addrs[i])
+    }
+
+    /// The index of the leader, once every running node agrees on it.
+    pub async fn leader(&self, running: &[usize], timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let client = self.client(running[0])?;
+        loop {
+            if let ClientReply::Nodes(views) =
+                client.request(ClientRequest::Nodes { stale: false }).await
+            {
+                let leaders: Vec<&str> = views
+                    .iter()
+                    .filter(|v| v.role == "leader")
+                    .map(|v| v.name.as_str())
+                    .collect();
+                let agreed = running.iter().all(|&i| {
+                    views.iter().any(|v| {
+                        v.name == NAMES[i] && v.leader.as_deref() == leaders.first().copied()
+                    })
+                });
+                let applied: Vec<u64> = views.iter().filter_map(|v| v.applied_index).collect();
+                let caught_up =
+                    applied.len() == running.len() && applied.iter().all(|a| *a == applied[0]);
+                if leaders.len() == 1 && agreed && caught_up {
+                    return Ok(NAMES
+                        .iter()
+                        .position(|n| *n == leaders[0])
+                        .expect("known name"));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed, caught-up leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
