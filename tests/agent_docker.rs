@@ -338,3 +338,105 @@ applications:
         .filter(|n| n["name"] != "n3")
         .all(|n| n["degraded"].is_null()));
 }
+
+/// A stand-in for the Docker socket that forwards to the real engine and can
+/// be cut: how a test takes "Docker" away from one node and gives it back.
+struct SocketProxy {
+    path: PathBuf,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl SocketProxy {
+    fn new(path: PathBuf) -> SocketProxy {
+        SocketProxy {
+            path,
+            tasks: Default::default(),
+        }
+    }
+
+    fn up(&mut self, rt: &tokio::runtime::Runtime) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::UnixListener::bind(&self.path).unwrap()
+        };
+        let tasks = self.tasks.clone();
+        let accept = rt.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// Closes the socket and every connection through it, as an engine that
+    /// went away would.
+    fn down(&mut self, rt: &tokio::runtime::Runtime) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn a_node_whose_engine_goes_away_is_degraded_and_recovers() {
+    build_image();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let mut proxy = SocketProxy::new(sock_dir.path().join("docker.sock"));
+    proxy.up(&rt);
+    let engine = format!("unix://{}", proxy.path.display());
+    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], |name| {
+        let mut args = publish_ips(60)(name);
+        if name == "n1" {
+            args.extend(["--engine".to_string(), engine.clone()]);
+        }
+        args
+    });
+    c.wait_for_leader(T);
+    let dir = c.dir.path().to_path_buf();
+    let app = write(
+        &dir,
+        "app.yml",
+        &format!("version: 1\napplications:\n  svc:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    restart_policy: {{name: always}}\n"),
+    );
+    let dep = write(&dir, "dep.yml", "version: 1\nnodes:\n  n1: [svc]\n");
+    deploy(&c, &dep, &app);
+    let first = wait_until(T, || running("flocker-n1-svc")).expect("svc runs on n1");
+
+    proxy.down(&rt);
+    let degraded = |c: &Cluster| -> Option<String> {
+        let nodes = c.nodes_json("n2")?;
+        nodes.iter().find(|n| n["name"] == "n1")?["degraded"]
+            .as_str()
+            .map(str::to_string)
+    };
+    // The agent notices at once from its event stream, or at the latest at
+    // its next resync.
+    let why = wait_until(Duration::from_secs(90), || degraded(&c)).expect("n1 reported degraded");
+    assert!(why.contains("unreachable"), "{why}");
+    // Meanwhile the container is killed behind the agent's back.
+    docker(&["kill", "flocker-n1-svc"]);
+
+    proxy.up(&rt);
+    wait_until(Duration::from_secs(60), || {
+        degraded(&c).is_none().then_some(())
+    })
+    .expect("n1 recovers");
+    let again = wait_until(T, || running("flocker-n1-svc")).expect("svc restarted after recovery");
+    assert_eq!(
+        again["Id"], first["Id"],
+        "restarted in place, not recreated"
+    );
+    drop(c);
+    proxy.down(&rt);
+}
