@@ -11,4 +11,5 @@ pub mod net;
 pub mod node;
 pub mod raft;
 pub mod runtime;
+pub mod scheduler;
 pub mod state;

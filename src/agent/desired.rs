@@ -49,6 +49,9 @@ pub struct Desired {
     pub spec: ContainerSpec,
     pub spec_hash: String,
     pub restart: RestartPolicy,
+    /// The cluster may start this app elsewhere (an `anywhere` app), so it
+    /// runs here only while this node holds its lease.
+    pub fenceable: bool,
 }
 
 /// Engine-wide container name: several nodes may share one engine.
@@ -118,6 +121,7 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
         spec: container,
         spec_hash,
         restart: spec.restart_policy,
+        fenceable: state.deployed.config.deployment.is_anywhere(app),
     }
 }
 

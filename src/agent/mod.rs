@@ -23,6 +23,7 @@ use crate::runtime::{
     ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
     ContainerState, RuntimeError, UnixNanos,
 };
+use crate::scheduler::Lease;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +70,8 @@ struct Track {
 
 enum Action {
     Remove(ContainerId, String),
+    /// Fencing: killed at once, no grace, because the app may start elsewhere.
+    Kill(ContainerId, String),
     Run(Box<Desired>),
     Start(String, ContainerId),
 }
@@ -77,6 +80,7 @@ pub struct Agent {
     ctx: NodeContext,
     runtime: Arc<dyn ContainerRuntime>,
     sm: StateMachineStore,
+    lease: Arc<Lease>,
     observed: Arc<RwLock<Observed>>,
     tracks: HashMap<String, Track>,
     /// Desired containers at the last reconcile, to skip applied changes that
@@ -89,11 +93,13 @@ impl Agent {
         ctx: NodeContext,
         runtime: Arc<dyn ContainerRuntime>,
         sm: StateMachineStore,
+        lease: Arc<Lease>,
     ) -> Agent {
         Agent {
             ctx,
             runtime,
             sm,
+            lease,
             observed: Arc::default(),
             tracks: HashMap::new(),
             last_desired: Vec::new(),
@@ -112,6 +118,7 @@ impl Agent {
     /// Runs until the state machine goes away.
     pub async fn run(mut self) {
         let mut applied = self.sm.subscribe();
+        let mut lease = self.lease.subscribe();
         let mut engine_retry = ENGINE_RETRY_MIN;
         loop {
             // Subscribe before listing, so no event between the two is lost.
@@ -129,8 +136,17 @@ impl Agent {
             let mut resync_at = Instant::now() + jitter(resync);
             self.reconcile().await;
             loop {
-                let wake = self.next_restart().map_or(resync_at, |r| r.min(resync_at));
+                let mut wake = self.next_restart().map_or(resync_at, |r| r.min(resync_at));
+                if let Some(expiry) = self.lease_expiry_that_matters() {
+                    wake = wake.min(expiry);
+                }
                 tokio::select! {
+                    changed = lease.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        self.reconcile().await;
+                    }
                     changed = applied.changed() => {
                         if changed.is_err() {
                             return;
@@ -172,6 +188,13 @@ impl Agent {
         }
     }
 
+    /// When the lease runs out, if this node runs anything it must fence then.
+    fn lease_expiry_that_matters(&self) -> Option<Instant> {
+        let fenceable = self.last_desired.iter().any(|d| d.fenceable);
+        let expiry = self.lease.expires_at()?;
+        (fenceable && expiry > Instant::now()).then_some(expiry)
+    }
+
     fn next_restart(&self) -> Option<Instant> {
         self.tracks.values().filter_map(|t| t.next_restart).min()
     }
@@ -194,7 +217,19 @@ impl Agent {
 
     /// One full pass: compare the engine with the desired containers and act.
     pub async fn reconcile(&mut self) {
-        let desired = self.desired();
+        let mut desired = self.desired();
+        // Invariant 3: without a lease, nothing the cluster may start
+        // elsewhere runs here.
+        let fenced: Vec<String> = if self.lease.is_valid() {
+            Vec::new()
+        } else {
+            desired
+                .iter()
+                .filter(|d| d.fenceable)
+                .map(|d| d.app.clone())
+                .collect()
+        };
+        desired.retain(|d| !fenced.contains(&d.app));
         let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
             Ok(actual) => actual,
             Err(e) => {
@@ -203,7 +238,26 @@ impl Agent {
             }
         };
         self.set_degraded(None);
-        let actions = self.plan(&desired, &actual);
+        let mut actions = Vec::new();
+        for c in &actual {
+            if c.labels
+                .get(LABEL_APP)
+                .is_some_and(|app| fenced.contains(app))
+                && c.state.is_live()
+            {
+                tracing::warn!(app = %c.labels[LABEL_APP], "lease expired: killing a container the cluster may start elsewhere");
+                actions.push(Action::Kill(c.id.clone(), c.labels[LABEL_APP].clone()));
+            }
+        }
+        let actual: Vec<ContainerInfo> = actual
+            .into_iter()
+            .filter(|c| {
+                !c.labels
+                    .get(LABEL_APP)
+                    .is_some_and(|app| fenced.contains(app))
+            })
+            .collect();
+        actions.extend(self.plan(&desired, &actual));
         let runtime = self.runtime.clone();
         let volumes_dir = self.ctx.volumes_dir.clone();
         let results: Vec<(String, bool, Result<(), RuntimeError>)> = futures::stream::iter(actions)
@@ -396,6 +450,13 @@ async fn execute(
             (app, true, result)
         }
         Action::Start(app, id) => (app, true, runtime.start(&id).await),
+        Action::Kill(id, app) => {
+            let result = match runtime.remove(&id, true).await {
+                Err(RuntimeError::ContainerNotFound(_)) => Ok(()),
+                other => other,
+            };
+            (app, false, result)
+        }
     }
 }
 

@@ -99,6 +99,9 @@ pub struct NodeView {
     pub purged_index: Option<u64>,
     /// Why the node cannot run containers right now, when it cannot.
     pub degraded: Option<String>,
+    /// `up`, or `down` once the leader declared it so.
+    pub liveness: String,
+    pub drained: bool,
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -113,6 +116,8 @@ pub enum PeerRequest {
     Join { address: String },
     /// What this node's agent observes of its containers.
     Observed,
+    /// A node's heartbeat to the leader (not through the Raft log).
+    Heartbeat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +126,11 @@ pub enum PeerReply {
     ReadIndex(u64),
     Joined(String),
     Observed(crate::agent::Observed),
+    /// From the leader: how long ago it last heard from a quorum, if it is
+    /// the leader and did so recently enough to renew a lease.
+    HeartbeatAck {
+        quorum_age_ms: Option<u64>,
+    },
 }
 
 /// A node's report on itself, from its Raft metrics.

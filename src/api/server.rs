@@ -10,6 +10,7 @@ use crate::config::Configuration;
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
+use crate::scheduler::{waiting_reason, Liveness, HEARTBEAT_INTERVAL, NODE_LEASE};
 use crate::state::{plan, Command, Outcome, Proposal};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -39,6 +40,8 @@ pub struct Api {
     proposer: Proposer,
     /// What this node's agent observes.
     observed: Arc<RwLock<Observed>>,
+    /// Leader side: heartbeats received.
+    liveness: Arc<Liveness>,
 }
 
 impl Api {
@@ -49,9 +52,11 @@ impl Api {
         net: Arc<Net>,
         max_voters: usize,
         observed: Arc<RwLock<Observed>>,
+        liveness: Arc<Liveness>,
     ) -> Api {
         Api {
             observed,
+            liveness,
             proposer: Proposer::start(raft.clone(), WRITE_TIMEOUT),
             id: node_id_for(&name),
             name,
@@ -140,6 +145,12 @@ impl Api {
             PeerRequest::Observed => Ok(PeerReply::Observed(
                 self.observed.read().expect("observed lock").clone(),
             )),
+            PeerRequest::Heartbeat => {
+                self.liveness.heard(&peer.name);
+                Ok(PeerReply::HeartbeatAck {
+                    quorum_age_ms: self.quorum_age().map(|d| d.as_millis() as u64),
+                })
+            }
             PeerRequest::ReadIndex => {
                 match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
                     Ok(Ok(read_log_id)) => {
@@ -204,8 +215,50 @@ impl Api {
         }
     }
 
-    fn is_leader(&self) -> bool {
+    pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// As leader: how long ago a quorum last acknowledged this node, when
+    /// recent enough to renew a lease.
+    fn quorum_age(&self) -> Option<Duration> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let age = Duration::from_millis(m.millis_since_quorum_ack?);
+        (age < NODE_LEASE).then_some(age)
+    }
+
+    /// Sends this node's heartbeat to the leader (or, on the leader, checks
+    /// its own quorum); returns how old the leader's quorum contact is.
+    pub async fn heartbeat_leader(&self) -> Option<Duration> {
+        if self.is_leader() {
+            return self.quorum_age();
+        }
+        let leader = {
+            let m = self.raft.metrics().borrow().clone();
+            let id = m.current_leader?;
+            m.membership_config.membership().get_node(&id).cloned()?
+        };
+        let addr: SocketAddr = leader.address.parse().ok()?;
+        match self
+            .net
+            .call::<_, PeerReply>(
+                addr,
+                Some(&leader.name),
+                Service::Peer,
+                &PeerRequest::Heartbeat,
+                MAX_CLIENT_FRAME,
+                HEARTBEAT_INTERVAL,
+            )
+            .await
+        {
+            Ok(PeerReply::HeartbeatAck {
+                quorum_age_ms: Some(ms),
+            }) => Some(Duration::from_millis(ms)),
+            _ => None,
+        }
     }
 
     /// The leader as this node knows it, waiting a little for an election.
@@ -327,24 +380,24 @@ impl Api {
                 return ClientReply::unknown(e);
             }
         }
-        let members: Vec<(NodeInfo, bool, std::collections::BTreeMap<String, String>)> = {
+        let members: Vec<(NodeInfo, bool, crate::state::NodeRecord)> = {
             let applied = self.sm.read();
             let membership = applied.membership.membership();
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
             membership
                 .nodes()
                 .map(|(id, info)| {
-                    let labels = applied
+                    let record = applied
                         .state
                         .nodes
                         .get(&info.name)
-                        .map(|r| r.labels.clone())
+                        .cloned()
                         .unwrap_or_default();
-                    (info.clone(), voters.contains(id), labels)
+                    (info.clone(), voters.contains(id), record)
                 })
                 .collect()
         };
-        let probes = members.into_iter().map(|(info, voter, labels)| async move {
+        let probes = members.into_iter().map(|(info, voter, record)| async move {
             let status = if info.name == self.name {
                 Some(self.status())
             } else {
@@ -363,7 +416,9 @@ impl Api {
                 degraded: status.as_ref().and_then(|s| s.degraded.clone()),
                 name: info.name,
                 address: info.address,
-                labels,
+                liveness: if record.down { "down" } else { "up" }.to_string(),
+                drained: record.drained,
+                labels: record.labels,
             }
         });
         let mut views = futures::future::join_all(probes).await;
@@ -447,7 +502,10 @@ impl Api {
                     .filter_map(|(_, o)| o.as_ref()?.instances.get(name).cloned())
                     .collect();
                 let waiting = match &desired_node {
-                    None => Some("waiting for a node: not placed yet".to_string()),
+                    _ if waiting_reason(&applied.state, name).is_some() => {
+                        waiting_reason(&applied.state, name)
+                    }
+                    None => Some("waiting for a node: none can take it now".to_string()),
                     Some(node) => {
                         let seen = observations.iter().find(|(n, _)| n == node);
                         match seen {

@@ -67,6 +67,18 @@ pub enum CtlCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Take a node out of service: its `anywhere` apps are placed elsewhere.
+    Drain {
+        node_name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Return a drained node to service.
+    Activate {
+        node_name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Add or remove cluster members.
     Members {
         #[command(subcommand)]
@@ -201,6 +213,26 @@ pub async fn run(args: CtlArgs) -> Exit {
             let command = Command::Deploy {
                 configuration,
                 if_version,
+            };
+            write(&client, request_id, command).await
+        }
+        CtlCommand::Drain {
+            node_name,
+            request_id,
+        } => {
+            let command = Command::SetDrained {
+                node: node_name,
+                drained: true,
+            };
+            write(&client, request_id, command).await
+        }
+        CtlCommand::Activate {
+            node_name,
+            request_id,
+        } => {
+            let command = Command::SetDrained {
+                node: node_name,
+                drained: false,
             };
             write(&client, request_id, command).await
         }

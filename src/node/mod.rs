@@ -14,7 +14,8 @@ use crate::net::tls::TlsMaterial;
 use crate::net::{Net, Service};
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
 use crate::runtime::{ContainerRuntime, DockerRuntime, DockerTimeouts, SimRuntime};
-use crate::state::Command;
+use crate::scheduler::{self, Lease, Liveness};
+use crate::state::{Capacity, Command};
 use anyhow::{bail, Context, Result};
 use dispatch::Dispatcher;
 use openraft::error::{InitializeError, RaftError};
@@ -90,6 +91,8 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     )
     .await
     .context("starting Raft")?;
+    let lease = Arc::new(Lease::default());
+    let liveness = Arc::new(Liveness::default());
     let agent = Agent::new(
         NodeContext {
             cluster_id: cluster_id(&certs)?,
@@ -99,6 +102,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         },
         engine(&settings)?,
         sm.clone(),
+        lease.clone(),
     );
     let api = Arc::new(Api::new(
         settings.name.clone(),
@@ -107,6 +111,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         net.clone(),
         settings.max_voters,
         agent.observed(),
+        liveness.clone(),
     ));
     let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
     tracing::info!(name = %settings.name, id, listen = %settings.listen, %advertise, "node serving");
@@ -123,6 +128,8 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         )));
     }
     tasks.push(tokio::spawn(agent.run()));
+    tasks.push(tokio::spawn(scheduler::heartbeat_loop(api.clone(), lease)));
+    tasks.push(tokio::spawn(scheduler::leader_loop(api.clone(), liveness)));
     tasks.push(tokio::spawn(register_publish_ip(
         api.clone(),
         settings.publish_ip().to_string(),
@@ -243,13 +250,10 @@ async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let registered = api
-            .sm
-            .read()
-            .state
-            .nodes
-            .get(&api.name)
-            .map(|n| n.publish_ip.as_deref() == Some(publish_ip.as_str()));
+        let capacity = host_capacity();
+        let registered = api.sm.read().state.nodes.get(&api.name).map(|n| {
+            n.publish_ip.as_deref() == Some(publish_ip.as_str()) && n.capacity == Some(capacity)
+        });
         match registered {
             Some(true) => return,
             // Not a member yet: wait for the membership to arrive.
@@ -258,11 +262,30 @@ async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
                 let command = Command::RegisterNode {
                     node: api.name.clone(),
                     publish_ip: publish_ip.clone(),
+                    capacity,
                 };
                 if let Err(e) = api.submit_as_node(command).await {
                     tracing::debug!("registering the publish IP: {e}");
                 }
             }
         }
+    }
+}
+
+/// What this host offers `anywhere` apps: its memory (from /proc/meminfo)
+/// and 1024 CPU shares per CPU, as Docker counts shares.
+fn host_capacity() -> Capacity {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    Capacity {
+        memory_bytes,
+        cpu_shares: cpus * 1024,
     }
 }

@@ -24,8 +24,22 @@ pub enum Command {
         configuration: crate::config::Configuration,
         if_version: Option<u64>,
     },
-    /// A node reports the IP its containers publish ports on.
-    RegisterNode { node: String, publish_ip: String },
+    /// A node reports the IP its containers publish ports on, and what it
+    /// offers.
+    RegisterNode {
+        node: String,
+        publish_ip: String,
+        capacity: crate::state::Capacity,
+    },
+    /// The leader's placements of `anywhere` apps (`None`: unplaced). Not an
+    /// operator change: the configuration version stays.
+    Place {
+        changes: Vec<(String, Option<String>)>,
+    },
+    /// The leader declares a node down (its grace ran out) or up again.
+    SetNodeDown { node: String, down: bool },
+    /// An operator drains a node or returns it to service.
+    SetDrained { node: String, drained: bool },
 }
 
 /// What one Raft entry carries: client writes the leader batched together,

@@ -13,6 +13,7 @@ mod requests;
 
 pub use command::{Batch, Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
 pub use deploy::{plan, Deployed, Move, Plan};
+
 pub use history::{History, HistoryEntry, HISTORY_CAPACITY};
 pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
 
@@ -27,6 +28,19 @@ pub struct NodeRecord {
     /// The IP its containers' ports are published on, as the node reported
     /// it; links to its apps point there. `None` until the node registers.
     pub publish_ip: Option<String>,
+    /// What the node offers `anywhere` apps, as it reported it: bytes of
+    /// memory and CPU shares (1024 per CPU). `None` until it registers.
+    pub capacity: Option<Capacity>,
+    /// Declared down by the leader after its grace ran out.
+    pub down: bool,
+    /// Drained by an operator: no `anywhere` apps are placed here.
+    pub drained: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub memory_bytes: u64,
+    pub cpu_shares: u64,
 }
 
 impl NodeRecord {
@@ -138,6 +152,12 @@ impl State {
             .collect()
     }
 
+    fn member_mut(&mut self, node: &str) -> Result<&mut NodeRecord, String> {
+        self.nodes
+            .get_mut(node)
+            .ok_or_else(|| format!("no member node named '{node}'"))
+    }
+
     fn execute(&mut self, command: &Command) -> Result<Effect, String> {
         match command {
             Command::SetLabels { node, changes } => {
@@ -166,20 +186,84 @@ impl State {
                 }
                 Ok(Effect::changed(format!("{node}: {}", said.join(" "))))
             }
-            Command::RegisterNode { node, publish_ip } => {
+            Command::RegisterNode {
+                node,
+                publish_ip,
+                capacity,
+            } => {
                 if publish_ip.parse::<std::net::IpAddr>().is_err() {
                     return Err(format!("invalid publish IP '{publish_ip}'"));
                 }
-                let record = self
-                    .nodes
-                    .get_mut(node)
-                    .ok_or_else(|| format!("no member node named '{node}'"))?;
-                let changed = record.publish_ip.as_deref() != Some(publish_ip.as_str());
+                let record = self.member_mut(node)?;
+                let changed = record.publish_ip.as_deref() != Some(publish_ip.as_str())
+                    || record.capacity != Some(*capacity);
                 record.publish_ip = Some(publish_ip.clone());
+                record.capacity = Some(*capacity);
                 Ok(Effect {
                     message: format!("{node} publishes on {publish_ip}"),
                     changed,
                 })
+            }
+            Command::Place { changes } => {
+                let mut said = Vec::new();
+                for (app, node) in changes {
+                    if !self.deployed.config.deployment.is_anywhere(app) {
+                        return Err(format!("{app} is not an `anywhere` app"));
+                    }
+                    if let Some(node) = node {
+                        let usable = self.nodes.get(node).is_some_and(|n| !n.down && !n.drained);
+                        if !usable {
+                            return Err(format!("{node} cannot take apps (down, drained or gone)"));
+                        }
+                    }
+                }
+                for (app, node) in changes {
+                    match node {
+                        Some(node) => {
+                            self.deployed.placements.insert(app.clone(), node.clone());
+                            said.push(format!("{app}→{node}"));
+                        }
+                        None => {
+                            self.deployed.placements.remove(app);
+                            said.push(format!("{app}→unplaced"));
+                        }
+                    }
+                }
+                // Placements are the leader's, not operator changes.
+                Ok(Effect {
+                    message: format!("placed {}", said.join(" ")),
+                    changed: false,
+                })
+            }
+            Command::SetNodeDown { node, down } => {
+                let record = self.member_mut(node)?;
+                let changed = record.down != *down;
+                record.down = *down;
+                Ok(Effect {
+                    message: format!("{node} is {}", if *down { "down" } else { "up" }),
+                    changed,
+                })
+            }
+            Command::SetDrained { node, drained } => {
+                let record = self.member_mut(node)?;
+                let changed = record.drained != *drained;
+                record.drained = *drained;
+                let mut message = format!("{node} {}", if *drained { "drained" } else { "active" });
+                let deployment = &self.deployed.config.deployment;
+                let pinned: Vec<&str> = self
+                    .deployed
+                    .placements
+                    .iter()
+                    .filter(|(app, at)| *at == node && !deployment.is_anywhere(app))
+                    .map(|(app, _)| app.as_str())
+                    .collect();
+                if *drained && !pinned.is_empty() {
+                    message.push_str(&format!(
+                        "; pinned apps still here: {} (they move only by a deployment change)",
+                        pinned.join(", ")
+                    ));
+                }
+                Ok(Effect { message, changed })
             }
             Command::Deploy {
                 configuration,

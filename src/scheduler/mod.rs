@@ -1,0 +1,181 @@
+//! Leader-side scheduling and node liveness, and the node-side lease that
+//! fences containers when a node loses the cluster.
+//!
+//! Timing (invariant 3): every node heartbeats the leader every
+//! [`HEARTBEAT_INTERVAL`]; an ack from a leader that heard from a quorum
+//! renews the node's [`Lease`] for [`NODE_LEASE`]. A node whose lease ran out
+//! kills every container the cluster may start elsewhere. The leader declares
+//! a node down only after [`DOWN_GRACE`] without a heartbeat — strictly longer
+//! than the lease plus a heartbeat and a kill — and a new leader first grants
+//! every node a full grace. Only then are its `anywhere` apps placed again.
+
+mod placement;
+
+pub use placement::{place, waiting_reason, Change};
+
+use crate::api::Api;
+use crate::state::Command;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a heartbeat ack lets a node run fenceable containers.
+pub const NODE_LEASE: Duration = Duration::from_secs(2);
+/// How long the leader waits without a heartbeat before declaring a node down.
+pub const DOWN_GRACE: Duration = Duration::from_millis(3500);
+/// Time the fenced node gets to kill its containers, in the margin.
+const KILL_MARGIN: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    DOWN_GRACE.as_millis()
+        > NODE_LEASE.as_millis() + HEARTBEAT_INTERVAL.as_millis() + KILL_MARGIN.as_millis(),
+    "the leader's grace must outlast a node's lease, a heartbeat and a kill"
+);
+/// How often the leader reviews liveness and placements.
+const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+
+/// Leader side: when each node was last heard from.
+#[derive(Default)]
+pub struct Liveness {
+    heard: Mutex<HashMap<String, Instant>>,
+}
+
+impl Liveness {
+    pub fn heard(&self, node: &str) {
+        self.heard
+            .lock()
+            .expect("liveness lock")
+            .insert(node.to_string(), Instant::now());
+    }
+
+    fn last(&self, node: &str) -> Option<Instant> {
+        self.heard.lock().expect("liveness lock").get(node).copied()
+    }
+}
+
+/// Node side: until when this node may run containers the cluster may start
+/// elsewhere. Starts expired: a node runs none before it has heard from the
+/// cluster.
+pub struct Lease {
+    until: Mutex<Option<Instant>>,
+    valid: watch::Sender<bool>,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease {
+            until: Mutex::new(None),
+            valid: watch::Sender::new(false),
+        }
+    }
+}
+
+impl Lease {
+    /// Extends the lease to `NODE_LEASE` after `heard_at`, when a quorum was
+    /// last known to be there.
+    pub fn renew(&self, heard_at: Instant) {
+        let mut until = self.until.lock().expect("lease lock");
+        let new = heard_at + NODE_LEASE;
+        if until.is_none_or(|u| u < new) {
+            *until = Some(new);
+        }
+        drop(until);
+        self.refresh();
+    }
+
+    pub fn expires_at(&self) -> Option<Instant> {
+        *self.until.lock().expect("lease lock")
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.expires_at().is_some_and(|u| Instant::now() < u)
+    }
+
+    /// Publishes validity changes (call after time may have run the lease out).
+    pub fn refresh(&self) {
+        let valid = self.is_valid();
+        self.valid
+            .send_if_modified(|v| std::mem::replace(v, valid) != valid);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.valid.subscribe()
+    }
+}
+
+/// Every node: heartbeats the leader and renews its lease from the acks.
+pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        if let Some(quorum_age) = api.heartbeat_leader().await {
+            lease.renew(sent.checked_sub(quorum_age).unwrap_or(sent));
+        }
+        lease.refresh();
+    }
+}
+
+/// Every node; acts only while it is the leader: declares nodes down or up
+/// and commits placements of `anywhere` apps.
+pub async fn leader_loop(api: Arc<Api>, liveness: Arc<Liveness>) {
+    let mut tick = tokio::time::interval(SCHEDULER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader_since: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        if !api.is_leader() {
+            leader_since = None;
+            continue;
+        }
+        let now = Instant::now();
+        // A new leader gives every node a full grace before judging it.
+        let since = *leader_since.get_or_insert(now);
+        let (liveness_changes, placements) = {
+            let applied = api.sm.read();
+            let state = &applied.state;
+            let mut changes = Vec::new();
+            for (name, record) in &state.nodes {
+                if *name == api.name {
+                    if record.down {
+                        changes.push((name.clone(), false));
+                    }
+                    continue;
+                }
+                let heard = liveness.last(name);
+                let last = heard.map_or(since, |h| h.max(since));
+                let overdue = now.duration_since(last) > DOWN_GRACE;
+                let heard_lately = heard.is_some_and(|h| now.duration_since(h) < DOWN_GRACE);
+                if overdue && !record.down {
+                    changes.push((name.clone(), true));
+                } else if record.down && heard_lately {
+                    changes.push((name.clone(), false));
+                }
+            }
+            (changes, place(state))
+        };
+        for (node, down) in liveness_changes {
+            tracing::warn!(%node, down, "leader changes node liveness");
+            if let Err(e) = api
+                .submit_as_node(Command::SetNodeDown { node, down })
+                .await
+            {
+                tracing::warn!("liveness change not committed: {e}");
+            }
+        }
+        if !placements.is_empty() {
+            tracing::info!(?placements, "placing anywhere apps");
+            if let Err(e) = api
+                .submit_as_node(Command::Place {
+                    changes: placements,
+                })
+                .await
+            {
+                tracing::warn!("placements not committed: {e}");
+            }
+        }
+    }
+}
