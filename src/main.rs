@@ -61,6 +61,8 @@ enum BenchWhich {
     Raft(flocker::bench::raft::RaftBenchArgs),
     /// Deploy N containers until running, against docker run and Swarm.
     Deploy(flocker::bench::deploy::DeployBenchArgs),
+    /// A node crash until its anywhere apps run elsewhere.
+    NodeLoss(flocker::bench::nodeloss::NodeLossBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
             let result = match which {
                 BenchWhich::Raft(args) => runtime.block_on(flocker::bench::raft::run(args)),
                 BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
+                BenchWhich::NodeLoss(args) => runtime.block_on(flocker::bench::nodeloss::run(args)),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 mod cluster;
 pub mod deploy;
 mod etcd;
+pub mod nodeloss;
 mod procs;
 pub mod raft;
 mod stats;
