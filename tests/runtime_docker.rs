@@ -113,6 +113,7 @@ fn spec(name: &str, labels: Labels, command: &str) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
         image: TEST_IMAGE.to_string(),
+        entrypoint: None,
         command: Some(vec!["sh".into(), "-c".into(), command.into()]),
         labels,
         ..Default::default()

@@ -325,3 +325,61 @@ fn lost_nodes_apps_are_replaced_unless_their_volume_is_there_and_drain_moves_the
         "activation does not bounce apps back"
     );
 }
+
+#[test]
+fn a_paused_flocker_process_cannot_keep_its_app_running() {
+    let mut c = start(100);
+    let id = c.cluster_id().unwrap();
+    deploy(&c, false);
+    let first = wait_until(T, || {
+        let nodes = running_nodes(&id, "svc");
+        (nodes.len() == 1).then(|| nodes[0].clone())
+    })
+    .expect("svc placed and running on one node");
+    let since = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    // The process is frozen; Docker keeps the container running. Only the
+    // fence inside the container can stop it now.
+    c.signal(&first, "-STOP");
+    let second = wait_until(T, || {
+        let nodes = running_nodes(&id, "svc");
+        (nodes.len() == 1 && nodes[0] != first).then(|| nodes[0].clone())
+    });
+    c.signal(&first, "-CONT");
+    let second = second.unwrap_or_else(|| {
+        panic!(
+            "svc not moved off the frozen {first}: {:?}",
+            running_nodes(&id, "svc")
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ev = events(&id, "svc", &since);
+    let died = ev
+        .iter()
+        .find(|(_, a, n)| a == "die" && *n == first)
+        .map(|e| e.0);
+    let started = ev
+        .iter()
+        .find(|(_, a, n)| a == "start" && *n == second)
+        .map(|e| e.0);
+    let (died, started) = (
+        died.expect("the fence stopped the old instance"),
+        started.expect("new instance started"),
+    );
+    assert!(
+        died < started,
+        "old died at {died}, new started at {started}: {ev:?}"
+    );
+    // Thawed, the node catches up and never restarts its copy.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        running_nodes(&id, "svc"),
+        vec![second],
+        "exactly one instance after thawing"
+    );
+}

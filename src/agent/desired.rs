@@ -30,6 +30,9 @@ pub struct NodeContext {
     pub publish_ip: IpAddr,
     /// Where application volumes live on this host.
     pub volumes_dir: PathBuf,
+    /// The fence directory (busybox, script, lease) mounted into fenceable
+    /// containers.
+    pub fence_dir: PathBuf,
 }
 
 impl NodeContext {
@@ -80,6 +83,7 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
     let mut container = ContainerSpec {
         name: container_name(&ctx.node, app),
         image: spec.image.to_string(),
+        entrypoint: None,
         command: spec.command.clone(),
         env,
         ports: spec
@@ -105,6 +109,15 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
         cpu_shares: spec.cpu_shares,
         labels: ctx.ownership_labels(),
     };
+    let fenceable = state.deployed.config.deployment.is_anywhere(app);
+    if fenceable {
+        container.entrypoint = Some(super::fence::fence_entrypoint());
+        container.binds.push(Bind {
+            host_path: ctx.fence_dir.display().to_string(),
+            container_path: super::fence::FENCE_MOUNT.to_string(),
+            read_only: true,
+        });
+    }
     container
         .labels
         .insert(LABEL_APP.to_string(), app.to_string());
@@ -121,7 +134,7 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
         spec: container,
         spec_hash,
         restart: spec.restart_policy,
-        fenceable: state.deployed.config.deployment.is_anywhere(app),
+        fenceable,
     }
 }
 
@@ -180,6 +193,7 @@ mod tests {
             node: node.into(),
             publish_ip: "127.0.0.2".parse().unwrap(),
             volumes_dir: "/data/volumes".into(),
+            fence_dir: "/data/fence".into(),
         }
     }
 

@@ -9,6 +9,7 @@
 //! observations never go through the Raft log: other nodes ask for them.
 
 mod desired;
+pub mod fence;
 mod restart;
 
 pub use desired::{
@@ -437,12 +438,28 @@ async fn execute(
                 let e = RuntimeError::Other(format!("creating the volume directory: {e}"));
                 return (app, true, Err(e));
             }
-            let result = match runtime.image_present(&desired.spec.image).await {
-                Ok(true) => runtime.run(&desired.spec).await.map(|_| ()),
+            let mut spec = desired.spec.clone();
+            if spec.entrypoint.is_some() && spec.command.is_none() {
+                // The fence replaces the entrypoint, which makes Docker drop
+                // the image's command: pass the image's own command to it.
+                match runtime.image_command(&spec.image).await {
+                    Ok(Some(command)) => spec.command = Some(command),
+                    Ok(None) => {
+                        let e = RuntimeError::InvalidSpec(format!(
+                            "image {} names no command; give the app a `command`",
+                            spec.image
+                        ));
+                        return (app, true, Err(e));
+                    }
+                    Err(e) => return (app, true, Err(e)),
+                }
+            }
+            let result = match runtime.image_present(&spec.image).await {
+                Ok(true) => runtime.run(&spec).await.map(|_| ()),
                 // Not here: try a pull (bounded in time), which fails with
                 // "no registry is reachable" where there is none.
-                Ok(false) => match runtime.pull_image(&desired.spec.image).await {
-                    Ok(_) => runtime.run(&desired.spec).await.map(|_| ()),
+                Ok(false) => match runtime.pull_image(&spec.image).await {
+                    Ok(_) => runtime.run(&spec).await.map(|_| ()),
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),

@@ -91,7 +91,12 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     )
     .await
     .context("starting Raft")?;
-    let lease = Arc::new(Lease::default());
+    let fence_dir = settings.data_dir.join("fence");
+    if let Err(e) = crate::agent::fence::prepare(&fence_dir) {
+        // Pinned apps still run; fenceable ones will fail to start and say why.
+        tracing::error!("the container fence is unavailable: {e:#}");
+    }
+    let lease = Arc::new(Lease::with_fence(fence_dir.clone()));
     let liveness = Arc::new(Liveness::default());
     let agent = Agent::new(
         NodeContext {
@@ -99,6 +104,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
             node: settings.name.clone(),
             publish_ip: settings.publish_ip(),
             volumes_dir: settings.data_dir.join("volumes"),
+            fence_dir,
         },
         engine(&settings)?,
         sm.clone(),

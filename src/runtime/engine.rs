@@ -47,6 +47,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The content id of a local image, `None` if it is not on this engine.
     fn image_id<'a>(&'a self, image: &'a str) -> RuntimeFuture<'a, Option<String>>;
 
+    /// The command a container of `image` runs by default (its entrypoint
+    /// followed by its cmd), `None` when the image names none or the engine
+    /// cannot tell.
+    fn image_command<'a>(&'a self, _image: &'a str) -> RuntimeFuture<'a, Option<Vec<String>>> {
+        Box::pin(async { Ok(None) })
+    }
+
     fn image_present<'a>(&'a self, image: &'a str) -> RuntimeFuture<'a, bool> {
         Box::pin(async move { Ok(self.image_id(image).await?.is_some()) })
     }

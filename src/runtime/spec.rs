@@ -22,6 +22,8 @@ pub struct ContainerSpec {
     /// agent puts its node into it.
     pub name: String,
     pub image: String,
+    /// Replaces the image's entrypoint when set (the agent's fence wrapper).
+    pub entrypoint: Option<Vec<String>>,
     /// Replaces the image's command when set.
     pub command: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
@@ -155,6 +157,7 @@ mod tests {
         ContainerSpec {
             name: "flocker-n1-web".into(),
             image: "busybox".into(),
+            entrypoint: None,
             ..Default::default()
         }
     }

@@ -61,6 +61,8 @@ impl Liveness {
 pub struct Lease {
     until: Mutex<Option<Instant>>,
     valid: watch::Sender<bool>,
+    /// The fence directory whose lease file fenced containers read.
+    fence_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Lease {
@@ -68,11 +70,20 @@ impl Default for Lease {
         Lease {
             until: Mutex::new(None),
             valid: watch::Sender::new(false),
+            fence_dir: None,
         }
     }
 }
 
 impl Lease {
+    /// A lease that also publishes its deadline to fenced containers.
+    pub fn with_fence(fence_dir: std::path::PathBuf) -> Lease {
+        Lease {
+            fence_dir: Some(fence_dir),
+            ..Lease::default()
+        }
+    }
+
     /// Extends the lease to `NODE_LEASE` after `heard_at`, when a quorum was
     /// last known to be there.
     pub fn renew(&self, heard_at: Instant) {
@@ -80,6 +91,17 @@ impl Lease {
         let new = heard_at + NODE_LEASE;
         if until.is_none_or(|u| u < new) {
             *until = Some(new);
+            if let Some(dir) = &self.fence_dir {
+                // Wall-clock deadline for the containers, rounded down.
+                let left = new.saturating_duration_since(Instant::now());
+                let deadline = std::time::SystemTime::now() + left;
+                let secs = deadline
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if let Err(e) = crate::agent::fence::write_lease(dir, secs) {
+                    tracing::error!("cannot publish the lease to fenced containers: {e:#}");
+                }
+            }
         }
         drop(until);
         self.refresh();

@@ -144,6 +144,17 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP / SIGCONT: the process stays, but does nothing.
+    pub fn signal(&mut self, name: &str, signal: &str) {
+        let i = self.index(name);
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let out = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill {signal} {pid}");
+    }
+
     pub fn restart(&mut self, name: &str) {
         let i = self.index(name);
         self.start_node(i);

@@ -55,6 +55,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
+        entrypoint: spec.entrypoint.clone(),
         cmd: spec.command.clone(),
         env: (!spec.env.is_empty())
             .then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
@@ -158,6 +159,7 @@ mod tests {
         ContainerSpec {
             name: "n1-web".into(),
             image: "flocker-test/busybox:latest".into(),
+            entrypoint: None,
             command: Some(vec!["sh".into(), "-c".into(), "sleep 1000".into()]),
             env: [("A".to_string(), "1".to_string())].into(),
             ports: vec![

@@ -380,6 +380,23 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    fn image_command<'a>(&'a self, image: &'a str) -> RuntimeFuture<'a, Option<Vec<String>>> {
+        Box::pin(async move {
+            let inspect = self
+                .call(
+                    "image inspect",
+                    Subject::Image(image),
+                    self.timeouts.call,
+                    |d| async move { d.inspect_image(image).await },
+                )
+                .await?;
+            let config = inspect.config.unwrap_or_default();
+            let mut command = config.entrypoint.unwrap_or_default();
+            command.extend(config.cmd.unwrap_or_default());
+            Ok((!command.is_empty()).then_some(command))
+        })
+    }
+
     fn pull_image<'a>(&'a self, image: &'a str) -> RuntimeFuture<'a, String> {
         Box::pin(async move {
             let reference = with_default_tag(image);

@@ -19,6 +19,7 @@ fn spec(name: &str, node: &str) -> ContainerSpec {
     ContainerSpec {
         name: name.into(),
         image: IMAGE.into(),
+        entrypoint: None,
         labels: labels(node),
         ..Default::default()
     }
