@@ -106,6 +106,9 @@ impl Api {
                 request_id,
                 command,
             } => {
+                if let Some(why) = self.unsupported(command) {
+                    return ClientReply::refused(why);
+                }
                 let proposal = Proposal::new(request_id.clone(), author, command);
                 match self.proposer.propose(proposal).await {
                     Ok(outcome) => ClientReply::Written(outcome),
@@ -213,6 +216,21 @@ impl Api {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
         }
+    }
+
+    /// As leader: refuses a command kind some voter cannot apply yet.
+    fn unsupported(&self, command: &Command) -> Option<String> {
+        if !self.is_leader() {
+            // The leader checks when the request reaches it.
+            return None;
+        }
+        let applied = self.sm.read();
+        let membership = applied.membership.membership();
+        let voters: Vec<String> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| n.name.clone()))
+            .collect();
+        applied.state.unsupported_by(command, &voters)
     }
 
     pub fn is_leader(&self) -> bool {

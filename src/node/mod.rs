@@ -258,7 +258,9 @@ async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
         tick.tick().await;
         let capacity = host_capacity();
         let registered = api.sm.read().state.nodes.get(&api.name).map(|n| {
-            n.publish_ip.as_deref() == Some(publish_ip.as_str()) && n.capacity == Some(capacity)
+            n.publish_ip.as_deref() == Some(publish_ip.as_str())
+                && n.capacity == Some(capacity)
+                && n.command_kinds == Some(crate::state::COMMAND_KINDS)
         });
         match registered {
             Some(true) => return,
@@ -269,6 +271,7 @@ async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
                     node: api.name.clone(),
                     publish_ip: publish_ip.clone(),
                     capacity,
+                    command_kinds: crate::state::COMMAND_KINDS,
                 };
                 if let Err(e) = api.submit_as_node(command).await {
                     tracing::debug!("registering the publish IP: {e}");

@@ -24,12 +24,13 @@ pub enum Command {
         configuration: crate::config::Configuration,
         if_version: Option<u64>,
     },
-    /// A node reports the IP its containers publish ports on, and what it
-    /// offers.
+    /// A node reports the IP its containers publish ports on, what it
+    /// offers, and how many command kinds its build can apply.
     RegisterNode {
         node: String,
         publish_ip: String,
         capacity: crate::state::Capacity,
+        command_kinds: u16,
     },
     /// The leader's placements of `anywhere` apps (`None`: unplaced). Not an
     /// operator change: the configuration version stays.
@@ -51,6 +52,30 @@ pub struct Batch {
     /// only time the state machine ever sees, and a committed value.
     pub proposed_at_ms: u64,
     pub proposals: Vec<Proposal>,
+}
+
+/// How many command kinds this build knows: variants are only ever appended,
+/// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
+/// number; the leader proposes a kind only once every voter knows it
+/// (invariant 8), which is what makes a rolling upgrade safe.
+pub const COMMAND_KINDS: u16 = 6;
+
+/// Kinds every build of this format knows; assumed for a node that has not
+/// registered yet.
+pub const BASELINE_COMMAND_KINDS: u16 = 6;
+
+impl Command {
+    /// The variant's position, which is also its place in the encoding.
+    pub fn kind_index(&self) -> u16 {
+        match self {
+            Command::SetLabels { .. } => 0,
+            Command::Deploy { .. } => 1,
+            Command::RegisterNode { .. } => 2,
+            Command::Place { .. } => 3,
+            Command::SetNodeDown { .. } => 4,
+            Command::SetDrained { .. } => 5,
+        }
+    }
 }
 
 /// A client write as committed to the log.

@@ -11,7 +11,10 @@ mod deploy;
 mod history;
 mod requests;
 
-pub use command::{Batch, Command, CommandDecodeError, Outcome, Proposal, COMMAND_FORMAT};
+pub use command::{
+    Batch, Command, CommandDecodeError, Outcome, Proposal, BASELINE_COMMAND_KINDS, COMMAND_FORMAT,
+    COMMAND_KINDS,
+};
 pub use deploy::{plan, Deployed, Move, Plan};
 
 pub use history::{History, HistoryEntry, HISTORY_CAPACITY};
@@ -35,6 +38,8 @@ pub struct NodeRecord {
     pub down: bool,
     /// Drained by an operator: no `anywhere` apps are placed here.
     pub drained: bool,
+    /// Command kinds its build can apply, as it registered.
+    pub command_kinds: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +157,24 @@ impl State {
             .collect()
     }
 
+    /// Why `command` must not be proposed yet: a voter whose build cannot
+    /// apply its kind (it would stop applying, invariant 8).
+    pub fn unsupported_by(&self, command: &Command, voters: &[String]) -> Option<String> {
+        let kind = command.kind_index();
+        voters.iter().find_map(|voter| {
+            let known = self
+                .nodes
+                .get(voter)
+                .and_then(|r| r.command_kinds)
+                .unwrap_or(BASELINE_COMMAND_KINDS);
+            (kind >= known).then(|| {
+                format!(
+                    "{voter} runs a build that knows {known} command kinds and cannot apply this one (kind {kind}); upgrade it first"
+                )
+            })
+        })
+    }
+
     fn member_mut(&mut self, node: &str) -> Result<&mut NodeRecord, String> {
         self.nodes
             .get_mut(node)
@@ -190,15 +213,18 @@ impl State {
                 node,
                 publish_ip,
                 capacity,
+                command_kinds,
             } => {
                 if publish_ip.parse::<std::net::IpAddr>().is_err() {
                     return Err(format!("invalid publish IP '{publish_ip}'"));
                 }
                 let record = self.member_mut(node)?;
                 let changed = record.publish_ip.as_deref() != Some(publish_ip.as_str())
-                    || record.capacity != Some(*capacity);
+                    || record.capacity != Some(*capacity)
+                    || record.command_kinds != Some(*command_kinds);
                 record.publish_ip = Some(publish_ip.clone());
                 record.capacity = Some(*capacity);
+                record.command_kinds = Some(*command_kinds);
                 Ok(Effect {
                     message: format!("{node} publishes on {publish_ip}"),
                     changed,
@@ -448,6 +474,32 @@ mod tests {
             "a retry inside the same batch is answered once"
         );
         assert_eq!(s.nodes["n1"].labels["k"], "2");
+    }
+
+    #[test]
+    fn a_kind_is_proposed_only_once_every_voter_knows_it() {
+        let mut s = state_with(&["n1", "n2"]);
+        let deploy = Command::Deploy {
+            configuration: Default::default(),
+            if_version: None,
+        };
+        let voters = vec!["n1".to_string(), "n2".to_string()];
+        assert_eq!(s.unsupported_by(&deploy, &voters), None);
+        // An old build that knows only the first kind.
+        s.nodes.get_mut("n2").unwrap().command_kinds = Some(1);
+        let why = s.unsupported_by(&deploy, &voters).unwrap();
+        assert!(why.contains("n2"), "{why}");
+        // Every variant has an index below the count this build advertises.
+        assert!(deploy.kind_index() < COMMAND_KINDS);
+        let drain = Command::SetDrained {
+            node: "n1".into(),
+            drained: true,
+        };
+        assert_eq!(
+            drain.kind_index(),
+            COMMAND_KINDS - 1,
+            "COMMAND_KINDS counts every variant"
+        );
     }
 
     #[test]
