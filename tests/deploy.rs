@@ -214,4 +214,29 @@ fn deploy_is_one_versioned_change_read_back_from_any_node() {
         shown["configuration"]["deployment"]["pinned"]["n1"],
         serde_json::json!(["web"])
     );
+
+    // `config show` gives back Flocker's files, which deploy to the same thing.
+    let back = dir.join("shown");
+    let r = c.ctl("n2", &["config", "show", "--dir", s(&back)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let again = c.ctl(
+        "n3",
+        &[
+            "deploy",
+            s(&back.join("deployment.yml")),
+            s(&back.join("application.yml")),
+        ],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("unchanged at version 3"),
+        "{}",
+        again.stdout
+    );
+    let text = c.ctl("n1", &["config", "show"]);
+    assert!(
+        text.stdout.contains("# deployment.yml") && text.stdout.contains("applications:"),
+        "{}",
+        text.stdout
+    );
 }

@@ -9,6 +9,11 @@
 //!   labels (the ones `flocker ctl label` sets), all of which must hold for
 //!   the scheduler to place the application on a node. A list of strings
 //!   rather than a map, so a constraint can also exclude (`zone!=eu-1`).
+//! - `app` in a link: the application the link leads to. Flocker's links
+//!   name only `remote_port` and lead to whichever application publishes
+//!   it; `app` is needed only when several do (applications on different
+//!   nodes may publish the same external port), and is checked to publish
+//!   it otherwise. The writer (`write.rs`) gives it only in that case.
 //!
 //! `mem_limit` and `volume.maximum_size` take bytes or a size with a binary
 //! unit (see `size.rs`). `volume.dataset_id`, which Flocker wrote when it
@@ -181,7 +186,7 @@ fn read_links(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp
             sink,
             entries,
             &p,
-            &["local_port", "remote_port", "alias"],
+            &["local_port", "remote_port", "alias", "app"],
             &[],
         );
         let local = read::require(sink, entries, item.at, &p, "local_port")
@@ -198,11 +203,29 @@ fn read_links(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp
                 names::check_alias(&text).map(|()| text),
             )
         });
-        if let (Some(local_port), Some((remote_port, e)), Some(alias)) = (local, remote, alias) {
+        let app = match read::get(entries, "app") {
+            None => Some(None),
+            Some(e) => {
+                let ap = p.key("app");
+                read::text(sink, &e.value, &ap, "an application name").map(|name| {
+                    Some((
+                        name,
+                        Mark {
+                            at: e.value.at,
+                            path: ap,
+                        },
+                    ))
+                })
+            }
+        };
+        if let (Some(local_port), Some((remote_port, e)), Some(alias), Some(app)) =
+            (local, remote, alias, app)
+        {
             draft.links.push(DraftLink::ToPort {
                 alias,
                 local_port,
                 remote_port,
+                app,
                 mark: Mark {
                     at: e.value.at,
                     path: p.key("remote_port"),

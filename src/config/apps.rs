@@ -35,11 +35,13 @@ pub(crate) struct DraftApp {
 
 #[derive(Debug)]
 pub(crate) enum DraftLink {
-    /// Flocker form: leads to whichever application publishes `remote_port`.
+    /// Flocker form: leads to whichever application publishes `remote_port`,
+    /// or to `app` when the link names it (and it publishes `remote_port`).
     ToPort {
         alias: String,
         local_port: u16,
         remote_port: u16,
+        app: Option<(String, Mark)>,
         mark: Mark,
     },
     /// fig/compose form: leads to a named service, one link per port it
@@ -327,6 +329,38 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
                     alias,
                     local_port,
                     remote_port,
+                    app: Some((target, app_mark)),
+                    mark,
+                } => match drafts.apps.get(target) {
+                    None => {
+                        let hint = did_you_mean(target, drafts.apps.keys().map(String::as_str));
+                        sink.at(
+                            app_mark.at,
+                            &app_mark.path,
+                            format!("link to unknown application '{target}'{hint}"),
+                        );
+                    }
+                    Some(t) if !t.spec.ports.iter().any(|p| p.external == *remote_port) => {
+                        let message = format!(
+                            "'{target}' does not publish external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
+                        );
+                        sink.at(mark.at, &mark.path, message);
+                    }
+                    Some(_) => links.push((
+                        Link {
+                            alias: alias.clone(),
+                            local_port: *local_port,
+                            remote_port: *remote_port,
+                            app: target.clone(),
+                        },
+                        mark,
+                    )),
+                },
+                DraftLink::ToPort {
+                    alias,
+                    local_port,
+                    remote_port,
+                    app: None,
                     mark,
                 } => match publishers
                     .get(remote_port)
@@ -343,7 +377,7 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
                     )),
                     Some(apps) => {
                         let message = format!(
-                            "external port {remote_port} is published by {}; a link must lead to one application",
+                            "external port {remote_port} is published by {}; a link must lead to one application: name it with 'app'",
                             quoted_list(&apps)
                         );
                         sink.at(mark.at, &mark.path, message);

@@ -12,7 +12,9 @@
 //! events; `read` has the typed reads; `application` (Flocker form),
 //! `compose` (fig and compose forms) and `deployment` walk the trees;
 //! `apps` and `validate` check across applications and files; `model` holds
-//! the result types; `names`, `image` and `size` the value rules.
+//! the result types; `names`, `image` and `size` the value rules; `write`
+//! turns a model back into Flocker's two files ([`to_files`]), which read
+//! back into the same model.
 
 mod application;
 mod apps;
@@ -27,6 +29,7 @@ mod read;
 mod resolve;
 mod size;
 mod validate;
+mod write;
 mod yaml;
 
 pub use check::{check_files, run_check};
@@ -38,6 +41,7 @@ pub use model::{
 pub use names::check_app_name;
 pub use resolve::resolve_nodes;
 pub use size::{format_size, parse_size};
+pub use write::to_files;
 
 use error::{KeyPath, Sink};
 use std::io::Read;
@@ -179,3 +183,5 @@ fn read_text(path: &Path, sink: &mut Sink) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_roundtrip;

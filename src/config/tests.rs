@@ -773,3 +773,49 @@ fn mangled_inputs_never_panic() {
         let _ = parse(EXAMPLE_DEPLOYMENT, "d", &text, "a");
     }
 }
+
+#[test]
+fn a_link_may_name_its_application_when_the_port_does_not() {
+    let app = r#"version: 1
+applications:
+  a: {image: x, ports: [{internal: 1, external: 9000}]}
+  b: {image: x, ports: [{internal: 2, external: 9000}, {internal: 3, external: 9001}]}
+  web:
+    image: x
+    links:
+    - {local_port: 80, remote_port: 9000, alias: b, app: b}
+    - {local_port: 81, remote_port: 9001, alias: b, app: b}
+"#;
+    let c = ok(&anywhere(&["web"]), app);
+    let leads_to: Vec<(&str, u16)> = c.applications["web"]
+        .links
+        .iter()
+        .map(|l| (l.app.as_str(), l.remote_port))
+        .collect();
+    assert_eq!(leads_to, [("b", 9000), ("b", 9001)]);
+
+    let bad = r#"version: 1
+applications:
+  a: {image: x, ports: [{internal: 1, external: 9000}]}
+  web:
+    image: x
+    links:
+    - {local_port: 80, remote_port: 9000, alias: x, app: aa}
+    - {local_port: 81, remote_port: 9001, alias: y, app: a}
+    - {local_port: 82, remote_port: 9000, alias: z, app: [a]}
+"#;
+    let e = errors(&anywhere(&["web"]), bad);
+    one(
+        &e,
+        "application.yml:7:58: applications.web.links[0].app: link to unknown application 'aa' (did you mean 'a'?)",
+    );
+    one(
+        &e,
+        "application.yml:8:37: applications.web.links[1].remote_port: 'a' does not publish external port 9001",
+    );
+    one(
+        &e,
+        "applications.web.links[2].app: expected an application name, got a list",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+}

@@ -118,10 +118,15 @@ pub enum CtlCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Print the deployed configuration.
+    /// Print the deployed configuration as Flocker's two files
+    /// (deployment.yml, then application.yml), or `-o json`.
     Show {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: OutputFormat,
+        /// Write deployment.yml and application.yml into this directory
+        /// (ready for `ctl deploy`) instead of printing them.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -257,7 +262,7 @@ pub async fn run(args: CtlArgs) -> Exit {
             other => report_failure(other),
         },
         CtlCommand::Config {
-            action: ConfigAction::Show { output },
+            action: ConfigAction::Show { output, dir },
         } => match client.request(ClientRequest::ShowConfig).await {
             ClientReply::Config {
                 version,
@@ -270,10 +275,30 @@ pub async fn run(args: CtlArgs) -> Exit {
                             &serde_json::json!({"version": version, "configuration": configuration})
                         )
                     ),
-                    OutputFormat::Table => {
-                        println!("# configuration version {version}");
-                        print!("{}", output::config_text(&configuration));
-                    }
+                    OutputFormat::Table => match dir {
+                        Some(dir) => {
+                            let (deployment, application) = crate::config::to_files(&configuration);
+                            let written = std::fs::create_dir_all(&dir)
+                                .and_then(|()| {
+                                    std::fs::write(dir.join("deployment.yml"), deployment)
+                                })
+                                .and_then(|()| {
+                                    std::fs::write(dir.join("application.yml"), application)
+                                });
+                            if let Err(e) = written {
+                                eprintln!("error: writing to {}: {e}", dir.display());
+                                return Exit::Refused;
+                            }
+                            println!(
+                                "configuration version {version} written to {}/deployment.yml and application.yml",
+                                dir.display()
+                            );
+                        }
+                        None => {
+                            println!("# configuration version {version}");
+                            print!("{}", output::config_text(&configuration));
+                        }
+                    },
                 }
                 Exit::Ok
             }

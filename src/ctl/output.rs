@@ -151,12 +151,11 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
-/// The configuration as JSON until the YAML writer lands.
+/// The configuration as Flocker's two files, each under a comment naming it:
+/// saved as such, they deploy back to the same configuration.
 pub fn config_text(configuration: &Configuration) -> String {
-    format!(
-        "{}\n",
-        serde_json::to_string_pretty(configuration).expect("configuration serializes")
-    )
+    let (deployment, application) = crate::config::to_files(configuration);
+    format!("# deployment.yml\n{deployment}---\n# application.yml\n{application}")
 }
 
 fn rfc3339_ms(ms: u64) -> String {
