@@ -9,21 +9,13 @@
 mod common;
 
 use common::*;
-use flocker::runtime::{build_busybox_image, DockerRuntime, TEST_IMAGE};
+use flocker::runtime::TEST_IMAGE;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-/// Traps SIGTERM so a graceful stop is quick.
-const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
-
-fn build_image() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(build_busybox_image(&DockerRuntime::local(), TEST_IMAGE))
-        .expect("building the test image needs a Docker engine and busybox-static");
-}
 
 fn inspect(name: &str) -> Option<Value> {
     let out = Command::new("docker")
@@ -39,24 +31,6 @@ fn inspect(name: &str) -> Option<Value> {
 
 fn running(name: &str) -> Option<Value> {
     inspect(name).filter(|v| v["State"]["Running"] == true)
-}
-
-fn docker(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn apps(mode: &str, with_web: bool) -> String {

@@ -2,6 +2,9 @@
 //! shipped examples and on broken files, checking exit codes and that every
 //! error names its file, line, column and key path.
 
+mod common;
+
+use common::write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,12 +27,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -31,12 +31,6 @@ applications:
     volume:
       mountpoint: /var/lib/db
 "#;
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -7,42 +7,15 @@
 mod common;
 
 use common::*;
-use flocker::runtime::{build_busybox_image, DockerRuntime, TEST_IMAGE};
+use flocker::runtime::TEST_IMAGE;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
-
-fn build_image() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(build_busybox_image(&DockerRuntime::local(), TEST_IMAGE))
-        .expect("building the test image needs a Docker engine and busybox-static");
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn docker_out(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn running_nodes(cluster_id: &str, app: &str) -> Vec<String> {
-    docker_out(&[
+    docker(&[
         "ps",
         "--filter",
         &format!("label=flocker.cluster={cluster_id}"),
@@ -152,7 +125,7 @@ fn events(cluster_id: &str, app: &str, since: &str) -> Vec<(i64, String, String)
             .as_secs()
             + 1
     );
-    docker_out(&[
+    docker(&[
         "events",
         "--since",
         since,

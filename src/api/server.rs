@@ -259,17 +259,8 @@ impl Api {
             let id = m.current_leader?;
             m.membership_config.membership().get_node(&id).cloned()?
         };
-        let addr: SocketAddr = leader.address.parse().ok()?;
         match self
-            .net
-            .call::<_, PeerReply>(
-                addr,
-                Some(&leader.name),
-                Service::Peer,
-                &PeerRequest::Heartbeat,
-                MAX_CLIENT_FRAME,
-                HEARTBEAT_INTERVAL,
-            )
+            .ask(&leader, &PeerRequest::Heartbeat, HEARTBEAT_INTERVAL)
             .await
         {
             Ok(PeerReply::HeartbeatAck {
@@ -351,20 +342,8 @@ impl Api {
                     .leader()
                     .await
                     .ok_or_else(|| format!("no leader known to {} for a linearizable read (use --stale to read this node's state)", self.name))?;
-                let addr: SocketAddr = leader
-                    .address
-                    .parse()
-                    .map_err(|_| format!("leader {leader} has an unusable address"))?;
                 match self
-                    .net
-                    .call::<_, PeerReply>(
-                        addr,
-                        Some(&leader.name),
-                        Service::Peer,
-                        &PeerRequest::ReadIndex,
-                        MAX_CLIENT_FRAME,
-                        READ_TIMEOUT,
-                    )
+                    .ask(&leader, &PeerRequest::ReadIndex, READ_TIMEOUT)
                     .await
                 {
                     Ok(PeerReply::ReadIndex(index)) => index,
@@ -473,21 +452,7 @@ impl Api {
                     Some(self.observed.read().expect("observed lock").clone()),
                 );
             }
-            let Ok(addr) = info.address.parse::<SocketAddr>() else {
-                return (info.name, None);
-            };
-            let reply = self
-                .net
-                .call::<_, PeerReply>(
-                    addr,
-                    Some(&info.name),
-                    Service::Peer,
-                    &PeerRequest::Observed,
-                    MAX_CLIENT_FRAME,
-                    PROBE_TIMEOUT,
-                )
-                .await;
-            match reply {
+            match self.ask(&info, &PeerRequest::Observed, PROBE_TIMEOUT).await {
                 Ok(PeerReply::Observed(o)) => (info.name, Some(o)),
                 _ => (info.name, None),
             }
@@ -572,20 +537,33 @@ impl Api {
         }
     }
 
-    async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {
-        let addr: SocketAddr = info.address.parse().ok()?;
-        match self
-            .net
-            .call::<_, PeerReply>(
+    /// One node-to-node request to `member`, whose certificate must carry
+    /// its name.
+    async fn ask(
+        &self,
+        member: &NodeInfo,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerReply, String> {
+        let addr: SocketAddr = member
+            .address
+            .parse()
+            .map_err(|_| format!("member {member} has an unusable address"))?;
+        self.net
+            .call(
                 addr,
-                Some(&info.name),
+                Some(&member.name),
                 Service::Peer,
-                &PeerRequest::Status,
+                request,
                 MAX_CLIENT_FRAME,
-                PROBE_TIMEOUT,
+                timeout,
             )
             .await
-        {
+            .map_err(|e| e.to_string())
+    }
+
+    async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {
+        match self.ask(info, &PeerRequest::Status, PROBE_TIMEOUT).await {
             Ok(PeerReply::Status(s)) => Some(s),
             Ok(_) => None,
             Err(e) => {

@@ -4,13 +4,13 @@
 //! same engine with the same image in the same run.
 
 use super::cluster::FlockerCluster;
+use super::docker_cli::{docker, remove_matching};
 use crate::agent::LABEL_CLUSTER;
 use crate::api::{ClientReply, ClientRequest};
 use crate::runtime::{build_busybox_image, DockerRuntime, TEST_IMAGE};
 use crate::state::Command;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -27,21 +27,6 @@ pub struct DeployBenchArgs {
 /// How long any one measurement may take before the benchmark gives up.
 const LIMIT: Duration = Duration::from_secs(300);
 const LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
-
-fn docker(args: &[&str]) -> Result<String> {
-    let out = Process::new("docker")
-        .args(args)
-        .output()
-        .context("running the docker CLI")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn running_with(filter: &str) -> Result<usize> {
     Ok(
@@ -61,19 +46,6 @@ async fn wait_running(filter: &str, n: usize, start: Instant) -> Result<Duration
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn remove_with(filter: &str) -> Result<()> {
-    let ids: Vec<String> = docker(&["ps", "-aq", "--filter", filter])?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    if !ids.is_empty() {
-        let mut args = vec!["rm", "-f"];
-        args.extend(ids.iter().map(String::as_str));
-        docker(&args)?;
-    }
-    Ok(())
 }
 
 async fn flocker_run(work: &Path, n: usize) -> Result<Duration> {
@@ -119,7 +91,7 @@ async fn flocker_run(work: &Path, n: usize) -> Result<Duration> {
     }
     let took = wait_running(&filter, n, start).await;
     drop(cluster);
-    remove_with(&filter)?;
+    remove_matching(&[&filter])?;
     took
 }
 
@@ -144,7 +116,7 @@ async fn raw_docker_run(n: usize) -> Result<Duration> {
         }
     }
     let took = wait_running(&filter, n, start).await;
-    remove_with(&filter)?;
+    remove_matching(&[&filter])?;
     took
 }
 

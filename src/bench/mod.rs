@@ -4,6 +4,7 @@
 
 mod cluster;
 pub mod deploy;
+mod docker_cli;
 mod etcd;
 pub mod nodeloss;
 mod procs;

@@ -3,13 +3,13 @@
 //! over repeated trials, with the default timing settings.
 
 use super::cluster::{FlockerCluster, NAMES};
+use super::docker_cli::{docker, remove_matching};
 use super::stats::{ms, summarize};
 use crate::agent::{LABEL_CLUSTER, LABEL_NODE};
 use crate::api::{ClientReply, ClientRequest};
 use crate::runtime::{build_busybox_image, DockerRuntime, TEST_IMAGE};
 use crate::state::Command;
 use anyhow::{bail, Context, Result};
-use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -25,33 +25,18 @@ pub struct NodeLossBenchArgs {
 const LIMIT: Duration = Duration::from_secs(60);
 const LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-fn docker_lines(args: &[&str]) -> Result<Vec<String>> {
-    let out = Process::new("docker")
-        .args(args)
-        .output()
-        .context("docker CLI")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect())
-}
-
 /// Nodes of this cluster's running containers, one entry per container.
 fn running_nodes(cluster_id: &str) -> Result<Vec<String>> {
-    docker_lines(&[
+    Ok(docker(&[
         "ps",
         "--filter",
         &format!("label={LABEL_CLUSTER}={cluster_id}"),
         "--format",
         &format!("{{{{.Label \"{LABEL_NODE}\"}}}}"),
-    ])
+    ])?
+    .lines()
+    .map(str::to_string)
+    .collect())
 }
 
 pub async fn run(args: NodeLossBenchArgs) -> Result<()> {
@@ -70,17 +55,7 @@ pub async fn run(args: NodeLossBenchArgs) -> Result<()> {
     let id = crate::node::cluster_id(&cluster.certs)?;
     let result = trials(&mut cluster, &id, &args).await;
     drop(cluster);
-    let ids = docker_lines(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label={LABEL_CLUSTER}={id}"),
-    ])?;
-    if !ids.is_empty() {
-        let mut rm = vec!["rm", "-f"];
-        rm.extend(ids.iter().map(String::as_str));
-        docker_lines(&rm)?;
-    }
+    remove_matching(&[&format!("label={LABEL_CLUSTER}={id}")])?;
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -132,20 +107,12 @@ async fn trials(cluster: &mut FlockerCluster, id: &str, args: &NodeLossBenchArgs
             .expect("three nodes");
         let lost = running.iter().filter(|n| **n == NAMES[victim]).count();
         cluster.nodes[victim].kill();
-        let containers = docker_lines(&[
-            "ps",
-            "-aq",
-            "--filter",
+        // The clock starts at the crash; removing the containers is part of it.
+        let crashed = Instant::now();
+        remove_matching(&[
             &format!("label={LABEL_CLUSTER}={id}"),
-            "--filter",
             &format!("label={LABEL_NODE}={}", NAMES[victim]),
         ])?;
-        let crashed = Instant::now();
-        if !containers.is_empty() {
-            let mut rm = vec!["rm", "-f"];
-            rm.extend(containers.iter().map(String::as_str));
-            docker_lines(&rm)?;
-        }
         wait(|| {
             let nodes = running_nodes(id)?;
             Ok(nodes.len() == args.apps && nodes.iter().all(|n| n != NAMES[victim]))

@@ -307,3 +307,37 @@ pub fn labels_of(nodes: &[Value], node: &str) -> Value {
         .map(|n| n["labels"].clone())
         .unwrap_or(Value::Null)
 }
+
+/// Loops until SIGTERM, which it answers at once (so graceful stops are quick).
+pub const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]"#;
+
+/// Builds the FROM-scratch busybox image the Docker tests run (no registry).
+pub fn build_image() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(flocker::runtime::build_busybox_image(
+        &flocker::runtime::DockerRuntime::local(),
+        flocker::runtime::TEST_IMAGE,
+    ))
+    .expect("building the test image needs a Docker engine and busybox-static");
+}
+
+/// Writes a file into `dir` and returns its path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the docker CLI; panics with its error when it fails.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
