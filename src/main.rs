@@ -63,6 +63,9 @@ enum BenchWhich {
     Deploy(flocker::bench::deploy::DeployBenchArgs),
     /// A node crash until its anywhere apps run elsewhere.
     NodeLoss(flocker::bench::nodeloss::NodeLossBenchArgs),
+    /// Placements/s through a 3-node Raft group; 1,000 nodes and 50,000
+    /// apps in the state machine and scheduler.
+    Scale(flocker::bench::scale::ScaleBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
                 BenchWhich::Raft(args) => runtime.block_on(flocker::bench::raft::run(args)),
                 BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
                 BenchWhich::NodeLoss(args) => runtime.block_on(flocker::bench::nodeloss::run(args)),
+                BenchWhich::Scale(args) => runtime.block_on(flocker::bench::scale::run(args)),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

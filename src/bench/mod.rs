@@ -9,4 +9,5 @@ mod etcd;
 pub mod nodeloss;
 mod procs;
 pub mod raft;
+pub mod scale;
 mod stats;

@@ -202,7 +202,10 @@ impl Deployment {
     }
 
     pub fn is_anywhere(&self, app: &str) -> bool {
-        self.anywhere.iter().any(|a| a == app)
+        // Sorted (see the field): this runs per change in apply, at 50,000 apps.
+        self.anywhere
+            .binary_search_by(|a| a.as_str().cmp(app))
+            .is_ok()
     }
 }
 

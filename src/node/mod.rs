@@ -3,7 +3,7 @@
 //! `--peers` or joins an existing one with `--join`; runs the leader's
 //! membership upkeep; shuts down cleanly on SIGINT/SIGTERM.
 
-mod dispatch;
+pub mod dispatch;
 pub mod settings;
 
 use crate::agent::{Agent, NodeContext};

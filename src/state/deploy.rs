@@ -7,7 +7,7 @@
 use super::NodeRecord;
 use crate::config::{resolve_nodes, Configuration};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The configuration the operators deployed last, and placements.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ impl Plan {
         if parts.is_empty() {
             "no changes".into()
         } else {
-            parts.join(" ")
+            summarize_list(&parts)
         }
     }
 }
@@ -124,17 +124,47 @@ pub fn plan(
     Ok(plan)
 }
 
-/// Applications named in the deployment (pinned or anywhere), sorted.
-fn deployed_apps(config: &Configuration) -> Vec<String> {
-    let mut apps: Vec<String> = config
+/// Applications named in the deployment (pinned or anywhere).
+fn deployed_apps(config: &Configuration) -> BTreeSet<String> {
+    config
         .deployment
         .pinned
         .values()
         .flatten()
         .chain(&config.deployment.anywhere)
         .cloned()
-        .collect();
-    apps.sort();
-    apps.dedup();
-    apps
+        .collect()
+}
+
+/// Most items an outcome message names: messages are kept in the request
+/// window and the history, so a deploy of 50,000 apps must not write 50,000
+/// names into each.
+pub const MAX_LISTED: usize = 20;
+
+/// `a b c … and N more`.
+pub fn summarize_list(parts: &[String]) -> String {
+    let mut text = parts
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if parts.len() > MAX_LISTED {
+        text.push_str(&format!(" … and {} more", parts.len() - MAX_LISTED));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut() {
+        let many: Vec<String> = (0..25).map(|i| format!("+app{i}")).collect();
+        let text = summarize_list(&many);
+        assert!(text.starts_with("+app0 +app1"));
+        assert!(text.ends_with("… and 5 more"), "{text}");
+        assert_eq!(summarize_list(&many[..2]), "+app0 +app1");
+    }
 }

@@ -257,7 +257,7 @@ impl State {
                 }
                 // Placements are the leader's, not operator changes.
                 Ok(Effect {
-                    message: format!("placed {}", said.join(" ")),
+                    message: format!("placed {}", deploy::summarize_list(&said)),
                     changed: false,
                 })
             }
