@@ -102,6 +102,9 @@ struct NodeArgs {
     /// /var/run/docker.sock), or `sim` for an in-memory engine.
     #[arg(long)]
     engine: Option<String>,
+    /// A label this node sets on itself (repeatable): --label disk=ssd
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +236,15 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         snapshot_logs: args.snapshot_logs,
         publish_ip: args.publish_ip,
         engine: args.engine,
+        labels: args
+            .labels
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--label {l}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?,
     };
     let running = node::start(settings).await?;
     wait_for_signal().await;

@@ -12,7 +12,13 @@ const T: Duration = Duration::from_secs(20);
 
 #[test]
 fn three_nodes_form_one_cluster_visible_from_every_node() {
-    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], |name| {
+        if name == "n1" {
+            vec!["--label".into(), "disk=ssd".into()]
+        } else {
+            Vec::new()
+        }
+    });
     let leader = c.wait_for_leader(T);
     for via in ["n1", "n2", "n3"] {
         let nodes = c.nodes_json(via).expect("nodes -o json");
@@ -34,10 +40,23 @@ fn three_nodes_form_one_cluster_visible_from_every_node() {
         // and all members voters.
         assert!(nodes.iter().all(|n| n["membership"] == "voter"));
     }
+    // A node's --label reaches the cluster state.
+    let labelled = wait_until(T, || {
+        let nodes = c.nodes_json("n3")?;
+        (labels_of(&nodes, "n1") == json!({"disk": "ssd"})).then_some(())
+    });
+    assert!(
+        labelled.is_some(),
+        "n1's --label never arrived: {:?}",
+        c.nodes_json("n3")
+    );
+
     let table = c.ctl("n2", &["nodes"]);
     assert_eq!(table.code, 0, "{}", table.stderr);
     let header = table.stdout.lines().next().unwrap_or_default();
-    for col in ["NAME", "ADDRESS", "ROLE", "TERM", "LEADER", "APPLIED"] {
+    for col in [
+        "NAME", "ADDRESS", "ROLE", "TERM", "LEADER", "APPLIED", "STATE",
+    ] {
         assert!(header.contains(col), "table header {header:?} lacks {col}");
     }
     assert_eq!(table.stdout.lines().count(), 4, "{}", table.stdout);

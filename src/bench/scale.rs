@@ -586,6 +586,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
             publish_ip: None,
             engine: Some("sim".into()),
+            labels: Default::default(),
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

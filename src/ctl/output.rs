@@ -46,6 +46,11 @@ pub fn nodes_table(views: &[NodeView]) -> String {
                 opt(&v.term),
                 opt(&v.leader),
                 opt(&v.applied_index),
+                match (&v.degraded, v.liveness.as_str(), v.drained) {
+                    (Some(_), _, _) => "degraded".to_string(),
+                    (None, live, true) => format!("{live},drained"),
+                    (None, live, false) => live.to_string(),
+                },
                 if labels.is_empty() {
                     "-".into()
                 } else {
@@ -56,7 +61,7 @@ pub fn nodes_table(views: &[NodeView]) -> String {
         .collect();
     table(
         &[
-            "NAME", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "APPLIED", "LABELS",
+            "NAME", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "APPLIED", "STATE", "LABELS",
         ],
         &rows,
     )

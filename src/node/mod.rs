@@ -136,9 +136,10 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     tasks.push(tokio::spawn(agent.run()));
     tasks.push(tokio::spawn(scheduler::heartbeat_loop(api.clone(), lease)));
     tasks.push(tokio::spawn(scheduler::leader_loop(api.clone(), liveness)));
-    tasks.push(tokio::spawn(register_publish_ip(
+    tasks.push(tokio::spawn(register(
         api.clone(),
         settings.publish_ip().to_string(),
+        settings.labels.clone(),
     )));
     let upkeep = api.clone();
     tasks.push(tokio::spawn(async move {
@@ -250,32 +251,51 @@ fn engine(settings: &NodeSettings) -> Result<Arc<dyn ContainerRuntime>> {
     })
 }
 
-/// Records this node's publish IP in the cluster state (links to its apps
-/// point there), retrying until it is committed.
-async fn register_publish_ip(api: Arc<Api>, publish_ip: String) {
+/// Records in the cluster state what this node says of itself — its publish
+/// IP (links to its apps point there), its capacity, the command kinds its
+/// build knows and its `--label`s — retrying until all of it is committed.
+async fn register(api: Arc<Api>, publish_ip: String, labels: BTreeMap<String, String>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let capacity = host_capacity();
-        let registered = api.sm.read().state.nodes.get(&api.name).map(|n| {
-            n.publish_ip.as_deref() == Some(publish_ip.as_str())
-                && n.capacity == Some(capacity)
-                && n.command_kinds == Some(crate::state::COMMAND_KINDS)
-        });
-        match registered {
-            Some(true) => return,
+        let (registered, missing_labels) = {
+            let applied = api.sm.read();
             // Not a member yet: wait for the membership to arrive.
-            None => continue,
-            Some(false) => {
-                let command = Command::RegisterNode {
-                    node: api.name.clone(),
-                    publish_ip: publish_ip.clone(),
-                    capacity,
-                    command_kinds: crate::state::COMMAND_KINDS,
-                };
-                if let Err(e) = api.submit_as_node(command).await {
-                    tracing::debug!("registering the publish IP: {e}");
-                }
+            let Some(me) = applied.state.nodes.get(&api.name) else {
+                continue;
+            };
+            let registered = me.publish_ip.as_deref() == Some(publish_ip.as_str())
+                && me.capacity == Some(capacity)
+                && me.command_kinds == Some(crate::state::COMMAND_KINDS);
+            let missing: BTreeMap<String, Option<String>> = labels
+                .iter()
+                .filter(|(k, v)| me.labels.get(*k) != Some(v))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            (registered, missing)
+        };
+        if registered && missing_labels.is_empty() {
+            return;
+        }
+        let mut commands = Vec::new();
+        if !registered {
+            commands.push(Command::RegisterNode {
+                node: api.name.clone(),
+                publish_ip: publish_ip.clone(),
+                capacity,
+                command_kinds: crate::state::COMMAND_KINDS,
+            });
+        }
+        if !missing_labels.is_empty() {
+            commands.push(Command::SetLabels {
+                node: api.name.clone(),
+                changes: missing_labels,
+            });
+        }
+        for command in commands {
+            if let Err(e) = api.submit_as_node(command).await {
+                tracing::debug!("registering this node: {e}");
             }
         }
     }

@@ -43,6 +43,8 @@ pub struct NodeSettings {
     /// The container engine: `unix:///var/run/docker.sock` (the default,
     /// or `DOCKER_HOST`), or `sim` for an in-memory engine.
     pub engine: Option<String>,
+    /// Labels this node sets on itself at start (`--label k=v`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSettings {
@@ -78,6 +80,10 @@ impl NodeSettings {
         }
         if self.snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
+        }
+        for (key, value) in &self.labels {
+            crate::state::validate_label(key, Some(value))
+                .map_err(|e| anyhow::anyhow!("--label: {e}"))?;
         }
         Ok(())
     }
