@@ -87,6 +87,8 @@ pub struct Agent {
     /// Desired containers at the last reconcile, to skip applied changes that
     /// do not concern this node.
     last_desired: Vec<Desired>,
+    /// Apps placed here but fenced at the last reconcile (no lease).
+    fenced: Vec<String>,
 }
 
 impl Agent {
@@ -104,6 +106,7 @@ impl Agent {
             observed: Arc::default(),
             tracks: HashMap::new(),
             last_desired: Vec::new(),
+            fenced: Vec::new(),
         }
     }
 
@@ -218,7 +221,8 @@ impl Agent {
 
     /// One full pass: compare the engine with the desired containers and act.
     pub async fn reconcile(&mut self) {
-        let mut desired = self.desired();
+        let all_desired = self.desired();
+        let mut desired = all_desired.clone();
         // Invariant 3: without a lease, nothing the cluster may start
         // elsewhere runs here.
         let fenced: Vec<String> = if self.lease.is_valid() {
@@ -288,7 +292,8 @@ impl Agent {
                 }
             }
         }
-        self.last_desired = desired;
+        self.last_desired = all_desired;
+        self.fenced = fenced;
         self.observe().await;
     }
 
@@ -393,10 +398,14 @@ impl Agent {
         for d in &self.last_desired {
             let track = self.tracks.get(&d.app).cloned().unwrap_or_default();
             let container = actual.iter().find(|c| c.name == d.spec.name);
-            instances.insert(
-                d.app.clone(),
-                instance(&self.ctx.node, container, &track, &observed_at),
-            );
+            let mut seen = instance(&self.ctx.node, container, &track, &observed_at);
+            if self.fenced.contains(&d.app) {
+                seen.last_error = Some(format!(
+                    "fenced: {} has not heard from a quorum within its lease",
+                    self.ctx.node
+                ));
+            }
+            instances.insert(d.app.clone(), seen);
         }
         for c in &actual {
             if let Some(app) = c.labels.get(LABEL_APP) {
