@@ -13,3 +13,4 @@ pub mod raft;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;
+pub mod volume;

@@ -1,0 +1,141 @@
+//! The few system calls std does not offer, each wrapped once with its
+//! fallback: finding data and holes (`SEEK_DATA`/`SEEK_HOLE`), punching a
+//! hole, setting a symlink's mtime, `syncfs`, and the durable atomic
+//! replace of a small file. Nothing here knows about volumes.
+
+use super::error::{IoContext, Result};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Start of the first data at or after `off`; `None` when only a hole
+/// remains. A file system without hole support reports all of it as data.
+pub(crate) fn seek_data(file: &File, off: u64) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: lseek on a descriptor we own; it only moves the file offset,
+    // and every read here is positional (pread), so the offset is unused.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, libc::SEEK_DATA) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(r as u64))
+}
+
+/// Start of the first hole at or after `off` (the end of the file counts as one).
+pub(crate) fn seek_hole(file: &File, off: u64) -> io::Result<u64> {
+    let off = libc::off_t::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: as in `seek_data`.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, libc::SEEK_HOLE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
+/// Deallocates `len` bytes at `off`, keeping the size. `Ok(false)` when the
+/// file system cannot, so the caller writes zeros instead.
+pub(crate) fn punch_hole(file: &File, off: u64, len: u64) -> io::Result<bool> {
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: fallocate on a descriptor we own, with in-range arguments.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Sets the mtime of `path` itself (not of a symlink's target), leaving atime.
+pub(crate) fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+        },
+    ];
+    // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs,
+    // both outliving the call.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether this process may chown to any owner.
+pub(crate) fn is_superuser() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Flushes the whole file system holding `file`: one call instead of one
+/// fsync per file when a round touched many.
+pub(crate) fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
+}
+
+/// Replaces `dir/name` by `bytes` so that a crash leaves either the old or
+/// the new file, whole: write a temporary, fsync it, rename over, fsync the
+/// directory (without that last step the rename itself may not survive).
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = File::create(&tmp).ctx("create", &tmp)?;
+    f.write_all(bytes).ctx("write", &tmp)?;
+    f.sync_all().ctx("fsync", &tmp)?;
+    drop(f);
+    std::fs::rename(&tmp, &dst).ctx("rename into place", &dst)?;
+    fsync_dir(dir)
+}
+
+/// Wall-clock nanoseconds, the clock file timestamps come from.
+pub(crate) fn now_ns() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
