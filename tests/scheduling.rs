@@ -117,14 +117,7 @@ impl Drop for Isolation {
 
 /// (time in ns, action, node) of this cluster's container events for `app`.
 fn events(cluster_id: &str, app: &str, since: &str) -> Vec<(i64, String, String)> {
-    let until = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 1
-    );
+    let until = (unix_now() + 1).to_string();
     docker(&[
         "events",
         "--since",
@@ -152,23 +145,29 @@ fn events(cluster_id: &str, app: &str, since: &str) -> Vec<(i64, String, String)
     .collect()
 }
 
+/// The one node running `svc`, once it runs.
+fn node_running_svc(cluster_id: &str) -> String {
+    wait_until(T, || {
+        let nodes = running_nodes(cluster_id, "svc");
+        (nodes.len() == 1).then(|| nodes[0].clone())
+    })
+    .expect("svc placed and running on one node")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 fn a_cut_off_node_fences_its_app_before_the_leader_places_it_elsewhere() {
     let c = start(70);
     let id = c.cluster_id().unwrap();
     deploy(&c, false);
-    let first = wait_until(T, || {
-        let nodes = running_nodes(&id, "svc");
-        (nodes.len() == 1).then(|| nodes[0].clone())
-    })
-    .expect("svc placed and running on one node");
-    let since = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    );
+    let first = node_running_svc(&id);
+    let since = unix_now().to_string();
     let isolated = Isolation::of(c.addr(&first).port());
 
     let others: Vec<&str> = ["n1", "n2", "n3"]
@@ -304,18 +303,8 @@ fn a_paused_flocker_process_cannot_keep_its_app_running() {
     let mut c = start(100);
     let id = c.cluster_id().unwrap();
     deploy(&c, false);
-    let first = wait_until(T, || {
-        let nodes = running_nodes(&id, "svc");
-        (nodes.len() == 1).then(|| nodes[0].clone())
-    })
-    .expect("svc placed and running on one node");
-    let since = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    );
+    let first = node_running_svc(&id);
+    let since = unix_now().to_string();
     // The process is frozen; Docker keeps the container running. Only the
     // fence inside the container can stop it now.
     c.signal(&first, "-STOP");

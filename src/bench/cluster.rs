@@ -90,4 +90,25 @@ impl FlockerCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Commits a deployment (Flocker's two files, as text) through `via`.
+    pub async fn deploy(&self, via: usize, deployment: &str, application: &str) -> Result<()> {
+        let configuration =
+            crate::config::parse(deployment, "deployment.yml", application, "application.yml")
+                .map_err(|e| anyhow::anyhow!("bench configuration: {}", e[0]))?;
+        let reply = self
+            .client(via)?
+            .request(ClientRequest::Write {
+                request_id: format!("bench-deploy-{:x}", rand::random::<u64>()),
+                command: crate::state::Command::Deploy {
+                    configuration,
+                    if_version: None,
+                },
+            })
+            .await;
+        if !matches!(reply, ClientReply::Written(ref o) if o.result.is_ok()) {
+            bail!("deploy failed: {reply:?}");
+        }
+        Ok(())
+    }
 }

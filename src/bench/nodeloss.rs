@@ -6,9 +6,7 @@ use super::cluster::{FlockerCluster, NAMES};
 use super::docker_cli::{docker, remove_matching};
 use super::stats::{ms, summarize};
 use crate::agent::{LABEL_CLUSTER, LABEL_NODE};
-use crate::api::{ClientReply, ClientRequest};
 use crate::runtime::{build_busybox_image, DockerRuntime, TEST_IMAGE};
-use crate::state::Command;
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 
@@ -70,26 +68,7 @@ async fn trials(cluster: &mut FlockerCluster, id: &str, args: &NodeLossBenchArgs
         ));
     }
     let deployment = format!("version: 1\nanywhere: [{}]\n", names.join(", "));
-    let configuration = crate::config::parse(
-        &deployment,
-        "deployment.yml",
-        &application,
-        "application.yml",
-    )
-    .map_err(|e| anyhow::anyhow!("bench configuration: {}", e[0]))?;
-    let reply = cluster
-        .client(leader)?
-        .request(ClientRequest::Write {
-            request_id: format!("bench-nodeloss-{:x}", rand::random::<u64>()),
-            command: Command::Deploy {
-                configuration,
-                if_version: None,
-            },
-        })
-        .await;
-    if !matches!(reply, ClientReply::Written(ref o) if o.result.is_ok()) {
-        bail!("deploy failed: {reply:?}");
-    }
+    cluster.deploy(leader, &deployment, &application).await?;
     wait(|| Ok(running_nodes(id)?.len() == args.apps)).await?;
 
     println!(
