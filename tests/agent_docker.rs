@@ -414,3 +414,60 @@ fn a_node_whose_engine_goes_away_is_degraded_and_recovers() {
     drop(c);
     proxy.down(&rt);
 }
+
+#[test]
+fn an_app_with_a_volume_runs_only_where_its_volume_is() {
+    build_image();
+    let c = Cluster::start_each(&["n1", "n2", "n3"], &[], publish_ips(110));
+    let dir = c.dir.path().to_path_buf();
+    let app = write(
+        &dir,
+        "app.yml",
+        &format!("version: 1\napplications:\n  db:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
+    );
+    deploy(
+        &c,
+        &write(&dir, "d1.yml", "version: 1\nnodes:\n  n1: [db]\n"),
+        &app,
+    );
+    let first = wait_until(T, || running("flocker-n1-db")).expect("db runs on n1");
+    assert!(first["Mounts"][0]["Source"]
+        .as_str()
+        .unwrap()
+        .ends_with("volumes/db/data"));
+    docker(&[
+        "exec",
+        "flocker-n1-db",
+        "sh",
+        "-c",
+        "echo precious > /data/file",
+    ]);
+
+    // Pinned elsewhere by a new deployment: n1 stops it, n2 must not start it
+    // on an empty volume, and says why (volumes do not move yet).
+    deploy(
+        &c,
+        &write(&dir, "d2.yml", "version: 1\nnodes:\n  n2: [db]\n"),
+        &app,
+    );
+    wait_until(T, || inspect("flocker-n1-db").is_none().then_some(())).expect("n1 stops db");
+    let why = wait_until(T, || {
+        let s = status(&c);
+        let a = s["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "db")?
+            .clone();
+        a["instances"][0]["last_error"].as_str().map(str::to_string)
+    })
+    .expect("db says why it does not run on n2");
+    assert!(why.contains("n1 owns it at epoch 1"), "{why}");
+    assert!(
+        inspect("flocker-n2-db").is_none(),
+        "never started away from its volume"
+    );
+    let kept =
+        std::fs::read_to_string(c.nodes[c.index("n1")].data_dir.join("volumes/db/data/file"))
+            .unwrap();
+    assert_eq!(kept, "precious\n", "the data stays with its owner");
+}

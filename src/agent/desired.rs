@@ -8,7 +8,7 @@
 
 use crate::config::{AppSpec, RestartPolicy};
 use crate::runtime::{Bind, ContainerSpec, Labels, PortBinding, Protocol};
-use crate::state::State;
+use crate::state::{State, VolumeOwner};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -55,6 +55,8 @@ pub struct Desired {
     /// The cluster may start this app elsewhere (an `anywhere` app), so it
     /// runs here only while this node holds its lease.
     pub fenceable: bool,
+    /// Who owns its volume, when it has one (invariant 4).
+    pub volume: Option<VolumeOwner>,
 }
 
 /// Engine-wide container name: several nodes may share one engine.
@@ -100,7 +102,8 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
             .volume
             .iter()
             .map(|v| Bind {
-                host_path: ctx.volumes_dir.join(app).display().to_string(),
+                // The store's layout: `<volumes>/<app>/data` (see crate::volume).
+                host_path: ctx.volumes_dir.join(app).join("data").display().to_string(),
                 container_path: v.mountpoint.clone(),
                 read_only: false,
             })
@@ -135,6 +138,10 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
         spec_hash,
         restart: spec.restart_policy,
         fenceable,
+        volume: spec
+            .volume
+            .as_ref()
+            .and_then(|_| state.volumes.get(app).cloned()),
     }
 }
 
@@ -263,7 +270,7 @@ applications:
         assert_eq!(web.env["DB_PORT"], "tcp://127.0.0.3:15432");
 
         let db = &desired_containers(&ctx("n2"), &s)[0].spec;
-        assert_eq!(db.binds[0].host_path, "/data/volumes/db");
+        assert_eq!(db.binds[0].host_path, "/data/volumes/db/data");
         assert_eq!(db.binds[0].container_path, "/var/lib/db");
         assert_eq!(db.mem_limit, Some(64 << 20));
     }

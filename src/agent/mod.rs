@@ -25,6 +25,7 @@ use crate::runtime::{
     ContainerState, RuntimeError, UnixNanos,
 };
 use crate::scheduler::Lease;
+use crate::volume::VolumeStore;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +90,10 @@ pub struct Agent {
     last_desired: Vec<Desired>,
     /// Apps placed here but fenced at the last reconcile (no lease).
     fenced: Vec<String>,
+    /// Apps placed here that cannot run for their volume, and why.
+    held: BTreeMap<String, String>,
+    /// This node's volume copies; `None` if the store could not be opened.
+    volumes: Option<VolumeStore>,
 }
 
 impl Agent {
@@ -99,7 +104,6 @@ impl Agent {
         lease: Arc<Lease>,
     ) -> Agent {
         Agent {
-            ctx,
             runtime,
             sm,
             lease,
@@ -107,6 +111,15 @@ impl Agent {
             tracks: HashMap::new(),
             last_desired: Vec::new(),
             fenced: Vec::new(),
+            held: BTreeMap::new(),
+            volumes: match ctx_volume_store(&ctx) {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    tracing::error!("volume store unusable; apps with volumes will not start: {e}");
+                    None
+                }
+            },
+            ctx,
         }
     }
 
@@ -192,6 +205,48 @@ impl Agent {
         }
     }
 
+    /// Apps with a volume that must not run here now, and why.
+    fn volume_holds(&self, desired: &[Desired]) -> BTreeMap<String, String> {
+        let mut held = BTreeMap::new();
+        for d in desired {
+            let Some(owner) = &d.volume else { continue };
+            let why = if owner.node != self.ctx.node {
+                Some(format!(
+                    "waiting for its volume: {} owns it at epoch {} (volumes do not move yet)",
+                    owner.node, owner.epoch
+                ))
+            } else {
+                self.volume_ready(&d.app, owner.epoch).err()
+            };
+            if let Some(why) = why {
+                held.insert(d.app.clone(), why);
+            }
+        }
+        held
+    }
+
+    /// Makes sure this owner has a complete copy at `epoch`: a brand new
+    /// volume (epoch 1, no copy anywhere yet) starts empty.
+    fn volume_ready(&self, app: &str, epoch: u64) -> Result<(), String> {
+        let Some(store) = &self.volumes else {
+            return Err("this node's volume store is unusable".into());
+        };
+        let exists = store.exists(app).map_err(|e| e.to_string())?;
+        if !exists && epoch == 1 {
+            store
+                .create_empty(app, epoch)
+                .map_err(|e| format!("creating its volume: {e}"))?;
+            tracing::info!(%app, "created an empty volume at epoch 1");
+        }
+        if store.mountable(app, epoch) {
+            Ok(())
+        } else {
+            Err(format!(
+                "its volume here is not a complete copy at epoch {epoch}; it will not be mounted"
+            ))
+        }
+    }
+
     /// When the lease runs out, if this node runs anything it must fence then.
     fn lease_expiry_that_matters(&self) -> Option<Instant> {
         let fenceable = self.last_desired.iter().any(|d| d.fenceable);
@@ -235,6 +290,10 @@ impl Agent {
                 .collect()
         };
         desired.retain(|d| !fenced.contains(&d.app));
+        // Invariant 4: only the owner runs an app with a volume, and only on
+        // a complete copy at the committed epoch.
+        let held = self.volume_holds(&desired);
+        desired.retain(|d| !held.contains_key(&d.app));
         let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
             Ok(actual) => actual,
             Err(e) => {
@@ -264,12 +323,10 @@ impl Agent {
             .collect();
         actions.extend(self.plan(&desired, &actual));
         let runtime = self.runtime.clone();
-        let volumes_dir = self.ctx.volumes_dir.clone();
         let results: Vec<(String, bool, Result<(), RuntimeError>)> = futures::stream::iter(actions)
             .map(|action| {
                 let runtime = runtime.clone();
-                let volumes_dir = volumes_dir.clone();
-                async move { execute(&*runtime, &volumes_dir, action).await }
+                async move { execute(&*runtime, action).await }
             })
             .buffer_unordered(MAX_PARALLEL_OPS)
             .collect()
@@ -294,6 +351,7 @@ impl Agent {
         }
         self.last_desired = all_desired;
         self.fenced = fenced;
+        self.held = held;
         self.observe().await;
     }
 
@@ -404,6 +462,8 @@ impl Agent {
                     "fenced: {} has not heard from a quorum within its lease",
                     self.ctx.node
                 ));
+            } else if let Some(why) = self.held.get(&d.app) {
+                seen.last_error = Some(why.clone());
             }
             instances.insert(d.app.clone(), seen);
         }
@@ -428,7 +488,6 @@ fn ran_stably(c: &ContainerInfo) -> bool {
 /// container, and the result.
 async fn execute(
     runtime: &dyn ContainerRuntime,
-    volumes_dir: &std::path::Path,
     action: Action,
 ) -> (String, bool, Result<(), RuntimeError>) {
     match action {
@@ -443,10 +502,6 @@ async fn execute(
         }
         Action::Run(desired) => {
             let app = desired.app.clone();
-            if let Err(e) = std::fs::create_dir_all(volumes_dir.join(&app)) {
-                let e = RuntimeError::Other(format!("creating the volume directory: {e}"));
-                return (app, true, Err(e));
-            }
             let mut spec = desired.spec.clone();
             if spec.entrypoint.is_some() && spec.command.is_none() {
                 // The fence replaces the entrypoint, which makes Docker drop
@@ -540,4 +595,13 @@ pub fn rfc3339(t: UnixNanos) -> String {
 /// ±20 % so that many agents do not resync in lockstep.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::random_range(0.8..1.2))
+}
+
+/// The volume store under this node's data directory (`<data-dir>/volumes`).
+fn ctx_volume_store(ctx: &NodeContext) -> Result<VolumeStore, String> {
+    let data_dir = ctx
+        .volumes_dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent", ctx.volumes_dir.display()))?;
+    VolumeStore::open(data_dir).map_err(|e| e.to_string())
 }

@@ -71,6 +71,16 @@ pub struct State {
     pub deployed: Deployed,
     /// Committed operator changes: who, when, what.
     pub history: History,
+    /// Who owns each app's volume, at which epoch (invariant 4). Assigned
+    /// when an app with a volume is first placed; changed only by a
+    /// committed handoff (not built yet: volumes do not move).
+    pub volumes: BTreeMap<String, VolumeOwner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeOwner {
+    pub node: String,
+    pub epoch: u64,
 }
 
 /// What executing a command did.
@@ -175,6 +185,28 @@ impl State {
         })
     }
 
+    /// Gives every placed app with a volume and no owner yet its first owner:
+    /// the node it is placed on, at epoch 1.
+    fn assign_new_volumes(&mut self) {
+        let deployed = &self.deployed;
+        for (app, node) in &deployed.placements {
+            let has_volume = deployed
+                .config
+                .applications
+                .get(app)
+                .is_some_and(|a| a.volume.is_some());
+            if has_volume && !self.volumes.contains_key(app) {
+                self.volumes.insert(
+                    app.clone(),
+                    VolumeOwner {
+                        node: node.clone(),
+                        epoch: 1,
+                    },
+                );
+            }
+        }
+    }
+
     fn member_mut(&mut self, node: &str) -> Result<&mut NodeRecord, String> {
         self.nodes
             .get_mut(node)
@@ -255,6 +287,7 @@ impl State {
                         }
                     }
                 }
+                self.assign_new_volumes();
                 // Placements are the leader's, not operator changes.
                 Ok(Effect {
                     message: format!("placed {}", deploy::summarize_list(&said)),
@@ -316,6 +349,7 @@ impl State {
                     self.deployed.config = configuration.clone();
                 }
                 self.deployed.placements = plan.placements.clone();
+                self.assign_new_volumes();
                 Ok(Effect::changed(format!(
                     "configuration version {}: {}",
                     self.deployed.version,
