@@ -106,11 +106,11 @@ fn agents_converge_docker_and_follow_restart_policies() {
     // Links point at n2's publish IP once n2 has registered it (the web
     // container is recreated if it started before that).
     let web = wait_until(T, || {
-        running("flocker-n1-web")
+        running(&c.container("n1", "web"))
             .filter(|w| w["Config"]["Env"].to_string().contains("127.0.0.22:15432"))
     })
     .expect("web runs on n1, linked to db on n2's publish IP");
-    let db = wait_until(T, || running("flocker-n2-db")).expect("db runs on n2");
+    let db = wait_until(T, || running(&c.container("n2", "db"))).expect("db runs on n2");
     let id = c.cluster_id().unwrap();
     assert_eq!(web["Config"]["Labels"]["flocker.cluster"], id.as_str());
     assert_eq!(web["Config"]["Labels"]["flocker.node"], "n1");
@@ -174,7 +174,7 @@ fn agents_converge_docker_and_follow_restart_policies() {
     // Changing web recreates web alone.
     deploy(&c, &dep, &write(&dir, "app2.yml", &apps("debug", true)));
     let web2 = wait_until(T, || {
-        running("flocker-n1-web").filter(|w| w["Id"] != web["Id"])
+        running(&c.container("n1", "web")).filter(|w| w["Id"] != web["Id"])
     })
     .expect("web recreated with its new settings");
     let env: Vec<&str> = web2["Config"]["Env"]
@@ -184,7 +184,7 @@ fn agents_converge_docker_and_follow_restart_policies() {
         .filter_map(Value::as_str)
         .collect();
     assert!(env.contains(&"MODE=debug"), "{env:?}");
-    let db_now = running("flocker-n2-db").expect("db still runs");
+    let db_now = running(&c.container("n2", "db")).expect("db still runs");
     assert_eq!(db_now["Id"], db["Id"], "db untouched");
     assert_eq!(
         db_now["State"]["StartedAt"], db["State"]["StartedAt"],
@@ -196,12 +196,13 @@ fn agents_converge_docker_and_follow_restart_policies() {
     c.restart("n2");
     c.wait_for_leader(T);
     std::thread::sleep(Duration::from_secs(2));
-    let db_after = running("flocker-n2-db").expect("db still runs after its agent restarted");
+    let db_after =
+        running(&c.container("n2", "db")).expect("db still runs after its agent restarted");
     assert_eq!(db_after["Id"], db["Id"]);
     assert_eq!(db_after["State"]["StartedAt"], db["State"]["StartedAt"]);
 
     // Killed from outside with restart policy `always`: brought back.
-    docker(&["kill", "flocker-n1-web"]);
+    docker(&["kill", &c.container("n1", "web")]);
     wait_until(T, || {
         let s = status(&c);
         let w = instance(&s, "web")?;
@@ -209,11 +210,11 @@ fn agents_converge_docker_and_follow_restart_policies() {
     })
     .expect("web restarted by its agent");
     // Removed from outside: recreated.
-    docker(&["rm", "-f", "flocker-n1-web"]);
-    wait_until(T, || running("flocker-n1-web")).expect("web recreated after removal");
+    docker(&["rm", "-f", &c.container("n1", "web")]);
+    wait_until(T, || running(&c.container("n1", "web"))).expect("web recreated after removal");
 
     // Killed with restart policy `never`: stays down, and status says how it ended.
-    docker(&["kill", "flocker-n2-db"]);
+    docker(&["kill", &c.container("n2", "db")]);
     let dead = wait_until(T, || {
         let s = status(&c);
         let d = instance(&s, "db")?;
@@ -223,7 +224,7 @@ fn agents_converge_docker_and_follow_restart_policies() {
     assert_eq!(dead["exit_code"], 137);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        running("flocker-n2-db").is_none(),
+        running(&c.container("n2", "db")).is_none(),
         "restart policy never is respected"
     );
 
@@ -234,7 +235,10 @@ fn agents_converge_docker_and_follow_restart_policies() {
         &dep_db_only,
         &write(&dir, "app4.yml", &apps("debug", false)),
     );
-    wait_until(T, || inspect("flocker-n1-web").is_none().then_some(())).expect("web removed");
+    wait_until(T, || {
+        inspect(&c.container("n1", "web")).is_none().then_some(())
+    })
+    .expect("web removed");
 }
 
 #[test]
@@ -276,7 +280,8 @@ applications:
     );
     deploy(&c, &dep, &app);
 
-    wait_until(T, || running("flocker-n1-fine")).expect("a good app runs beside a broken one");
+    wait_until(T, || running(&c.container("n1", "fine")))
+        .expect("a good app runs beside a broken one");
     let waiting = |app: &str| -> Option<String> {
         let s = status(&c);
         let a = s["apps"]
@@ -294,8 +299,10 @@ applications:
 
     // Once the port is free, the agent gets there by itself.
     drop(squatter);
-    wait_until(Duration::from_secs(60), || running("flocker-n2-blocked"))
-        .expect("blocked runs once the port is free");
+    wait_until(Duration::from_secs(60), || {
+        running(&c.container("n2", "blocked"))
+    })
+    .expect("blocked runs once the port is free");
 
     // A node whose engine is unreachable is degraded, and says so.
     let nodes = c.nodes_json("n1").unwrap();
@@ -385,7 +392,7 @@ fn a_node_whose_engine_goes_away_is_degraded_and_recovers() {
     );
     let dep = write(&dir, "dep.yml", "version: 1\nnodes:\n  n1: [svc]\n");
     deploy(&c, &dep, &app);
-    let first = wait_until(T, || running("flocker-n1-svc")).expect("svc runs on n1");
+    let first = wait_until(T, || running(&c.container("n1", "svc"))).expect("svc runs on n1");
 
     proxy.down(&rt);
     let degraded = |c: &Cluster| -> Option<String> {
@@ -399,14 +406,15 @@ fn a_node_whose_engine_goes_away_is_degraded_and_recovers() {
     let why = wait_until(Duration::from_secs(90), || degraded(&c)).expect("n1 reported degraded");
     assert!(why.contains("unreachable"), "{why}");
     // Meanwhile the container is killed behind the agent's back.
-    docker(&["kill", "flocker-n1-svc"]);
+    docker(&["kill", &c.container("n1", "svc")]);
 
     proxy.up(&rt);
     wait_until(Duration::from_secs(60), || {
         degraded(&c).is_none().then_some(())
     })
     .expect("n1 recovers");
-    let again = wait_until(T, || running("flocker-n1-svc")).expect("svc restarted after recovery");
+    let again =
+        wait_until(T, || running(&c.container("n1", "svc"))).expect("svc restarted after recovery");
     assert_eq!(
         again["Id"], first["Id"],
         "restarted in place, not recreated"
@@ -423,51 +431,59 @@ fn an_app_with_a_volume_runs_only_where_its_volume_is() {
     let app = write(
         &dir,
         "app.yml",
-        &format!("version: 1\napplications:\n  db:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
+        &format!("version: 1\napplications:\n  vault:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
     );
     deploy(
         &c,
-        &write(&dir, "d1.yml", "version: 1\nnodes:\n  n1: [db]\n"),
+        &write(&dir, "d1.yml", "version: 1\nnodes:\n  n1: [vault]\n"),
         &app,
     );
-    let first = wait_until(T, || running("flocker-n1-db")).expect("db runs on n1");
+    let first = wait_until(T, || running(&c.container("n1", "vault"))).expect("vault runs on n1");
     assert!(first["Mounts"][0]["Source"]
         .as_str()
         .unwrap()
-        .ends_with("volumes/db/data"));
+        .ends_with("volumes/vault/data"));
     docker(&[
         "exec",
-        "flocker-n1-db",
+        &c.container("n1", "vault"),
         "sh",
         "-c",
         "echo precious > /data/file",
     ]);
 
+    // (Its name differs from other tests' apps: clusters sharing one engine
+    // share its container names.)
     // Pinned elsewhere by a new deployment: n1 stops it, n2 must not start it
     // on an empty volume, and says why (volumes do not move yet).
     deploy(
         &c,
-        &write(&dir, "d2.yml", "version: 1\nnodes:\n  n2: [db]\n"),
+        &write(&dir, "d2.yml", "version: 1\nnodes:\n  n2: [vault]\n"),
         &app,
     );
-    wait_until(T, || inspect("flocker-n1-db").is_none().then_some(())).expect("n1 stops db");
+    wait_until(T, || {
+        inspect(&c.container("n1", "vault")).is_none().then_some(())
+    })
+    .expect("n1 stops vault");
     let why = wait_until(T, || {
         let s = status(&c);
         let a = s["apps"]
             .as_array()?
             .iter()
-            .find(|a| a["name"] == "db")?
+            .find(|a| a["name"] == "vault")?
             .clone();
         a["instances"][0]["last_error"].as_str().map(str::to_string)
     })
-    .expect("db says why it does not run on n2");
+    .expect("vault says why it does not run on n2");
     assert!(why.contains("n1 owns it at epoch 1"), "{why}");
     assert!(
-        inspect("flocker-n2-db").is_none(),
+        inspect(&c.container("n2", "vault")).is_none(),
         "never started away from its volume"
     );
-    let kept =
-        std::fs::read_to_string(c.nodes[c.index("n1")].data_dir.join("volumes/db/data/file"))
-            .unwrap();
+    let kept = std::fs::read_to_string(
+        c.nodes[c.index("n1")]
+            .data_dir
+            .join("volumes/vault/data/file"),
+    )
+    .unwrap();
     assert_eq!(kept, "precious\n", "the data stays with its owner");
 }

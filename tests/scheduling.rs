@@ -240,7 +240,7 @@ fn lost_nodes_apps_are_replaced_unless_their_volume_is_there_and_drain_moves_the
     // A host crash: the process dies and its containers with it.
     c.kill(&data_node);
     let _ = Command::new("docker")
-        .args(["rm", "-f", &format!("flocker-{data_node}-data")])
+        .args(["rm", "-f", &c.container(&data_node, "data")])
         .output();
     let via = if svc_node == "n1" || data_node == "n1" {
         if svc_node == "n2" || data_node == "n2" {

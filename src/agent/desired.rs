@@ -59,9 +59,11 @@ pub struct Desired {
     pub volume: Option<VolumeOwner>,
 }
 
-/// Engine-wide container name: several nodes may share one engine.
-pub fn container_name(node: &str, app: &str) -> String {
-    format!("flocker-{node}-{app}")
+/// Engine-wide container name: several nodes, even of several clusters,
+/// may share one engine, so the name carries the cluster and the node.
+pub fn container_name(cluster_id: &str, node: &str, app: &str) -> String {
+    let cluster = cluster_id.get(..8).unwrap_or(cluster_id);
+    format!("flocker-{cluster}-{node}-{app}")
 }
 
 /// Every application placed on this node, sorted by name.
@@ -83,7 +85,7 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
     // The operator's own variables win over generated link variables.
     env.extend(spec.environment.clone());
     let mut container = ContainerSpec {
-        name: container_name(&ctx.node, app),
+        name: container_name(&ctx.cluster_id, &ctx.node, app),
         image: spec.image.to_string(),
         entrypoint: None,
         command: spec.command.clone(),
@@ -252,7 +254,7 @@ applications:
         let d = desired_containers(&ctx("n1"), &s);
         assert_eq!(d.len(), 1);
         let web = &d[0].spec;
-        assert_eq!(web.name, "flocker-n1-web");
+        assert_eq!(web.name, "flocker-c1-n1-web");
         assert_eq!(web.image, "busybox:latest");
         assert_eq!(web.ports[0].host_ip.to_string(), "127.0.0.2");
         assert_eq!(

@@ -78,6 +78,11 @@ impl Cluster {
         self.dir.path().join("certs")
     }
 
+    /// The Docker name of `app`'s container on `node`.
+    pub fn container(&self, node: &str, app: &str) -> String {
+        flocker::agent::container_name(&self.cluster_id().expect("cluster id"), node, app)
+    }
+
     /// The cluster id its containers are labelled with.
     pub fn cluster_id(&self) -> anyhow::Result<String> {
         flocker::node::cluster_id(&flocker::ca::CertsDir::new(self.certs()))
