@@ -22,11 +22,11 @@ use crate::api::InstanceStatus;
 use crate::raft::StateMachineStore;
 use crate::runtime::{
     ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
-    ContainerState, RuntimeError, UnixNanos,
+    ContainerState, RuntimeError, UnixNanos, EVENT_BUFFER,
 };
 use crate::scheduler::Lease;
 use crate::volume::VolumeStore;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -37,6 +37,8 @@ use tokio::time::Instant;
 /// nothing changes, up to the maximum; each wait is jittered by ±20 %.
 pub const RESYNC_MIN: Duration = Duration::from_secs(5);
 pub const RESYNC_MAX: Duration = Duration::from_secs(60);
+/// How long the agent lets a burst of engine events gather before one pass.
+const EVENT_COALESCE: Duration = Duration::from_millis(20);
 /// Engine operations the agent runs at once.
 pub const MAX_PARALLEL_OPS: usize = 8;
 /// How long a container may take to stop gracefully before it is killed.
@@ -177,6 +179,28 @@ impl Agent {
                     event = events.next() => match event {
                         Some(Ok(event)) => {
                             self.note_event(&event);
+                            // Our own creates and starts come as bursts of
+                            // events: one pass answers the whole burst.
+                            tokio::time::sleep(EVENT_COALESCE).await;
+                            let mut failed = None;
+                            for _ in 0..EVENT_BUFFER {
+                                match events.next().now_or_never() {
+                                    Some(Some(Ok(event))) => self.note_event(&event),
+                                    Some(Some(Err(e))) => {
+                                        failed = Some(e);
+                                        break;
+                                    }
+                                    Some(None) | None => break,
+                                }
+                            }
+                            if let Some(e) = failed {
+                                // Resubscribe and resync; a lagging stream
+                                // is not an unreachable engine.
+                                if !matches!(e, RuntimeError::EventsLagged { .. }) {
+                                    self.set_degraded(Some(&e));
+                                }
+                                break;
+                            }
                             self.reconcile().await;
                         }
                         Some(Err(RuntimeError::EventsLagged { dropped })) => {
