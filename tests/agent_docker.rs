@@ -487,3 +487,89 @@ fn an_app_with_a_volume_runs_only_where_its_volume_is() {
     .unwrap();
     assert_eq!(kept, "precious\n", "the data stays with its owner");
 }
+
+#[test]
+fn a_volume_whose_owner_is_gone_is_recovered_elsewhere_and_never_mounted_by_the_old_owner() {
+    build_image();
+    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], publish_ips(120));
+    // Every node has registered what its build can apply (the leader proposes
+    // a newer command kind only then; invariant 8).
+    wait_until(T, || {
+        let r = c.ctl("n1", &["history", "-o", "json"]);
+        let h: Value = serde_json::from_str(&r.stdout).ok()?;
+        let registered = ["n1", "n2", "n3"].iter().all(|n| {
+            h.as_array().unwrap().iter().any(|e| {
+                e["author"] == format!("node {n}")
+                    && e["summary"].as_str().unwrap_or("").contains("publishes on")
+            })
+        });
+        registered.then_some(())
+    })
+    .expect("all nodes registered");
+    let dir = c.dir.path().to_path_buf();
+    let app = write(
+        &dir,
+        "app.yml",
+        &format!("version: 1\napplications:\n  ledger:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
+    );
+    deploy(
+        &c,
+        &write(&dir, "d.yml", "version: 1\nanywhere: [ledger]\n"),
+        &app,
+    );
+    let owner = wait_until(T, || {
+        ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| running(&c.container(n, "ledger")).is_some())
+            .map(str::to_string)
+    })
+    .expect("ledger placed and running");
+    docker(&[
+        "exec",
+        &c.container(&owner, "ledger"),
+        "sh",
+        "-c",
+        "echo old > /data/file",
+    ]);
+
+    // The owner is gone: its process and container.
+    c.kill(&owner);
+    docker(&["rm", "-f", &c.container(&owner, "ledger")]);
+    let target = if owner == "n2" { "n3" } else { "n2" };
+    let refused = c.ctl(target, &["volume", "recover", "ledger", "--to", target]);
+    assert_eq!(
+        refused.code, 2,
+        "data loss must be accepted explicitly: {}",
+        refused.stderr
+    );
+    let r = c.ctl(
+        target,
+        &[
+            "volume",
+            "recover",
+            "ledger",
+            "--to",
+            target,
+            "--accept-data-loss",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("epoch 2"), "{}", r.stdout);
+    wait_until(T, || running(&c.container(target, "ledger")))
+        .expect("ledger runs on the recovery node");
+
+    // The old owner returns: it never starts ledger, and its copy stays on disk.
+    c.restart(&owner);
+    c.wait_for_leader(T);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        running(&c.container(&owner, "ledger")).is_none(),
+        "stale owner never mounts"
+    );
+    let kept = std::fs::read_to_string(
+        c.nodes[c.index(&owner)]
+            .data_dir
+            .join("volumes/ledger/data/file"),
+    );
+    assert_eq!(kept.unwrap(), "old\n");
+}

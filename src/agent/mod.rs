@@ -25,6 +25,7 @@ use crate::runtime::{
     ContainerState, RuntimeError, UnixNanos, EVENT_BUFFER,
 };
 use crate::scheduler::Lease;
+use crate::state::VolumeOwner;
 use crate::volume::VolumeStore;
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -240,7 +241,7 @@ impl Agent {
                     owner.node, owner.epoch
                 ))
             } else {
-                self.volume_ready(&d.app, owner.epoch).err()
+                self.volume_ready(&d.app, owner).err()
             };
             if let Some(why) = why {
                 held.insert(d.app.clone(), why);
@@ -251,16 +252,24 @@ impl Agent {
 
     /// Makes sure this owner has a complete copy at `epoch`: a brand new
     /// volume (epoch 1, no copy anywhere yet) starts empty.
-    fn volume_ready(&self, app: &str, epoch: u64) -> Result<(), String> {
+    fn volume_ready(&self, app: &str, owner: &VolumeOwner) -> Result<(), String> {
         let Some(store) = &self.volumes else {
             return Err("this node's volume store is unusable".into());
         };
+        let epoch = owner.epoch;
         let exists = store.exists(app).map_err(|e| e.to_string())?;
-        if !exists && epoch == 1 {
+        if !exists && (epoch == 1 || owner.adopt) {
             store
                 .create_empty(app, epoch)
                 .map_err(|e| format!("creating its volume: {e}"))?;
-            tracing::info!(%app, "created an empty volume at epoch 1");
+            tracing::info!(%app, epoch, "created an empty volume");
+        } else if exists && owner.adopt && !store.mountable(app, epoch) {
+            // `volume recover --accept-data-loss`: this copy becomes the
+            // volume at the new epoch, whatever it holds.
+            store
+                .adopt_as_complete(app, epoch, crate::volume::ScanOptions::default())
+                .map_err(|e| format!("adopting its copy at epoch {epoch}: {e}"))?;
+            tracing::warn!(%app, epoch, "adopted this node's copy of the volume (data loss accepted)");
         }
         if store.mountable(app, epoch) {
             Ok(())

@@ -73,6 +73,11 @@ pub enum CtlCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Volumes.
+    Volume {
+        #[command(subcommand)]
+        action: VolumeAction,
+    },
     /// Return a drained node to service.
     Activate {
         node_name: String,
@@ -113,6 +118,24 @@ pub enum CtlCommand {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeAction {
+    /// Give up on a volume's owner (gone for good): NODE becomes the owner at
+    /// a new epoch, starting from its own copy or empty. The old owner, if it
+    /// returns, never mounts its copy.
+    Recover {
+        app: String,
+        /// The node that becomes the owner.
+        #[arg(long = "to", value_name = "NODE")]
+        to: String,
+        /// Required: whatever only the old owner had is lost.
+        #[arg(long)]
+        accept_data_loss: bool,
+        #[arg(long)]
+        request_id: Option<String>,
     },
 }
 
@@ -230,6 +253,24 @@ pub async fn run(args: CtlArgs) -> Exit {
                 drained: true,
             };
             write(&client, request_id, command).await
+        }
+        CtlCommand::Volume {
+            action:
+                VolumeAction::Recover {
+                    app,
+                    to: node,
+                    accept_data_loss,
+                    request_id,
+                },
+        } => {
+            if !accept_data_loss {
+                eprintln!(
+                    "error: recovering {app} on {node} gives up whatever only its current owner holds; \
+                     say so with --accept-data-loss"
+                );
+                return Exit::Usage;
+            }
+            write(&client, request_id, Command::RecoverVolume { app, node }).await
         }
         CtlCommand::Activate {
             node_name,

@@ -41,6 +41,9 @@ pub enum Command {
     SetNodeDown { node: String, down: bool },
     /// An operator drains a node or returns it to service.
     SetDrained { node: String, drained: bool },
+    /// An operator gives up on a volume's owner: `node` becomes the owner at
+    /// a new epoch and starts from whatever copy it has (or empty).
+    RecoverVolume { app: String, node: String },
 }
 
 /// What one Raft entry carries: client writes the leader batched together,
@@ -58,7 +61,7 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 6;
+pub const COMMAND_KINDS: u16 = 7;
 
 /// Kinds every build of this format knows; assumed for a node that has not
 /// registered yet.
@@ -74,6 +77,7 @@ impl Command {
             Command::Place { .. } => 3,
             Command::SetNodeDown { .. } => 4,
             Command::SetDrained { .. } => 5,
+            Command::RecoverVolume { .. } => 6,
         }
     }
 }

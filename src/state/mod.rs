@@ -81,6 +81,9 @@ pub struct State {
 pub struct VolumeOwner {
     pub node: String,
     pub epoch: u64,
+    /// Set by `volume recover`: the owner adopts whatever copy it has (or
+    /// starts empty) at this epoch, accepting the loss of newer data.
+    pub adopt: bool,
 }
 
 /// What executing a command did.
@@ -201,6 +204,7 @@ impl State {
                     VolumeOwner {
                         node: node.clone(),
                         epoch: 1,
+                        adopt: false,
                     },
                 );
             }
@@ -302,6 +306,33 @@ impl State {
                     message: format!("{node} is {}", if *down { "down" } else { "up" }),
                     changed,
                 })
+            }
+            Command::RecoverVolume { app, node } => {
+                let has_volume = self
+                    .deployed
+                    .config
+                    .applications
+                    .get(app)
+                    .is_some_and(|a| a.volume.is_some());
+                if !has_volume {
+                    return Err(format!("{app} is not an application with a volume"));
+                }
+                if self.nodes.get(node).is_none_or(|n| n.down) {
+                    return Err(format!("{node} is not a live member"));
+                }
+                let epoch = self.volumes.get(app).map_or(1, |o| o.epoch + 1);
+                self.volumes.insert(
+                    app.clone(),
+                    VolumeOwner {
+                        node: node.clone(),
+                        epoch,
+                        adopt: true,
+                    },
+                );
+                self.deployed.placements.insert(app.clone(), node.clone());
+                Ok(Effect::changed(format!(
+                    "{app}: volume recovered on {node} at epoch {epoch}, from its copy there (or empty); newer data elsewhere is given up"
+                )))
             }
             Command::SetDrained { node, drained } => {
                 let record = self.member_mut(node)?;
@@ -525,9 +556,9 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let drain = Command::SetDrained {
+        let drain = Command::RecoverVolume {
+            app: "a".into(),
             node: "n1".into(),
-            drained: true,
         };
         assert_eq!(
             drain.kind_index(),
