@@ -145,6 +145,25 @@ fn events(cluster_id: &str, app: &str, since: &str) -> Vec<(i64, String, String)
     .collect()
 }
 
+/// Docker's own clock: `old`'s instance ended (one of `ended`) before
+/// `new`'s started.
+fn died_before_started(ev: &[(i64, String, String)], old: &str, ended: &[&str], new: &str) {
+    let died = ev
+        .iter()
+        .find(|(_, a, n)| ended.contains(&a.as_str()) && n == old)
+        .map(|e| e.0)
+        .unwrap_or_else(|| panic!("the old instance on {old} never ended: {ev:?}"));
+    let started = ev
+        .iter()
+        .find(|(_, a, n)| a == "start" && n == new)
+        .map(|e| e.0)
+        .unwrap_or_else(|| panic!("no new instance started on {new}: {ev:?}"));
+    assert!(
+        died < started,
+        "old died at {died}, new started at {started}: {ev:?}"
+    );
+}
+
 /// The one node running `svc`, once it runs.
 fn node_running_svc(cluster_id: &str) -> String {
     wait_until(T, || {
@@ -192,22 +211,7 @@ fn a_cut_off_node_fences_its_app_before_the_leader_places_it_elsewhere() {
     // Docker's own clock: the old instance died before the new one started.
     std::thread::sleep(Duration::from_millis(500));
     let ev = events(&id, "svc", &since);
-    let died = ev
-        .iter()
-        .find(|(_, a, n)| (a == "die" || a == "kill") && *n == first)
-        .map(|e| e.0);
-    let started = ev
-        .iter()
-        .find(|(_, a, n)| a == "start" && *n == second)
-        .map(|e| e.0);
-    let (died, started) = (
-        died.expect("old instance died"),
-        started.expect("new instance started"),
-    );
-    assert!(
-        died < started,
-        "old died at {died}, new started at {started}: {ev:?}"
-    );
+    died_before_started(&ev, &first, &["die", "kill"], &second);
 
     // Healed: the returning node removes its copy and never restarts it.
     drop(isolated);
@@ -321,22 +325,7 @@ fn a_paused_flocker_process_cannot_keep_its_app_running() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let ev = events(&id, "svc", &since);
-    let died = ev
-        .iter()
-        .find(|(_, a, n)| a == "die" && *n == first)
-        .map(|e| e.0);
-    let started = ev
-        .iter()
-        .find(|(_, a, n)| a == "start" && *n == second)
-        .map(|e| e.0);
-    let (died, started) = (
-        died.expect("the fence stopped the old instance"),
-        started.expect("new instance started"),
-    );
-    assert!(
-        died < started,
-        "old died at {died}, new started at {started}: {ev:?}"
-    );
+    died_before_started(&ev, &first, &["die"], &second);
     // Thawed, the node catches up and never restarts its copy.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(

@@ -18,13 +18,8 @@ pub type Change = (String, Option<String>);
 pub fn waiting_reason(state: &State, app: &str) -> Option<String> {
     let node = state.deployed.placements.get(app)?;
     let record = state.nodes.get(node)?;
-    let has_volume = state
-        .deployed
-        .config
-        .applications
-        .get(app)
-        .is_some_and(|a| a.volume.is_some());
-    (record.down && has_volume).then(|| format!("waiting for {node}: its volume is there"))
+    (record.down && state.deployed.has_volume(app))
+        .then(|| format!("waiting for {node}: its volume is there"))
 }
 
 /// The placement changes the leader should commit now.

@@ -21,6 +21,16 @@ pub struct Deployed {
     pub placements: BTreeMap<String, String>,
 }
 
+impl Deployed {
+    /// Whether `app` is configured with a volume.
+    pub fn has_volume(&self, app: &str) -> bool {
+        self.config
+            .applications
+            .get(app)
+            .is_some_and(|a| a.volume.is_some())
+    }
+}
+
 /// An application whose node changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {

@@ -193,12 +193,7 @@ impl State {
     fn assign_new_volumes(&mut self) {
         let deployed = &self.deployed;
         for (app, node) in &deployed.placements {
-            let has_volume = deployed
-                .config
-                .applications
-                .get(app)
-                .is_some_and(|a| a.volume.is_some());
-            if has_volume && !self.volumes.contains_key(app) {
+            if deployed.has_volume(app) && !self.volumes.contains_key(app) {
                 self.volumes.insert(
                     app.clone(),
                     VolumeOwner {
@@ -308,13 +303,7 @@ impl State {
                 })
             }
             Command::RecoverVolume { app, node } => {
-                let has_volume = self
-                    .deployed
-                    .config
-                    .applications
-                    .get(app)
-                    .is_some_and(|a| a.volume.is_some());
-                if !has_volume {
+                if !self.deployed.has_volume(app) {
                     return Err(format!("{app} is not an application with a volume"));
                 }
                 if self.nodes.get(node).is_none_or(|n| n.down) {
