@@ -9,6 +9,7 @@ pub mod config;
 pub mod ctl;
 pub mod net;
 pub mod node;
+pub mod plant;
 pub mod raft;
 pub mod runtime;
 pub mod scheduler;

@@ -105,6 +105,10 @@ struct NodeArgs {
     /// A label this node sets on itself (repeatable): --label disk=ssd
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Chaos testing only: switch off one safety mechanism (repeatable) so
+    /// the chaos suite can show its checkers catch the result.
+    #[arg(long = "plant-bug", value_enum, value_name = "BUG")]
+    plant_bugs: Vec<flocker::plant::PlantedBug>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +224,7 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    flocker::plant::plant(&args.plant_bugs);
     let peers = match &args.peers {
         Some(spec) => node::parse_peers(spec)?,
         None => Vec::new(),

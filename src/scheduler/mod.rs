@@ -95,9 +95,12 @@ impl Lease {
                 // Wall-clock deadline for the containers, rounded down.
                 let left = new.saturating_duration_since(Instant::now());
                 let deadline = std::time::SystemTime::now() + left;
-                let secs = deadline
+                let mut secs = deadline
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
+                if crate::plant::planted(crate::plant::PlantedBug::NoFencing) {
+                    secs = u64::from(u32::MAX);
+                }
                 if let Err(e) = crate::agent::fence::write_lease(dir, secs) {
                     tracing::error!("cannot publish the lease to fenced containers: {e:#}");
                 }

@@ -1,0 +1,140 @@
+//! The recorded history of a chaos run: one JSON object per line
+//! (`history.jsonl`), every event stamped on the run's one monotonic clock
+//! (nanoseconds since the run started). Clients append `invoke` then exactly
+//! one of `ok` / `fail` / `info` for each operation; `info` means the outcome
+//! is unknown (timeout, broken connection, exit code 3) and the operation
+//! stays open-ended for the checkers.
+//!
+//! The witness (heartbeats from the stateful app, received by a listener the
+//! cluster does not control), Docker's container events and the nemesis log
+//! are separate files with their own event types below, on the same clock.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether an event opens an operation or says how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Invoke,
+    /// Took effect (writes) or returned a value (reads).
+    Ok,
+    /// Certainly did not take effect.
+    Fail,
+    /// Unknown: may or may not have taken effect, at any time after invoke.
+    Info,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    /// Sets `key`'s register (the app's `CHAOS_VALUE` environment variable)
+    /// to `value` through a `ctl deploy --if-version` of the configuration
+    /// just read with only that app changed.
+    Write,
+    /// Reads every app's register through `ctl config show` (linearizable);
+    /// `value` on `ok` is the value read for `key` (null: app absent).
+    Read,
+    /// `ctl move key value` (value: the target node name).
+    Move,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the file, from 0.
+    pub index: u64,
+    /// Nanoseconds since the run started (monotonic).
+    pub time_ns: u64,
+    /// The client that issued the operation; one operation at a time each.
+    pub process: u32,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub f: OpKind,
+    /// The app the operation is about.
+    pub key: String,
+    /// Write/move: the value written on invoke (repeated on completion).
+    /// Read: null on invoke, the value read on ok.
+    pub value: Option<String>,
+    /// The node the request was sent to.
+    pub node: String,
+    /// The request id the client used (and reused on retries).
+    pub request_id: String,
+    /// Fail/info: why, in the tool's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line of `witness.jsonl`: a heartbeat the stateful app sent after
+/// fsyncing record `seq` of its hash-chained log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub time_ns: u64,
+    pub app: String,
+    /// The node the container says it runs on (its FLOCKER node label, passed in
+    /// the environment).
+    pub node: String,
+    /// Random per container start: tells two instances apart.
+    pub instance: String,
+    /// The last record written and fsynced.
+    pub seq: u64,
+    /// Hex hash of that record (the chain's head).
+    pub head: String,
+}
+
+/// One line of `docker-events.jsonl`: a container of the cluster starting or
+/// dying, from `docker events` filtered by the cluster label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerEvent {
+    pub time_ns: u64,
+    pub app: String,
+    pub node: String,
+    pub container: String,
+    /// "start" or "die".
+    pub action: String,
+}
+
+/// One line of `nemesis.jsonl`: a fault starting or healing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NemesisEvent {
+    pub time_ns: u64,
+    /// "partition", "kill", "pause", "clock", "link".
+    pub nemesis: String,
+    /// "start" or "stop".
+    pub phase: String,
+    /// In words: "isolate leader n2", "n1,n2 | n3", "kill -9 n3", ...
+    pub detail: String,
+    /// The nodes affected.
+    pub nodes: Vec<String>,
+}
+
+/// One line of `moves.jsonl`: a volume move the harness watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub app: String,
+    pub from: String,
+    pub to: String,
+    /// Bytes the move reported sending (from `ctl status`), when known.
+    pub bytes: Option<u64>,
+    /// Whether the destination's copy matched the source's last state.
+    pub checksum_ok: Option<bool>,
+}
+
+/// Reads a JSONL file of `T`, naming the file and line of any bad line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<T>> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a valid record", path.display(), i + 1))
+        })
+        .collect()
+}
