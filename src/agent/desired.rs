@@ -66,14 +66,15 @@ pub fn container_name(cluster_id: &str, node: &str, app: &str) -> String {
     format!("flocker-{cluster}-{node}-{app}")
 }
 
-/// Every application placed on this node, sorted by name.
+/// Every application that runs on this node (see `State::runs_on`: an app
+/// with a volume runs where its volume is, also while it moves), by name.
 pub fn desired_containers(ctx: &NodeContext, state: &State) -> Vec<Desired> {
     let deployed = &state.deployed;
     deployed
         .placements
-        .iter()
-        .filter(|(_, node)| **node == ctx.node)
-        .filter_map(|(app, _)| {
+        .keys()
+        .filter(|app| state.runs_on(app) == Some(ctx.node.as_str()))
+        .filter_map(|app| {
             let spec = deployed.config.applications.get(app)?;
             Some(desired_for(ctx, state, app, spec))
         })

@@ -235,14 +235,9 @@ impl Agent {
         let mut held = BTreeMap::new();
         for d in desired {
             let Some(owner) = &d.volume else { continue };
-            let why = if owner.node != self.ctx.node {
-                Some(format!(
-                    "waiting for its volume: {} owns it at epoch {} (volumes do not move yet)",
-                    owner.node, owner.epoch
-                ))
-            } else {
-                self.volume_ready(&d.app, owner).err()
-            };
+            // `runs_on` puts an app with a volume only on the owner.
+            debug_assert_eq!(owner.node, self.ctx.node);
+            let why = self.volume_ready(&d.app, owner).err();
             if let Some(why) = why {
                 held.insert(d.app.clone(), why);
             }

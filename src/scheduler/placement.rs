@@ -43,9 +43,29 @@ pub fn place(state: &State) -> Vec<Change> {
         let current = placements.get(app);
         let keep = match current.and_then(|n| state.nodes.get(n).map(|r| (n, r))) {
             None => false,
-            Some((_, record)) if !record.down && !record.drained => true,
-            // Its data is on that node: it stays until the volume can move.
-            Some(_) if spec.volume.is_some() => true,
+            Some((_, record)) if usable(record) => true,
+            Some((placed, record)) if spec.volume.is_some() => {
+                let owner = state.volumes.get(app).map(|o| o.node.as_str());
+                let owner_usable = owner
+                    .filter(|o| *o != placed.as_str())
+                    .and_then(|o| state.nodes.get(o))
+                    .is_some_and(usable);
+                if owner_usable {
+                    // A move's destination failed: back to where the data is.
+                    let owner = owner.expect("checked above");
+                    if let Some(i) = nodes.position(placed) {
+                        nodes.update(i, |l| l.remove(spec.mem_limit, spec.cpu_shares));
+                    }
+                    if let Some(i) = nodes.position(owner) {
+                        nodes.update(i, |l| l.add(spec.mem_limit, spec.cpu_shares));
+                    }
+                    changes.push((app.clone(), Some(owner.to_string())));
+                    continue;
+                }
+                // Its data is on a node that is down: it waits for it. A
+                // drained node's apps move, volume and all.
+                record.down
+            }
             Some(_) => false,
         };
         if keep {
@@ -306,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn apps_leave_down_and_drained_nodes_unless_their_volume_is_there() {
+    fn apps_leave_down_nodes_unless_their_volume_is_there() {
         let mut s = state(
             &[("web", ""), ("db", "    volume: {mountpoint: /data}\n")],
             &[("n1", 1024, &[]), ("n2", 1024, &[])],
@@ -336,6 +356,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_failed_move_destination_sends_the_app_back_to_its_volume_and_drain_moves_it() {
+        let mut s = state(
+            &[("db", "    volume: {mountpoint: /data}\n")],
+            &[("n1", 1024, &[]), ("n2", 1024, &[])],
+        );
+        apply(&mut s, &[("db".into(), Some("n1".into()))]);
+        s.volumes.insert(
+            "db".into(),
+            crate::state::VolumeOwner {
+                node: "n1".into(),
+                epoch: 1,
+                adopt: false,
+                issued: 1,
+            },
+        );
+        // Moving to n2 (n1 still owns the volume), then n2 dies.
+        s.deployed.placements.insert("db".into(), "n2".into());
+        s.nodes.get_mut("n2").unwrap().down = true;
+        assert_eq!(place(&s), vec![("db".to_string(), Some("n1".to_string()))]);
+        // Draining the owner moves the app (and so its volume) away.
+        s.deployed.placements.insert("db".into(), "n1".into());
+        s.nodes.get_mut("n2").unwrap().down = false;
+        s.nodes.get_mut("n1").unwrap().drained = true;
+        assert_eq!(place(&s), vec![("db".to_string(), Some("n2".to_string()))]);
+    }
+
     /// The first implementation, which scans every node for every app: the
     /// specification `place` must keep to.
     fn place_by_scan(state: &State) -> Vec<Change> {
@@ -359,10 +406,29 @@ mod tests {
                 continue;
             };
             let current = deployed.placements.get(app);
-            let keep = match current.and_then(|n| state.nodes.get(n)) {
+            let live = |r: &NodeRecord| !r.down && !r.drained;
+            let keep = match current.and_then(|n| state.nodes.get(n).map(|r| (n, r))) {
                 None => false,
-                Some(record) if !record.down && !record.drained => true,
-                Some(_) => spec.volume.is_some(),
+                Some((_, record)) if live(record) => true,
+                Some((placed, record)) if spec.volume.is_some() => {
+                    let owner = state
+                        .volumes
+                        .get(app)
+                        .map(|o| &o.node)
+                        .filter(|o| *o != placed && state.nodes.get(*o).is_some_and(live));
+                    if let Some(owner) = owner {
+                        load.get_mut(placed.as_str())
+                            .unwrap()
+                            .remove(spec.mem_limit, spec.cpu_shares);
+                        load.get_mut(owner.as_str())
+                            .unwrap()
+                            .add(spec.mem_limit, spec.cpu_shares);
+                        changes.push((app.clone(), Some(owner.clone())));
+                        continue;
+                    }
+                    record.down
+                }
+                Some(_) => false,
             };
             if keep {
                 continue;
@@ -446,6 +512,19 @@ mod tests {
                         i => node_names[i].clone(),
                     };
                     s.deployed.placements.insert(app.clone(), node);
+                }
+                // Some volumes are owned elsewhere (a move in flight).
+                if rng.random_bool(0.3) {
+                    let owner = node_names[rng.random_range(0..node_names.len())].clone();
+                    s.volumes.insert(
+                        app.clone(),
+                        crate::state::VolumeOwner {
+                            node: owner,
+                            epoch: 1,
+                            adopt: false,
+                            issued: 1,
+                        },
+                    );
                 }
             }
             // Twice: from the random placements, then from the first result.

@@ -44,6 +44,33 @@ pub enum Command {
     /// An operator gives up on a volume's owner: `node` becomes the owner at
     /// a new epoch and starts from whatever copy it has (or empty).
     RecoverVolume { app: String, node: String },
+    /// An operator moves an app to `node`: a pinned app's deployment entry
+    /// changes (a new configuration version, as if deployment.yml had been
+    /// edited), an `anywhere` app's placement changes. An app with a volume
+    /// keeps running where its volume is until the handoff.
+    MoveApp { app: String, node: String },
+    /// A step of a volume move, proposed by the nodes running it. Applies
+    /// only while `epoch` is the move's current attempt, which is what fences
+    /// a late step of an abandoned attempt.
+    MoveStep {
+        app: String,
+        epoch: u64,
+        step: MoveStep,
+    },
+}
+
+/// The steps of a volume move that go through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveStep {
+    /// The source is about to stop the app for the final delta: from this
+    /// commit on no node runs it until the handoff or a retry.
+    Freeze,
+    /// The destination holds a copy complete at the attempt's epoch, made
+    /// after the freeze: it becomes the owner at that epoch.
+    Handoff,
+    /// This attempt cannot finish: the source is authoritative again and
+    /// the next attempt gets a fresh epoch.
+    Retry { reason: String },
 }
 
 /// What one Raft entry carries: client writes the leader batched together,
@@ -61,7 +88,7 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 7;
+pub const COMMAND_KINDS: u16 = 9;
 
 /// Kinds every build of this format knows; assumed for a node that has not
 /// registered yet.
@@ -78,6 +105,8 @@ impl Command {
             Command::SetNodeDown { .. } => 4,
             Command::SetDrained { .. } => 5,
             Command::RecoverVolume { .. } => 6,
+            Command::MoveApp { .. } => 7,
+            Command::MoveStep { .. } => 8,
         }
     }
 }

@@ -9,13 +9,15 @@
 mod command;
 mod deploy;
 mod history;
+mod moves;
 mod requests;
 
 pub use command::{
-    Batch, Command, CommandDecodeError, Outcome, Proposal, BASELINE_COMMAND_KINDS, COMMAND_FORMAT,
-    COMMAND_KINDS,
+    Batch, Command, CommandDecodeError, MoveStep, Outcome, Proposal, BASELINE_COMMAND_KINDS,
+    COMMAND_FORMAT, COMMAND_KINDS,
 };
 pub use deploy::{plan, Deployed, Move, Plan};
+pub use moves::VolumeMove;
 
 pub use history::{History, HistoryEntry, HISTORY_CAPACITY};
 pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
@@ -73,8 +75,10 @@ pub struct State {
     pub history: History,
     /// Who owns each app's volume, at which epoch (invariant 4). Assigned
     /// when an app with a volume is first placed; changed only by a
-    /// committed handoff (not built yet: volumes do not move).
+    /// committed handoff or an operator's `volume recover`.
     pub volumes: BTreeMap<String, VolumeOwner>,
+    /// Volume moves in flight, by app (see `moves.rs`).
+    pub moves: BTreeMap<String, VolumeMove>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +88,9 @@ pub struct VolumeOwner {
     /// Set by `volume recover`: the owner adopts whatever copy it has (or
     /// starts empty) at this epoch, accepting the loss of newer data.
     pub adopt: bool,
+    /// The highest epoch issued for this volume (to owners and to move
+    /// attempts); every new one is higher, so none is given out twice.
+    pub issued: u64,
 }
 
 /// What executing a command did.
@@ -133,7 +140,7 @@ impl State {
             ));
         }
         let command = proposal.decode()?;
-        let outcome = match self.execute(&command) {
+        let outcome = match self.execute(&command, proposed_at_ms) {
             Ok(Effect { message, changed }) => {
                 if changed {
                     self.history.record(HistoryEntry {
@@ -200,6 +207,7 @@ impl State {
                         node: node.clone(),
                         epoch: 1,
                         adopt: false,
+                        issued: 1,
                     },
                 );
             }
@@ -212,7 +220,7 @@ impl State {
             .ok_or_else(|| format!("no member node named '{node}'"))
     }
 
-    fn execute(&mut self, command: &Command) -> Result<Effect, String> {
+    fn execute(&mut self, command: &Command, now_ms: u64) -> Result<Effect, String> {
         match command {
             Command::SetLabels { node, changes } => {
                 if changes.is_empty() {
@@ -287,6 +295,7 @@ impl State {
                     }
                 }
                 self.assign_new_volumes();
+                self.reconcile_moves(now_ms);
                 // Placements are the leader's, not operator changes.
                 Ok(Effect {
                     message: format!("placed {}", deploy::summarize_list(&said)),
@@ -309,16 +318,22 @@ impl State {
                 if self.nodes.get(node).is_none_or(|n| n.down) {
                     return Err(format!("{node} is not a live member"));
                 }
-                let epoch = self.volumes.get(app).map_or(1, |o| o.epoch + 1);
+                let epoch = self
+                    .volumes
+                    .get(app)
+                    .map_or(1, |o| o.issued.max(o.epoch) + 1);
                 self.volumes.insert(
                     app.clone(),
                     VolumeOwner {
                         node: node.clone(),
                         epoch,
                         adopt: true,
+                        issued: epoch,
                     },
                 );
                 self.deployed.placements.insert(app.clone(), node.clone());
+                // Any move in flight is given up with the old owner.
+                self.moves.remove(app);
                 Ok(Effect::changed(format!(
                     "{app}: volume recovered on {node} at epoch {epoch}, from its copy there (or empty); newer data elsewhere is given up"
                 )))
@@ -347,36 +362,46 @@ impl State {
             Command::Deploy {
                 configuration,
                 if_version,
-            } => {
-                let current = self.deployed.version;
-                if let Some(expected) = if_version {
-                    if *expected != current {
-                        return Err(format!(
-                            "the configuration is at version {current}, not {expected}: someone else deployed meanwhile; review with `ctl config show` and retry"
-                        ));
-                    }
-                }
-                let plan = plan(&self.deployed, &self.nodes, configuration)
-                    .map_err(|errors| errors.join("; "))?;
-                if plan.is_noop() {
-                    return Ok(Effect {
-                        message: format!("configuration unchanged at version {current}"),
-                        changed: false,
-                    });
-                }
-                if plan.config_changed {
-                    self.deployed.version += 1;
-                    self.deployed.config = configuration.clone();
-                }
-                self.deployed.placements = plan.placements.clone();
-                self.assign_new_volumes();
-                Ok(Effect::changed(format!(
-                    "configuration version {}: {}",
-                    self.deployed.version,
-                    plan.describe()
-                )))
+            } => self.execute_deploy(configuration, *if_version, now_ms),
+            Command::MoveApp { app, node } => self.execute_move_app(app, node, now_ms),
+            Command::MoveStep { app, epoch, step } => self.execute_move_step(app, *epoch, step),
+        }
+    }
+
+    fn execute_deploy(
+        &mut self,
+        configuration: &crate::config::Configuration,
+        if_version: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Effect, String> {
+        let current = self.deployed.version;
+        if let Some(expected) = if_version {
+            if expected != current {
+                return Err(format!(
+                    "the configuration is at version {current}, not {expected}: someone else deployed meanwhile; review with `ctl config show` and retry"
+                ));
             }
         }
+        let plan =
+            plan(&self.deployed, &self.nodes, configuration).map_err(|errors| errors.join("; "))?;
+        if plan.is_noop() {
+            return Ok(Effect {
+                message: format!("configuration unchanged at version {current}"),
+                changed: false,
+            });
+        }
+        if plan.config_changed {
+            self.deployed.version += 1;
+            self.deployed.config = configuration.clone();
+        }
+        self.deployed.placements = plan.placements.clone();
+        self.assign_new_volumes();
+        self.reconcile_moves(now_ms);
+        Ok(Effect::changed(format!(
+            "configuration version {}: {}",
+            self.deployed.version,
+            plan.describe()
+        )))
     }
 
     /// Brings the node table in step with a committed membership: new members
@@ -545,12 +570,13 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let drain = Command::RecoverVolume {
+        let last = Command::MoveStep {
             app: "a".into(),
-            node: "n1".into(),
+            epoch: 1,
+            step: MoveStep::Freeze,
         };
         assert_eq!(
-            drain.kind_index(),
+            last.kind_index(),
             COMMAND_KINDS - 1,
             "COMMAND_KINDS counts every variant"
         );
