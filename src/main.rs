@@ -105,6 +105,13 @@ struct NodeArgs {
     /// A label this node sets on itself (repeatable): --label disk=ssd
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// UDP address of the volume endpoint (default: the --listen IP, any
+    /// free port); volume data never shares the Raft socket.
+    #[arg(long)]
+    volume_listen: Option<SocketAddr>,
+    /// Most volume data this node sends per second (e.g. 100M; 0: no limit).
+    #[arg(long, default_value = "512M", value_parser = flocker::config::parse_size)]
+    volume_rate: u64,
     /// Chaos testing only: switch off one safety mechanism (repeatable) so
     /// the chaos suite can show its checkers catch the result.
     #[arg(long = "plant-bug", value_enum, value_name = "BUG")]
@@ -250,6 +257,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--label {l}: expected KEY=VALUE"))
             })
             .collect::<anyhow::Result<_>>()?,
+        volume_listen: args.volume_listen,
+        volume_rate: args.volume_rate,
     };
     let running = node::start(settings).await?;
     wait_for_signal().await;

@@ -424,88 +424,12 @@ fn a_node_whose_engine_goes_away_is_degraded_and_recovers() {
 }
 
 #[test]
-fn an_app_with_a_volume_runs_only_where_its_volume_is() {
-    build_image();
-    let c = Cluster::start_each(&["n1", "n2", "n3"], &[], publish_ips(110));
-    let dir = c.dir.path().to_path_buf();
-    let app = write(
-        &dir,
-        "app.yml",
-        &format!("version: 1\napplications:\n  vault:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
-    );
-    deploy(
-        &c,
-        &write(&dir, "d1.yml", "version: 1\nnodes:\n  n1: [vault]\n"),
-        &app,
-    );
-    let first = wait_until(T, || running(&c.container("n1", "vault"))).expect("vault runs on n1");
-    assert!(first["Mounts"][0]["Source"]
-        .as_str()
-        .unwrap()
-        .ends_with("volumes/vault/data"));
-    docker(&[
-        "exec",
-        &c.container("n1", "vault"),
-        "sh",
-        "-c",
-        "echo precious > /data/file",
-    ]);
-
-    // (Its name differs from other tests' apps: clusters sharing one engine
-    // share its container names.)
-    // Pinned elsewhere by a new deployment: n1 stops it, n2 must not start it
-    // on an empty volume, and says why (volumes do not move yet).
-    deploy(
-        &c,
-        &write(&dir, "d2.yml", "version: 1\nnodes:\n  n2: [vault]\n"),
-        &app,
-    );
-    wait_until(T, || {
-        inspect(&c.container("n1", "vault")).is_none().then_some(())
-    })
-    .expect("n1 stops vault");
-    let why = wait_until(T, || {
-        let s = status(&c);
-        let a = s["apps"]
-            .as_array()?
-            .iter()
-            .find(|a| a["name"] == "vault")?
-            .clone();
-        a["instances"][0]["last_error"].as_str().map(str::to_string)
-    })
-    .expect("vault says why it does not run on n2");
-    assert!(why.contains("n1 owns it at epoch 1"), "{why}");
-    assert!(
-        inspect(&c.container("n2", "vault")).is_none(),
-        "never started away from its volume"
-    );
-    let kept = std::fs::read_to_string(
-        c.nodes[c.index("n1")]
-            .data_dir
-            .join("volumes/vault/data/file"),
-    )
-    .unwrap();
-    assert_eq!(kept, "precious\n", "the data stays with its owner");
-}
-
-#[test]
 fn a_volume_whose_owner_is_gone_is_recovered_elsewhere_and_never_mounted_by_the_old_owner() {
     build_image();
     let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], publish_ips(120));
-    // Every node has registered what its build can apply (the leader proposes
-    // a newer command kind only then; invariant 8).
-    wait_until(T, || {
-        let r = c.ctl("n1", &["history", "-o", "json"]);
-        let h: Value = serde_json::from_str(&r.stdout).ok()?;
-        let registered = ["n1", "n2", "n3"].iter().all(|n| {
-            h.as_array().unwrap().iter().any(|e| {
-                e["author"] == format!("node {n}")
-                    && e["summary"].as_str().unwrap_or("").contains("publishes on")
-            })
-        });
-        registered.then_some(())
-    })
-    .expect("all nodes registered");
+    // Every node has registered what its build can apply (the leader
+    // proposes a newer command kind only then; invariant 8).
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
     let dir = c.dir.path().to_path_buf();
     let app = write(
         &dir,

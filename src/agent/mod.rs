@@ -55,6 +55,12 @@ pub struct Observed {
     pub degraded: Option<String>,
     /// By application.
     pub instances: BTreeMap<String, InstanceStatus>,
+    /// Volume moves this node is sending, by application (`crate::moves`).
+    #[serde(default)]
+    pub moves: BTreeMap<String, crate::api::MoveStatus>,
+    /// The last finished move this node sent, by application.
+    #[serde(default)]
+    pub moved: BTreeMap<String, crate::api::MoveReport>,
 }
 
 /// The agent's memory of one application on this node.

@@ -118,6 +118,8 @@ pub enum PeerRequest {
     Observed,
     /// A node's heartbeat to the leader (not through the Raft log).
     Heartbeat,
+    /// Where this node's volume endpoint listens.
+    VolumeAddress,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +133,7 @@ pub enum PeerReply {
     HeartbeatAck {
         quorum_age_ms: Option<u64>,
     },
+    VolumeAddress(Option<String>),
 }
 
 /// A node's report on itself, from its Raft metrics.
@@ -168,6 +171,8 @@ pub struct AppStatus {
     /// A volume move in flight.
     #[serde(rename = "move")]
     pub moving: Option<MoveStatus>,
+    /// The last finished move of its volume, as its source reported it.
+    pub last_move: Option<MoveReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,10 +190,48 @@ pub struct InstanceStatus {
     pub observed_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A volume move in flight, as its source reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MoveStatus {
     pub from: String,
     pub to: String,
+    /// The attempt's epoch: the destination's at the handoff.
+    pub epoch: u64,
+    pub attempt: u32,
+    /// `pushing round N`, `freezing`, `stopping the app`, `final delta`,
+    /// `handing off`, `retrying in Ns`, or `waiting for n1` when the source
+    /// does not answer.
+    pub phase: String,
+    /// Of the current round.
     pub bytes_done: u64,
     pub bytes_total: u64,
+    pub bytes_per_sec: u64,
+    /// Over every round so far.
+    pub bytes_sent: u64,
+    /// Leader's clock when the move began (milliseconds since the Unix epoch).
+    pub started_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A finished move, as its source saw it: times in milliseconds since the
+/// Unix epoch, on the source's clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveReport {
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    pub rounds: u32,
+    /// Chunk data sent, all rounds.
+    pub bytes_sent: u64,
+    /// Of that, in the final round (with the app stopped).
+    pub final_bytes: u64,
+    /// The freeze applied here.
+    pub frozen_ms: u64,
+    /// The app's container no longer ran here.
+    pub stopped_ms: u64,
+    /// The destination's copy was complete.
+    pub final_ms: u64,
+    /// The handoff was committed.
+    pub handed_off_ms: u64,
+    pub finished_ms: u64,
 }

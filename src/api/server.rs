@@ -42,6 +42,8 @@ pub struct Api {
     observed: Arc<RwLock<Observed>>,
     /// Leader side: heartbeats received.
     liveness: Arc<Liveness>,
+    /// Where this node's volume endpoint listens, once it does.
+    pub volume_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Api {
@@ -64,6 +66,7 @@ impl Api {
             sm,
             net,
             max_voters,
+            volume_addr: std::sync::OnceLock::new(),
         }
     }
 
@@ -145,6 +148,9 @@ impl Api {
         }
         match request {
             PeerRequest::Status => Ok(PeerReply::Status(self.status())),
+            PeerRequest::VolumeAddress => Ok(PeerReply::VolumeAddress(
+                self.volume_addr.get().map(|a| a.to_string()),
+            )),
             PeerRequest::Observed => Ok(PeerReply::Observed(
                 self.observed.read().expect("observed lock").clone(),
             )),
@@ -507,13 +513,43 @@ impl Api {
                         }
                     }
                 };
+                let moving = applied.state.moves.get(name).map(|m| {
+                    let reported = observations
+                        .iter()
+                        .find(|(n, _)| *n == m.from)
+                        .and_then(|(_, o)| o.as_ref()?.moves.get(name))
+                        .filter(|r| r.epoch == m.epoch);
+                    reported.cloned().unwrap_or_else(|| MoveStatus {
+                        from: m.from.clone(),
+                        to: m.to.clone(),
+                        epoch: m.epoch,
+                        attempt: m.attempt,
+                        phase: format!("waiting for {} to send", m.from),
+                        started_ms: m.started_ms,
+                        last_error: m.last_error.clone(),
+                        ..MoveStatus::default()
+                    })
+                });
+                let waiting = match &moving {
+                    Some(m) if applied.state.moves.get(name).is_some_and(|s| s.frozen) => {
+                        Some(format!("stopped for the move to {}: {}", m.to, m.phase))
+                    }
+                    Some(_) => None,
+                    None => waiting,
+                };
+                let last_move = observations
+                    .iter()
+                    .filter_map(|(_, o)| o.as_ref()?.moved.get(name))
+                    .max_by_key(|r| r.handed_off_ms)
+                    .cloned();
                 Some(AppStatus {
                     name: name.clone(),
                     image: spec.image.to_string(),
                     waiting,
                     desired_node,
                     instances,
-                    moving: None,
+                    moving,
+                    last_move,
                 })
             })
             .collect();
@@ -521,6 +557,29 @@ impl Api {
             config_version: deployed.version,
             apps,
         })
+    }
+
+    /// The volume endpoint of member `node`.
+    pub async fn volume_address_of(&self, node: &str) -> Result<SocketAddr, String> {
+        let info = self
+            .sm
+            .read()
+            .membership
+            .membership()
+            .nodes()
+            .find(|(_, n)| n.name == node)
+            .map(|(_, n)| n.clone())
+            .ok_or_else(|| format!("{node} is not a member"))?;
+        match self
+            .ask(&info, &PeerRequest::VolumeAddress, PROBE_TIMEOUT)
+            .await?
+        {
+            PeerReply::VolumeAddress(Some(addr)) => addr
+                .parse()
+                .map_err(|_| format!("{node} named an unusable volume address '{addr}'")),
+            PeerReply::VolumeAddress(None) => Err(format!("{node} has no volume endpoint")),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
     }
 
     /// Submits a write on this node's own behalf (author `node <name>`).

@@ -587,6 +587,8 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             publish_ip: None,
             engine: Some("sim".into()),
             labels: Default::default(),
+            volume_listen: None,
+            volume_rate: 0,
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

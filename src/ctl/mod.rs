@@ -1,6 +1,7 @@
 //! `flocker ctl`: the operator's commands against any node. Owns argument
 //! meaning, output (tables or `-o json`) and exit codes; the wire is `api::client`.
 
+mod moving;
 mod output;
 
 use crate::api::client::Client;
@@ -70,6 +71,23 @@ pub enum CtlCommand {
     /// Take a node out of service: its `anywhere` apps are placed elsewhere.
     Drain {
         node_name: String,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Move an app to NODE: a pinned app's deployment entry changes, an
+    /// `anywhere` app's placement; its volume goes with it (pushed while it
+    /// runs, then a short stop for the final delta).
+    Move {
+        app: String,
+        /// The node to move it to.
+        #[arg(value_name = "NODE")]
+        to: String,
+        /// Follow the move with a progress bar until the app runs on NODE.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting (not the move) after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
         #[arg(long)]
         request_id: Option<String>,
     },
@@ -271,6 +289,29 @@ pub async fn run(args: CtlArgs) -> Exit {
                 return Exit::Usage;
             }
             write(&client, request_id, Command::RecoverVolume { app, node }).await
+        }
+        CtlCommand::Move {
+            app,
+            to: node,
+            wait,
+            timeout,
+            request_id,
+        } => {
+            let command = Command::MoveApp {
+                app: app.clone(),
+                node: node.clone(),
+            };
+            let exit = write(&client, request_id, command).await;
+            if exit != Exit::Ok || !wait {
+                return exit;
+            }
+            moving::wait_for_move(
+                &client,
+                &app,
+                &node,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await
         }
         CtlCommand::Activate {
             node_name,

@@ -31,6 +31,8 @@ pub enum Service {
     Client = 2,
     /// Node-to-node requests outside Raft (status probes, read index, join).
     Peer = 3,
+    /// Volume streams, served only on a node's separate volume endpoint.
+    Volume = 4,
 }
 
 impl Service {
@@ -39,6 +41,7 @@ impl Service {
             1 => Some(Service::Raft),
             2 => Some(Service::Client),
             3 => Some(Service::Peer),
+            4 => Some(Service::Volume),
             _ => None,
         }
     }

@@ -64,6 +64,15 @@ impl StreamHandler for Dispatcher {
                     )
                     .await
                 }
+                Service::Volume => {
+                    // Volume data has its own endpoint (invariant 7).
+                    serve_call(&peer, send, recv, MAX_CLIENT_FRAME, |_: ()| async {
+                        Err::<(), String>(
+                            "volume streams go to the node's volume endpoint, not this one".into(),
+                        )
+                    })
+                    .await
+                }
             }
         })
     }

@@ -52,6 +52,9 @@ pub struct RunningNode {
     pub raft: Raft,
     net: Arc<Net>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Volume streams and movers (on their own runtime); `None` when this
+    /// node's volume store is unusable.
+    volumes: Option<crate::moves::endpoint::VolumeEndpoint>,
 }
 
 impl RunningNode {
@@ -63,6 +66,7 @@ impl RunningNode {
             tracing::warn!("raft shutdown: {e}");
         }
         self.net.close();
+        drop(self.volumes);
     }
 }
 
@@ -98,28 +102,41 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     }
     let lease = Arc::new(Lease::with_fence(fence_dir.clone()));
     let liveness = Arc::new(Liveness::default());
-    let agent = Agent::new(
-        NodeContext {
-            cluster_id: cluster_id(&certs)?,
-            node: settings.name.clone(),
-            publish_ip: settings.publish_ip(),
-            volumes_dir: settings.data_dir.join("volumes"),
-            fence_dir,
-        },
-        engine(&settings)?,
-        sm.clone(),
-        lease.clone(),
-    );
+    let node_ctx = NodeContext {
+        cluster_id: cluster_id(&certs)?,
+        node: settings.name.clone(),
+        publish_ip: settings.publish_ip(),
+        volumes_dir: settings.data_dir.join("volumes"),
+        fence_dir,
+    };
+    let labels = node_ctx.ownership_labels();
+    let runtime = engine(&settings)?;
+    let agent = Agent::new(node_ctx, runtime.clone(), sm.clone(), lease.clone());
     let api = Arc::new(Api::new(
         settings.name.clone(),
         raft.clone(),
-        sm,
+        sm.clone(),
         net.clone(),
         settings.max_voters,
         agent.observed(),
         liveness.clone(),
     ));
     let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
+    let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
+        Ok(store) => {
+            let listen = settings
+                .volume_listen
+                .unwrap_or(SocketAddr::new(settings.listen.ip(), 0));
+            let endpoint = start_movers(
+                &settings, &tls, listen, advertise, store, &api, &sm, runtime, labels, &agent,
+            )?;
+            Some(endpoint)
+        }
+        Err(e) => {
+            tracing::error!("volume store unusable, volumes cannot move here: {e}");
+            None
+        }
+    };
     tracing::info!(name = %settings.name, id, listen = %settings.listen, %advertise, "node serving");
 
     if !settings.peers.is_empty() {
@@ -154,7 +171,65 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         raft,
         net,
         tasks,
+        volumes,
     })
+}
+
+/// The volume endpoint, its receiver and this node's move driver.
+#[allow(clippy::too_many_arguments)]
+fn start_movers(
+    settings: &NodeSettings,
+    tls: &TlsMaterial,
+    listen: SocketAddr,
+    advertise: SocketAddr,
+    store: crate::volume::VolumeStore,
+    api: &Arc<Api>,
+    sm: &crate::raft::StateMachineStore,
+    runtime: Arc<dyn ContainerRuntime>,
+    labels: crate::runtime::Labels,
+    agent: &Agent,
+) -> Result<crate::moves::endpoint::VolumeEndpoint> {
+    use crate::moves::{driver, endpoint::VolumeEndpoint, receiver::Receiver, MoveContext};
+    // The receiver needs the context and the context the endpoint's `Net`:
+    // the endpoint starts with a handler that waits for the context.
+    let slot: Arc<std::sync::OnceLock<Arc<Receiver>>> = Arc::default();
+    let endpoint = VolumeEndpoint::start(listen, tls, Arc::new(LateReceiver(slot.clone())))?;
+    let ctx = Arc::new(MoveContext {
+        node: settings.name.clone(),
+        api: api.clone(),
+        sm: sm.clone(),
+        store,
+        runtime,
+        labels,
+        observed: agent.observed(),
+        volume_net: endpoint.net.clone(),
+        rate_limit: settings.volume_rate,
+    });
+    let _ = slot.set(Receiver::new(ctx.clone()));
+    let bound = endpoint.local_addr()?;
+    let advertised = SocketAddr::new(advertise.ip(), bound.port());
+    let _ = api.volume_addr.set(advertised);
+    endpoint.handle().spawn(driver::run(ctx));
+    tracing::info!(volume = %advertised, "volume endpoint serving");
+    Ok(endpoint)
+}
+
+/// Hands volume streams to the receiver once it exists.
+struct LateReceiver(Arc<std::sync::OnceLock<Arc<crate::moves::receiver::Receiver>>>);
+
+impl crate::net::StreamHandler for LateReceiver {
+    fn handle(
+        self: Arc<Self>,
+        peer: crate::ca::Identity,
+        service: crate::net::Service,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        match self.0.get() {
+            Some(receiver) => receiver.clone().handle(peer, service, send, recv),
+            None => Box::pin(async {}),
+        }
+    }
 }
 
 /// Initialises the cluster from `--peers`. Every node does this with the same

@@ -45,7 +45,16 @@ pub struct NodeSettings {
     pub engine: Option<String>,
     /// Labels this node sets on itself at start (`--label k=v`).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// UDP address of the volume endpoint; default: the listen IP, any port.
+    pub volume_listen: Option<SocketAddr>,
+    /// Most bytes per second this node sends of volumes; 0: no limit.
+    pub volume_rate: u64,
 }
+
+/// Default cap on volume data sent per second: above what one QUIC stream
+/// carries on this class of machine (~235 MB/s), so it binds on fast paths
+/// only; operators sharing a slow link with Raft set it lower.
+pub const DEFAULT_VOLUME_RATE: u64 = 512 << 20;
 
 impl NodeSettings {
     pub fn advertise(&self) -> SocketAddr {

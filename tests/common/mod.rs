@@ -304,6 +304,25 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+impl Cluster {
+    /// Waits until every node in `names` registered what its build can apply
+    /// (the leader proposes a newer command kind only then; invariant 8).
+    pub fn wait_for_registration(&self, names: &[&str], timeout: Duration) {
+        wait_until(timeout, || {
+            let r = self.ctl(names[0], &["history", "-o", "json"]);
+            let h: Value = serde_json::from_str(&r.stdout).ok()?;
+            let registered = names.iter().all(|n| {
+                h.as_array().unwrap().iter().any(|e| {
+                    e["author"] == format!("node {n}")
+                        && e["summary"].as_str().unwrap_or("").contains("publishes on")
+                })
+            });
+            registered.then_some(())
+        })
+        .expect("every node registers its command kinds");
+    }
+}
+
 /// The labels of `node` in a `ctl nodes -o json` answer.
 pub fn labels_of(nodes: &[Value], node: &str) -> Value {
     nodes

@@ -1,0 +1,383 @@
+//! Runs this node's part of every move in flight: as the source, the whole
+//! attempt (push rounds, freeze, final round, handoff); as the destination,
+//! the handoff of a copy completed before a restart. One task per app,
+//! started and stopped as the applied state changes.
+
+use super::sender::SenderSession;
+use super::{HandoffResult, MoveContext};
+use crate::agent::LABEL_APP;
+use crate::api::{MoveReport, MoveStatus};
+use crate::runtime::ContainerState;
+use crate::state::{Command, MoveStep, VolumeMove};
+use crate::volume::ScanOptions;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Live rounds at most before the freeze, whatever is still dirty.
+pub const MAX_LIVE_ROUNDS: u32 = 6;
+/// Dirty data small enough to send with the app stopped.
+pub const FINAL_DELTA_TARGET: u64 = 8 << 20;
+/// Failed tries of a frozen attempt before handing the app back to the
+/// source (`Retry`): each is a reconnect and a final round.
+const FROZEN_TRIES: u32 = 3;
+/// How long the source waits for its agent to stop the app after the freeze
+/// (the agent's stop grace and a margin).
+const STOP_WAIT: Duration = Duration::from_secs(30);
+const STOP_POLL: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Finished-move reports kept per node.
+const MAX_REPORTS: usize = 256;
+
+/// Starts and stops move tasks as this node's applied state changes.
+pub async fn run(ctx: Arc<MoveContext>) {
+    let mut applied = ctx.sm.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sources: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut handoffs: HashSet<(String, u64)> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = tick.tick() => {}
+        }
+        let (moves, owned_at): (Vec<(String, VolumeMove)>, HashMap<String, u64>) = {
+            let applied = ctx.sm.read();
+            let state = &applied.state;
+            let moves = state
+                .moves
+                .iter()
+                .filter(|(_, m)| m.from == ctx.node || m.to == ctx.node)
+                .map(|(a, m)| (a.clone(), m.clone()))
+                .collect();
+            let owned_at = sources
+                .keys()
+                .filter_map(|a| Some((a.clone(), state.volumes.get(a)?.epoch)))
+                .collect();
+            (moves, owned_at)
+        };
+        // Tasks of attempts that are over: a handed-off one finishes its
+        // report; a retried or cancelled one stops where it is.
+        sources.retain(|app, (epoch, task)| {
+            let current = moves
+                .iter()
+                .any(|(a, m)| a == app && m.epoch == *epoch && m.from == ctx.node);
+            let handed_off = owned_at.get(app) == Some(epoch);
+            if !current && !handed_off {
+                task.abort();
+            }
+            let keep = (current || handed_off) && !task.is_finished();
+            if !keep {
+                ctx.observed
+                    .write()
+                    .expect("observed lock")
+                    .moves
+                    .remove(app);
+            }
+            keep
+        });
+        for (app, m) in &moves {
+            if m.from == ctx.node && !sources.contains_key(app) {
+                let task = tokio::spawn(drive(ctx.clone(), app.clone(), m.clone()));
+                sources.insert(app.clone(), (m.epoch, task));
+            }
+            // A destination that completed its copy and then restarted (or
+            // whose proposal got lost) finishes the handoff itself.
+            if m.to == ctx.node
+                && m.frozen
+                && ctx
+                    .store
+                    .mark(app)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|k| k.is_complete_at(m.epoch))
+                && handoffs.insert((app.clone(), m.epoch))
+            {
+                let (ctx, app, epoch) = (ctx.clone(), app.clone(), m.epoch);
+                tokio::spawn(async move {
+                    let outcome = ctx.hand_off(&app, epoch).await;
+                    tracing::info!(%app, epoch, ?outcome, "handoff of a completed copy");
+                });
+            }
+        }
+        handoffs.retain(|(app, epoch)| moves.iter().any(|(a, m)| a == app && m.epoch == *epoch));
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Progress of one attempt, published for `ctl status`.
+struct Progress {
+    ctx: Arc<MoveContext>,
+    app: String,
+    status: MoveStatus,
+    round_started: Instant,
+}
+
+impl Progress {
+    fn new(ctx: Arc<MoveContext>, app: &str, m: &VolumeMove) -> Progress {
+        Progress {
+            ctx,
+            app: app.to_string(),
+            status: MoveStatus {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                epoch: m.epoch,
+                attempt: m.attempt,
+                phase: "starting".into(),
+                bytes_done: 0,
+                bytes_total: 0,
+                bytes_per_sec: 0,
+                bytes_sent: 0,
+                started_ms: m.started_ms,
+                last_error: m.last_error.clone(),
+            },
+            round_started: Instant::now(),
+        }
+    }
+
+    fn publish(&self) {
+        self.ctx
+            .observed
+            .write()
+            .expect("observed lock")
+            .moves
+            .insert(self.app.clone(), self.status.clone());
+    }
+
+    fn phase(&mut self, phase: impl Into<String>) {
+        self.status.phase = phase.into();
+        self.publish();
+    }
+
+    fn round(&mut self, phase: String, total: u64) {
+        self.status.phase = phase;
+        self.status.bytes_done = 0;
+        self.status.bytes_total = total;
+        self.round_started = Instant::now();
+        self.publish();
+    }
+
+    fn sent(&mut self, done: u64) {
+        let added = done.saturating_sub(self.status.bytes_done);
+        self.status.bytes_sent += added;
+        self.status.bytes_done = done;
+        let secs = self.round_started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.status.bytes_per_sec = (done as f64 / secs) as u64;
+        }
+        // Publishing every chunk would take the lock ~1,000 times a second.
+        if added > 0 && (done == self.status.bytes_total || done % (16 << 20) < added) {
+            self.publish();
+        }
+    }
+}
+
+/// The source's loop over tries of one attempt, until it ends.
+async fn drive(ctx: Arc<MoveContext>, app: String, m: VolumeMove) {
+    let mut progress = Progress::new(ctx.clone(), &app, &m);
+    progress.publish();
+    let mut failures = 0u32;
+    loop {
+        let mut report = MoveReport {
+            from: m.from.clone(),
+            to: m.to.clone(),
+            epoch: m.epoch,
+            ..MoveReport::default()
+        };
+        match attempt(&ctx, &app, &m, &mut progress, &mut report).await {
+            Ok(HandoffResult::Done) => {
+                report.finished_ms = now_ms();
+                tracing::info!(%app, epoch = m.epoch, to = %m.to, ?report, "volume moved");
+                let mut observed = ctx.observed.write().expect("observed lock");
+                observed.moves.remove(&app);
+                if observed.moved.len() >= MAX_REPORTS && !observed.moved.contains_key(&app) {
+                    observed.moved.pop_first();
+                }
+                observed.moved.insert(app.clone(), report);
+                return;
+            }
+            Ok(HandoffResult::Superseded) => {
+                tracing::info!(%app, epoch = m.epoch, "move attempt superseded");
+                return;
+            }
+            Ok(HandoffResult::Unknown(why)) | Err(why) => {
+                failures += 1;
+                tracing::warn!(%app, epoch = m.epoch, failures, "move attempt failed: {why}");
+                progress.status.last_error = Some(why.clone());
+                let frozen = ctx
+                    .sm
+                    .read()
+                    .state
+                    .moves
+                    .get(&app)
+                    .is_some_and(|c| c.epoch == m.epoch && c.frozen);
+                if frozen && failures >= FROZEN_TRIES {
+                    progress.phase("giving the app back to the source");
+                    let retry = Command::MoveStep {
+                        app: app.clone(),
+                        epoch: m.epoch,
+                        step: MoveStep::Retry {
+                            reason: why.clone(),
+                        },
+                    };
+                    match ctx.api.submit_as_node(retry).await {
+                        // The next attempt is a new task, with a new epoch.
+                        Ok(_) => return,
+                        Err(e) => tracing::warn!(%app, "could not commit the retry: {e}"),
+                    }
+                }
+                let backoff =
+                    Duration::from_millis(500 * 2u64.pow(failures.min(5))).min(MAX_BACKOFF);
+                progress.phase(format!("retrying in {}s", backoff.as_secs_f32()));
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+/// One try: a session from connect to handoff (or a frozen attempt resumed).
+async fn attempt(
+    ctx: &Arc<MoveContext>,
+    app: &str,
+    m: &VolumeMove,
+    progress: &mut Progress,
+    report: &mut MoveReport,
+) -> Result<HandoffResult, String> {
+    let epoch = m.epoch;
+    progress.phase(format!("connecting to {}", m.to));
+    let addr = ctx.api.volume_address_of(&m.to).await?;
+    let owner_epoch = ctx
+        .sm
+        .read()
+        .state
+        .volumes
+        .get(app)
+        .map(|o| o.epoch)
+        .ok_or("the volume has no owner")?;
+    let store = ctx.store.clone();
+    let owned = app.to_string();
+    let scanner = tokio::task::spawn_blocking(move || {
+        // A volume whose app never ran here yet has no copy: it is empty.
+        if owner_epoch == 1 && !store.exists(&owned).unwrap_or(true) {
+            store
+                .create_empty(&owned, 1)
+                .map_err(|e| format!("creating the empty volume: {e}"))?;
+        }
+        if !store.mountable(&owned, owner_epoch) {
+            return Err(format!(
+                "this node's copy is not complete at epoch {owner_epoch}: it cannot be the source"
+            ));
+        }
+        store
+            .scanner(&owned, ScanOptions::default())
+            .map_err(|e| format!("opening the volume: {e}"))
+    })
+    .await
+    .map_err(|e| format!("open task: {e}"))??;
+    let mut session = SenderSession::open(
+        &ctx.volume_net,
+        addr,
+        &m.to,
+        app,
+        epoch,
+        scanner,
+        ctx.rate_limit,
+    )
+    .await?;
+    let frozen = ctx
+        .sm
+        .read()
+        .state
+        .moves
+        .get(app)
+        .is_some_and(|c| c.epoch == epoch && c.frozen);
+    if !frozen {
+        for round in 1..=MAX_LIVE_ROUNDS {
+            let prepared = session.prepare().await?;
+            let dirty = prepared.stats().send_bytes;
+            if round > 1 && dirty <= FINAL_DELTA_TARGET {
+                break;
+            }
+            progress.round(format!("pushing round {round}"), dirty);
+            let result = session
+                .send_round(prepared, None, |done| progress.sent(done))
+                .await?;
+            report.rounds += 1;
+            report.bytes_sent += result.bytes;
+        }
+        progress.phase("freezing");
+        let freeze = Command::MoveStep {
+            app: app.to_string(),
+            epoch,
+            step: MoveStep::Freeze,
+        };
+        if let Err(why) = ctx.api.submit_as_node(freeze).await {
+            if MoveContext::attempt_outcome(&ctx.sm.read().state, app, epoch).is_some() {
+                return Ok(HandoffResult::Superseded);
+            }
+            return Err(format!("freezing: {why}"));
+        }
+        if !ctx.wait_for_freeze(app, epoch).await {
+            return Err("the freeze did not reach this node's state".into());
+        }
+    }
+    report.frozen_ms = now_ms();
+    progress.phase("stopping the app");
+    wait_stopped(ctx, app).await?;
+    report.stopped_ms = now_ms();
+    let prepared = session.prepare().await?;
+    let dirty = prepared.stats().send_bytes;
+    progress.round("final delta".into(), dirty);
+    let result = session
+        .send_round(prepared, Some(epoch), |done| progress.sent(done))
+        .await?;
+    report.rounds += 1;
+    report.bytes_sent += result.bytes;
+    report.final_bytes = result.bytes;
+    if !result.complete {
+        return Err(format!(
+            "the final round left {}'s copy incomplete (matched: {})",
+            m.to, result.matched
+        ));
+    }
+    report.final_ms = now_ms();
+    progress.phase("handing off");
+    let outcome = ctx.hand_off(app, epoch).await;
+    report.handed_off_ms = now_ms();
+    // Saving the hash cache is not part of the move's time.
+    tokio::spawn(session.close());
+    Ok(outcome)
+}
+
+/// Waits until no container of `app` runs on this node (the agent stops it
+/// once the freeze is applied).
+async fn wait_stopped(ctx: &MoveContext, app: &str) -> Result<(), String> {
+    let deadline = Instant::now() + STOP_WAIT;
+    loop {
+        let containers = ctx
+            .runtime
+            .list(&ctx.labels)
+            .await
+            .map_err(|e| format!("listing containers: {e}"))?;
+        let running = containers.iter().any(|c| {
+            c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
+                && matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+                )
+        });
+        if !running {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the app still runs here {STOP_WAIT:?} after the freeze"
+            ));
+        }
+        tokio::time::sleep(STOP_POLL).await;
+    }
+}

@@ -1,0 +1,318 @@
+//! The destination's side of a move: serves volume streams, one session per
+//! app at a time, writing rounds into this node's copy in place.
+//!
+//! A session is accepted only from the move's source (the peer certificate
+//! names it) for the attempt the applied state shows in flight to this node;
+//! a newer session for the same app (the source reconnected) replaces the
+//! older one. The copy is written on a blocking thread fed by a bounded
+//! channel, so a slow disk slows the stream instead of filling memory. A
+//! final round is allowed to mark the copy complete only once this node
+//! has applied the attempt's `Freeze`; when it has, this node proposes the
+//! handoff itself too, so the move finishes even if the source dies right
+//! after sending the last byte.
+
+use super::protocol::{ToReceiver, ToSender, MAX_VOLUME_FRAME};
+use super::MoveContext;
+use crate::ca::{Identity, Role};
+use crate::net::frame::{read_frame, write_frame};
+use crate::net::{Service, StreamHandler};
+use crate::volume::{ApplyOptions, ReceiverCopy, ScanOptions};
+use futures::future::BoxFuture;
+use quinn::{RecvStream, SendStream};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// Messages buffered between the stream and the disk writer (≤ 1 MiB each).
+const INBOX: usize = 16;
+const OUTBOX: usize = 64;
+
+pub struct Receiver {
+    ctx: Arc<MoveContext>,
+    /// Per app: the running session's cancel switch, and the lock the next
+    /// session waits on until the previous one let go of the copy.
+    sessions: Mutex<HashMap<String, Slot>>,
+}
+
+struct Slot {
+    cancel: watch::Sender<bool>,
+    busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Receiver {
+    pub fn new(ctx: Arc<MoveContext>) -> Arc<Receiver> {
+        Arc::new(Receiver {
+            ctx,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Cancels `app`'s running session, if any, and returns the lock the
+    /// new session must hold plus its own cancel switch.
+    fn take_slot(&self, app: &str) -> (Arc<tokio::sync::Mutex<()>>, watch::Receiver<bool>) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let (cancel, cancelled) = watch::channel(false);
+        let busy = match sessions.remove(app) {
+            Some(old) => {
+                let _ = old.cancel.send(true);
+                old.busy
+            }
+            None => Arc::default(),
+        };
+        sessions.insert(
+            app.to_string(),
+            Slot {
+                cancel,
+                busy: busy.clone(),
+            },
+        );
+        (busy, cancelled)
+    }
+
+    async fn session(
+        &self,
+        peer: &Identity,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), String> {
+        let hello: ToReceiver = read_frame(&mut recv, MAX_VOLUME_FRAME)
+            .await
+            .map_err(|e| format!("reading hello: {e}"))?;
+        let ToReceiver::Hello { app, epoch } = hello else {
+            return refuse(&mut send, "a volume session starts with hello".into()).await;
+        };
+        let owner_epoch = match self.ctx.wait_for_attempt(&app, epoch, &peer.name).await {
+            Ok(e) => e,
+            Err(why) => return refuse(&mut send, why).await,
+        };
+        let (busy, mut cancelled) = self.take_slot(&app);
+        let _held = busy.lock().await;
+        tracing::info!(%app, epoch, from = %peer.name, "receiving volume");
+
+        let (in_tx, in_rx) = mpsc::channel::<ToReceiver>(INBOX);
+        let (out_tx, mut out_rx) = mpsc::channel::<ToSender>(OUTBOX);
+        let store = self.ctx.store.clone();
+        let worker_app = app.clone();
+        let worker = tokio::task::spawn_blocking(move || {
+            receive(&store, &worker_app, owner_epoch, epoch, in_rx, out_tx)
+        });
+        let ctx = self.ctx.clone();
+        let reader_app = app.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let mut msg: ToReceiver = match read_frame(&mut recv, MAX_VOLUME_FRAME).await {
+                    Ok(msg) => msg,
+                    Err(e) => return Err(format!("reading the stream: {e}")),
+                };
+                if let ToReceiver::End {
+                    complete_epoch: Some(e),
+                    ..
+                } = &mut msg
+                {
+                    // Only a round sent after the freeze may be final.
+                    if !ctx.wait_for_freeze(&reader_app, *e).await {
+                        tracing::warn!(app = %reader_app, epoch = *e, "final round without a freeze applied here: not marking the copy complete");
+                        if let ToReceiver::End { complete_epoch, .. } = &mut msg {
+                            *complete_epoch = None;
+                        }
+                    }
+                }
+                if in_tx.send(msg).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let result = loop {
+            tokio::select! {
+                reply = out_rx.recv() => {
+                    let Some(reply) = reply else { break Ok(()) };
+                    let complete = matches!(reply, ToSender::RoundDone { complete: true, .. });
+                    let refused = match &reply {
+                        ToSender::Refused(why) => Some(why.clone()),
+                        _ => None,
+                    };
+                    if let Err(e) = write_frame(&mut send, &reply, MAX_VOLUME_FRAME).await {
+                        break Err(format!("writing to the stream: {e}"));
+                    }
+                    if let Some(why) = refused {
+                        break Err(why);
+                    }
+                    if complete {
+                        tracing::info!(%app, epoch, "copy complete; proposing the handoff");
+                        let ctx = self.ctx.clone();
+                        let app = app.clone();
+                        tokio::spawn(async move { ctx.hand_off(&app, epoch).await });
+                    }
+                }
+                _ = cancelled.changed() => break Err("replaced by a newer session".into()),
+            }
+        };
+        reader.abort();
+        // The writer stops at its next message once the reader is gone.
+        drop(out_rx);
+        let _ = worker.await;
+        let _ = send.finish();
+        result
+    }
+}
+
+async fn refuse(send: &mut SendStream, why: String) -> Result<(), String> {
+    let _ = write_frame(send, &ToSender::Refused(why.clone()), MAX_VOLUME_FRAME).await;
+    let _ = send.finish();
+    Err(why)
+}
+
+impl StreamHandler for Receiver {
+    fn handle(
+        self: Arc<Self>,
+        peer: Identity,
+        service: Service,
+        mut send: SendStream,
+        recv: RecvStream,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if service != Service::Volume || peer.role != Role::Node {
+                let _ = refuse(
+                    &mut send,
+                    format!("this endpoint serves volume streams between nodes only, not {service:?} from {peer}"),
+                )
+                .await;
+                return;
+            }
+            if let Err(why) = self.session(&peer, send, recv).await {
+                tracing::warn!(from = %peer.name, "volume session ended: {why}");
+            }
+        })
+    }
+}
+
+/// The blocking half of a session: owns this node's copy while it lasts.
+fn receive(
+    store: &crate::volume::VolumeStore,
+    app: &str,
+    owner_epoch: u64,
+    attempt_epoch: u64,
+    mut inbox: mpsc::Receiver<ToReceiver>,
+    outbox: mpsc::Sender<ToSender>,
+) {
+    let reply = |msg: ToSender| outbox.blocking_send(msg).is_ok();
+    let mut copy = match ReceiverCopy::open(
+        store,
+        app,
+        owner_epoch,
+        ScanOptions::default(),
+        ApplyOptions::default(),
+    ) {
+        Ok(copy) => copy,
+        Err(e) => {
+            reply(ToSender::Refused(format!("opening the copy of {app}: {e}")));
+            return;
+        }
+    };
+    if !reply(ToSender::Ready) {
+        return;
+    }
+    while let Some(msg) = inbox.blocking_recv() {
+        let answered = match msg {
+            ToReceiver::SummaryPlease => match copy.summary_items() {
+                Ok(items) => {
+                    let mut sent = true;
+                    for item in items {
+                        if !reply(ToSender::Summary(item)) {
+                            sent = false;
+                            break;
+                        }
+                    }
+                    sent && reply(ToSender::SummaryEnd)
+                }
+                Err(e) => {
+                    reply(ToSender::Refused(format!("describing the copy: {e}")));
+                    false
+                }
+            },
+            ToReceiver::Leaves(req) => match copy.leaves(&req) {
+                Ok(leaves) => reply(ToSender::Leaves(leaves)),
+                Err(e) => {
+                    reply(ToSender::Refused(format!("block hashes: {e}")));
+                    false
+                }
+            },
+            ToReceiver::Begin => match apply_round(&mut copy, &mut inbox, attempt_epoch) {
+                Ok(done) => reply(done),
+                Err(why) => {
+                    reply(ToSender::Refused(why));
+                    false
+                }
+            },
+            other => {
+                reply(ToSender::Refused(format!(
+                    "unexpected message between rounds: {}",
+                    message_name(&other)
+                )));
+                false
+            }
+        };
+        if !answered {
+            break;
+        }
+    }
+    if let Err(e) = copy.save_cache() {
+        tracing::warn!(%app, "could not save the copy's hash cache: {e}");
+    }
+}
+
+/// One round, from `Begin` (already read) to `End`.
+fn apply_round(
+    copy: &mut ReceiverCopy,
+    inbox: &mut mpsc::Receiver<ToReceiver>,
+    attempt_epoch: u64,
+) -> Result<ToSender, String> {
+    let mut round = copy
+        .begin_round()
+        .map_err(|e| format!("marking the copy incomplete: {e}"))?;
+    loop {
+        let msg = inbox
+            .blocking_recv()
+            .ok_or("the stream ended in the middle of a round")?;
+        match msg {
+            ToReceiver::Item(item) => round.apply_item(item).map_err(|e| e.to_string())?,
+            ToReceiver::Chunk(chunk) => round.apply_chunk(chunk).map_err(|e| e.to_string())?,
+            ToReceiver::End {
+                end,
+                complete_epoch,
+            } => {
+                if complete_epoch.is_some_and(|e| e != attempt_epoch) {
+                    return Err(format!(
+                        "asked to complete at epoch {complete_epoch:?} in a session for epoch {attempt_epoch}"
+                    ));
+                }
+                let outcome = round
+                    .finish(&end, complete_epoch)
+                    .map_err(|e| e.to_string())?;
+                return Ok(ToSender::RoundDone {
+                    matched: outcome.matched,
+                    complete: complete_epoch.is_some_and(|e| outcome.mark.is_complete_at(e)),
+                    bytes_written: outcome.stats.bytes_written,
+                });
+            }
+            other => {
+                return Err(format!(
+                    "unexpected message in a round: {}",
+                    message_name(&other)
+                ))
+            }
+        }
+    }
+}
+
+fn message_name(msg: &ToReceiver) -> &'static str {
+    match msg {
+        ToReceiver::Hello { .. } => "hello",
+        ToReceiver::SummaryPlease => "summary request",
+        ToReceiver::Leaves(_) => "leaf request",
+        ToReceiver::Begin => "begin",
+        ToReceiver::Item(_) => "item",
+        ToReceiver::Chunk(_) => "chunk",
+        ToReceiver::End { .. } => "end",
+    }
+}
