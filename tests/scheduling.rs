@@ -76,94 +76,6 @@ fn deploy(c: &Cluster, with_volume_app: bool) {
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
-/// Blocks all UDP to and from a node's port: it cannot reach anyone and
-/// no one can reach it, while its process and containers keep running.
-struct Isolation(Vec<Vec<String>>);
-
-impl Isolation {
-    fn of(port: u16) -> Isolation {
-        let rules: Vec<Vec<String>> = ["--dport", "--sport"]
-            .iter()
-            .map(|dir| {
-                ["INPUT", "-p", "udp", dir, &port.to_string(), "-j", "DROP"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            })
-            .collect();
-        for rule in &rules {
-            let out = Command::new("iptables")
-                .arg("-I")
-                .args(rule)
-                .output()
-                .expect("iptables");
-            assert!(
-                out.status.success(),
-                "iptables: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Isolation(rules)
-    }
-}
-
-impl Drop for Isolation {
-    fn drop(&mut self) {
-        for rule in &self.0 {
-            let _ = Command::new("iptables").arg("-D").args(rule).output();
-        }
-    }
-}
-
-/// (time in ns, action, node) of this cluster's container events for `app`.
-fn events(cluster_id: &str, app: &str, since: &str) -> Vec<(i64, String, String)> {
-    let until = (unix_now() + 1).to_string();
-    docker(&[
-        "events",
-        "--since",
-        since,
-        "--until",
-        &until,
-        "--filter",
-        &format!("label=flocker.cluster={cluster_id}"),
-        "--filter",
-        &format!("label=flocker.app={app}"),
-        "--filter",
-        "type=container",
-        "--format",
-        "{{.TimeNano}} {{.Action}} {{index .Actor.Attributes \"flocker.node\"}}",
-    ])
-    .lines()
-    .filter_map(|l| {
-        let mut parts = l.split_whitespace();
-        Some((
-            parts.next()?.parse().ok()?,
-            parts.next()?.to_string(),
-            parts.next()?.to_string(),
-        ))
-    })
-    .collect()
-}
-
-/// Docker's own clock: `old`'s instance ended (one of `ended`) before
-/// `new`'s started.
-fn died_before_started(ev: &[(i64, String, String)], old: &str, ended: &[&str], new: &str) {
-    let died = ev
-        .iter()
-        .find(|(_, a, n)| ended.contains(&a.as_str()) && n == old)
-        .map(|e| e.0)
-        .unwrap_or_else(|| panic!("the old instance on {old} never ended: {ev:?}"));
-    let started = ev
-        .iter()
-        .find(|(_, a, n)| a == "start" && n == new)
-        .map(|e| e.0)
-        .unwrap_or_else(|| panic!("no new instance started on {new}: {ev:?}"));
-    assert!(
-        died < started,
-        "old died at {died}, new started at {started}: {ev:?}"
-    );
-}
-
 /// The one node running `svc`, once it runs.
 fn node_running_svc(cluster_id: &str) -> String {
     wait_until(T, || {
@@ -171,13 +83,6 @@ fn node_running_svc(cluster_id: &str) -> String {
         (nodes.len() == 1).then(|| nodes[0].clone())
     })
     .expect("svc placed and running on one node")
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[test]

@@ -196,3 +196,138 @@ fn a_move_carries_the_whole_tree_and_moving_back_sends_only_the_difference() {
     assert!(history.contains("handed off n1→n2 at epoch 2"), "{history}");
     assert!(history.contains("handed off n2→n1 at epoch 3"), "{history}");
 }
+
+/// Writes `len` bytes of noise into `dir/data` (as the app would have).
+fn fill(dir: &Path, len: usize) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("data"), bytes).unwrap();
+}
+
+/// Waits until the move of `app` has sent at least `bytes` in this round.
+fn wait_sent(c: &Cluster, app: &str, bytes: u64) {
+    wait_until(T, || {
+        let s = app_status(c, "n3", app)?;
+        (s["move"]["bytes_done"].as_u64()? >= bytes).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the move of {app} never got {bytes} bytes along"));
+}
+
+/// Waits until `app` runs on `node` with no move in flight; returns its
+/// last move report.
+fn wait_arrived(c: &Cluster, app: &str, node: &str) -> Value {
+    wait_until(T, || {
+        let s = app_status(c, "n3", app)?;
+        (s["move"].is_null() && running(&c.container(node, app)) && !s["last_move"].is_null())
+            .then(|| s["last_move"].clone())
+    })
+    .unwrap_or_else(|| panic!("{app} never arrived on {node}"))
+}
+
+/// The UDP port of `node`'s volume endpoint, from its log.
+fn volume_port(c: &Cluster, node: &str) -> u16 {
+    let log = c.log(node);
+    let line = log
+        .lines()
+        .find(|l| l.contains("volume endpoint serving"))
+        .expect("the node logs its volume endpoint");
+    let addr = line.rsplit("volume").next().unwrap();
+    let digits: String = addr
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a port")
+}
+
+/// A slow move (4 MiB/s) of a 24 MiB volume of `app` from n1 to n2, begun.
+fn slow_move(c: &Cluster, app: &str) -> String {
+    pinned_app(c, app, "n1");
+    fill(&volume_data(c, "n1", app), 24 << 20);
+    let since = unix_now().to_string();
+    let r = c.ctl("n2", &["move", app, "n2"]);
+    assert_eq!(r.code, 0, "move: {}", r.stderr);
+    wait_sent(c, app, 4 << 20);
+    since
+}
+
+const SLOW: &[&str] = &["--volume-rate", "4M"];
+
+#[test]
+fn a_source_killed_mid_transfer_resumes_and_the_app_never_starts_on_a_partial_copy() {
+    let mut c = moving_cluster(140, SLOW);
+    let since = slow_move(&c, "ark");
+    c.kill("n1");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !running(&c.container("n2", "ark")),
+        "the destination never starts on a partial copy"
+    );
+    c.restart("n1");
+    let report = wait_arrived(&c, "ark", "n2");
+    assert_eq!(
+        tree(&volume_data(&c, "n1", "ark")),
+        tree(&volume_data(&c, "n2", "ark"))
+    );
+    let resent = report["bytes_sent"].as_u64().unwrap();
+    assert!(
+        resent < 24 << 20,
+        "the restarted source resumed ({resent} bytes sent), it did not start over"
+    );
+    let cluster = c.cluster_id().unwrap();
+    died_before_started(&events(&cluster, "ark", &since), "n1", &["die"], "n2");
+}
+
+#[test]
+fn a_destination_killed_mid_transfer_resumes_while_the_source_keeps_the_app() {
+    let mut c = moving_cluster(150, SLOW);
+    let since = slow_move(&c, "bay");
+    c.kill("n2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        running(&c.container("n1", "bay")),
+        "the source stays authoritative and keeps the app"
+    );
+    c.restart("n2");
+    wait_arrived(&c, "bay", "n2");
+    assert_eq!(
+        tree(&volume_data(&c, "n1", "bay")),
+        tree(&volume_data(&c, "n2", "bay"))
+    );
+    let cluster = c.cluster_id().unwrap();
+    died_before_started(&events(&cluster, "bay", &since), "n1", &["die"], "n2");
+}
+
+#[test]
+fn a_cut_volume_link_retries_and_the_move_completes_after_it_heals() {
+    let c = moving_cluster(160, SLOW);
+    let port = volume_port(&c, "n2");
+    let since = slow_move(&c, "cove");
+    {
+        let _cut = Isolation::of(port);
+        // Longer than QUIC's idle timeout: the session breaks.
+        std::thread::sleep(Duration::from_secs(6));
+        assert!(
+            running(&c.container("n1", "cove")),
+            "the app stays on the source"
+        );
+        let s = app_status(&c, "n3", "cove").unwrap();
+        assert!(!s["move"].is_null(), "the move is still in flight: {s}");
+    }
+    wait_arrived(&c, "cove", "n2");
+    assert_eq!(
+        tree(&volume_data(&c, "n1", "cove")),
+        tree(&volume_data(&c, "n2", "cove"))
+    );
+    let cluster = c.cluster_id().unwrap();
+    died_before_started(&events(&cluster, "cove", &since), "n1", &["die"], "n2");
+}
