@@ -98,7 +98,7 @@ fn pinned_app(c: &Cluster, app: &str, node: &str) -> PathBuf {
     let apps = write(
         &dir,
         "app.yml",
-        &format!("version: 1\napplications:\n  {app}:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data}}\n"),
+        &format!("version: 1\napplications:\n  {app}:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, maximum_size: 32M}}\n"),
     );
     let dep = write(
         &dir,
@@ -195,6 +195,17 @@ fn a_move_carries_the_whole_tree_and_moving_back_sends_only_the_difference() {
     let history = c.ctl("n1", &["history"]).stdout;
     assert!(history.contains("handed off n1→n2 at epoch 2"), "{history}");
     assert!(history.contains("handed off n2→n1 at epoch 3"), "{history}");
+
+    // maximum_size (32M here) is reported when exceeded, not enforced.
+    std::fs::write(src.join("more"), vec![1u8; 40 << 20]).unwrap();
+    let warning = wait_until(Duration::from_secs(30), || {
+        let s = app_status(&c, "n2", "vault")?;
+        s["volume"]["warning"].as_str().map(str::to_string)
+    })
+    .expect("the owner reports the volume over its maximum_size");
+    assert!(warning.contains("maximum_size"), "{warning}");
+    let table = c.ctl("n2", &["status"]).stdout;
+    assert!(table.contains("volume of vault: uses"), "{table}");
 }
 
 /// Writes `len` bytes of noise into `dir/data` (as the app would have).

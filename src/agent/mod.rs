@@ -11,6 +11,7 @@
 mod desired;
 pub mod fence;
 mod restart;
+pub mod usage;
 
 pub use desired::{
     container_name, desired_containers, link_environment, Desired, NodeContext, LABEL_APP,
@@ -61,6 +62,9 @@ pub struct Observed {
     /// The last finished move this node sent, by application.
     #[serde(default)]
     pub moved: BTreeMap<String, crate::api::MoveReport>,
+    /// Disk used by the volumes this node owns, by application.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, usage::VolumeUsage>,
 }
 
 /// The agent's memory of one application on this node.

@@ -173,6 +173,20 @@ pub struct AppStatus {
     pub moving: Option<MoveStatus>,
     /// The last finished move of its volume, as its source reported it.
     pub last_move: Option<MoveReport>,
+    /// Its volume: owner, epoch, disk used.
+    pub volume: Option<VolumeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeView {
+    pub owner: String,
+    pub epoch: u64,
+    /// As the owner last measured it (allocated blocks).
+    pub used_bytes: Option<u64>,
+    pub maximum_size: Option<u64>,
+    /// Set when the volume uses more than its `maximum_size`, which this
+    /// file system cannot enforce (see `agent::usage`).
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -542,6 +542,25 @@ impl Api {
                     .filter_map(|(_, o)| o.as_ref()?.moved.get(name))
                     .max_by_key(|r| r.handed_off_ms)
                     .cloned();
+                let volume = applied.state.volumes.get(name).map(|owner| {
+                    let usage = observations
+                        .iter()
+                        .find(|(n, _)| *n == owner.node)
+                        .and_then(|(_, o)| o.as_ref()?.volumes.get(name));
+                    VolumeView {
+                        owner: owner.node.clone(),
+                        epoch: owner.epoch,
+                        used_bytes: usage.map(|u| u.used_bytes),
+                        maximum_size: spec.volume.as_ref().and_then(|v| v.maximum_size),
+                        warning: usage.filter(|u| u.exceeded()).map(|u| {
+                            format!(
+                                "uses {} bytes, over its maximum_size of {} (reported, not enforced: this file system has no per-directory quota)",
+                                u.used_bytes,
+                                u.maximum_size.unwrap_or_default()
+                            )
+                        }),
+                    }
+                });
                 Some(AppStatus {
                     name: name.clone(),
                     image: spec.image.to_string(),
@@ -550,6 +569,7 @@ impl Api {
                     instances,
                     moving,
                     last_move,
+                    volume,
                 })
             })
             .collect();

@@ -95,6 +95,17 @@ pub fn status_table(view: &StatusView) -> String {
         &["APP", "IMAGE", "NODE", "OBSERVED", "WAITING"],
         &rows,
     ));
+    for a in &view.apps {
+        if let Some(m) = &a.moving {
+            out.push_str(&format!(
+                "moving: {}\n",
+                super::moving::progress_line(&a.name, m)
+            ));
+        }
+        if let Some(warning) = a.volume.as_ref().and_then(|v| v.warning.as_ref()) {
+            out.push_str(&format!("volume of {}: {warning}\n", a.name));
+        }
+    }
     out
 }
 

@@ -127,6 +127,12 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
             let listen = settings
                 .volume_listen
                 .unwrap_or(SocketAddr::new(settings.listen.ip(), 0));
+            tasks.push(tokio::spawn(crate::agent::usage::usage_loop(
+                settings.name.clone(),
+                store.clone(),
+                sm.clone(),
+                agent.observed(),
+            )));
             let endpoint = start_movers(
                 &settings, &tls, listen, advertise, store, &api, &sm, runtime, labels, &agent,
             )?;

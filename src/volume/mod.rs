@@ -35,6 +35,7 @@
 //! - `summary`: `Summary` (what a sender knows of the receiver), `Limits`.
 //! - `delta`: `Delta`. `chunks`: `ChunkReader`. `apply`: `ReceiverCopy`, `Round`.
 //! - `wire`: the messages and their size limits.
+//! - `usage`: disk a copy uses, compared with `maximum_size`.
 
 pub mod apply;
 pub mod cache;
@@ -49,6 +50,7 @@ pub mod scan;
 pub mod store;
 pub mod summary;
 mod sys;
+pub mod usage;
 pub mod wire;
 
 #[cfg(test)]
