@@ -342,3 +342,36 @@ fn a_cut_volume_link_retries_and_the_move_completes_after_it_heals() {
     let cluster = c.cluster_id().unwrap();
     died_before_started(&events(&cluster, "cove", &since), "n1", &["die"], "n2");
 }
+
+/// Term and leader as `ctl nodes` reports them on every member.
+fn terms(c: &Cluster) -> Vec<(u64, String)> {
+    c.nodes_json("n3")
+        .expect("ctl nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["term"].as_u64().unwrap_or(0),
+                n["leader"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bulk_volume_data_does_not_disturb_raft() {
+    // Invariant 7: a move at full speed (no rate limit) must not delay Raft
+    // heartbeats into an election.
+    let mut c = moving_cluster(170, &["--volume-rate", "0"]);
+    c.wait_for_leader(T);
+    pinned_app(&c, "dam", "n1");
+    let data = volume_data(&c, "n1", "dam");
+    for i in 0..4 {
+        fill(&data, 64 << 20);
+        std::fs::rename(data.join("data"), data.join(format!("part{i}"))).unwrap();
+    }
+    let before = terms(&c);
+    let r = c.ctl("n2", &["move", "dam", "n2", "--wait", "--timeout", "120"]);
+    assert_eq!(r.code, 0, "move: {}\n{}", r.stdout, r.stderr);
+    let after = terms(&c);
+    assert_eq!(before, after, "no election while 256 MiB moved");
+}

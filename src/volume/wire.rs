@@ -37,8 +37,13 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 16 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     Dir,
-    Symlink { target: Vec<u8> },
-    File { size: u64 },
+    Symlink {
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+    },
+    File {
+        size: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +130,7 @@ pub enum DeltaItem {
 pub struct BlockChunk {
     pub path_id: u32,
     pub index: u64,
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 
