@@ -110,7 +110,7 @@ struct NodeArgs {
     #[arg(long)]
     volume_listen: Option<SocketAddr>,
     /// Most volume data this node sends per second (e.g. 100M; 0: no limit).
-    #[arg(long, default_value = "512M", value_parser = flocker::config::parse_size)]
+    #[arg(long, default_value = "512M", value_parser = parse_rate)]
     volume_rate: u64,
     /// Chaos testing only: switch off one safety mechanism (repeatable) so
     /// the chaos suite can show its checkers catch the result.
@@ -228,6 +228,14 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A size per second, or 0 for no limit.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    flocker::config::parse_size(text)
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
