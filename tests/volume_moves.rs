@@ -374,4 +374,9 @@ fn bulk_volume_data_does_not_disturb_raft() {
     assert_eq!(r.code, 0, "move: {}\n{}", r.stdout, r.stderr);
     let after = terms(&c);
     assert_eq!(before, after, "no election while 256 MiB moved");
+    // Nothing changed after the live rounds: the final pass (app stopped)
+    // re-reads nothing, however large the volume.
+    let report = app_status(&c, "n1", "dam").unwrap()["last_move"].clone();
+    assert_eq!(report["final_scan_bytes"], 0, "{report}");
+    assert_eq!(report["final_bytes"], 0, "{report}");
 }

@@ -239,6 +239,9 @@ pub struct MoveReport {
     pub bytes_sent: u64,
     /// Of that, in the final round (with the app stopped).
     pub final_bytes: u64,
+    /// Bytes the final scan re-read (changed, or changed too recently to
+    /// trust the cache).
+    pub final_scan_bytes: u64,
     /// The freeze applied here.
     pub frozen_ms: u64,
     /// The app's container no longer ran here.

@@ -331,6 +331,8 @@ async fn attempt(
     report.stopped_ms = now_ms();
     let prepared = session.prepare().await?;
     let dirty = prepared.stats().send_bytes;
+    report.final_scan_bytes = prepared.scan.hashed_bytes;
+    tracing::info!(%app, epoch, dirty, reread = prepared.scan.hashed_bytes, files = prepared.scan.hashed_files, "final delta");
     progress.round("final delta".into(), dirty);
     let result = session
         .send_round(prepared, Some(epoch), |done| progress.sent(done))

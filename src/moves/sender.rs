@@ -13,7 +13,9 @@ use super::protocol::{ToReceiver, ToSender, MAX_VOLUME_FRAME};
 use crate::net::frame::{read_frame, write_frame};
 use crate::net::{Net, Service};
 use crate::volume::wire::Chunk;
-use crate::volume::{Delta, DeltaStats, Limits, Manifest, Scanner, Summary, SummaryBuilder};
+use crate::volume::{
+    Delta, DeltaStats, Limits, Manifest, ScanReport, Scanner, Summary, SummaryBuilder,
+};
 use quinn::{RecvStream, SendStream};
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
@@ -35,6 +37,9 @@ pub struct SenderSession {
 pub struct Prepared {
     want: Manifest,
     delta: Delta,
+    /// What the scan had to read: files whose stat key changed, or changed
+    /// too recently to trust (`volume::cache`'s racy window).
+    pub scan: ScanReport,
 }
 
 impl Prepared {
@@ -111,7 +116,7 @@ impl SenderSession {
         .await
         .map_err(|e| format!("scan task: {e}"))?;
         self.scanner = Some(scanner);
-        let (want, _) = scanned.map_err(|e| format!("scanning the volume: {e}"))?;
+        let (want, scan) = scanned.map_err(|e| format!("scanning the volume: {e}"))?;
         let have = match &self.have {
             Some(have) => Summary::from_manifest(have),
             None => self.fetch_summary(&want).await?,
@@ -123,7 +128,7 @@ impl SenderSession {
         .await
         .map_err(|e| format!("delta task: {e}"))?;
         let delta = delta.map_err(|e| format!("computing the delta: {e}"))?;
-        Ok(Prepared { want, delta })
+        Ok(Prepared { want, delta, scan })
     }
 
     async fn fetch_summary(&mut self, want: &Manifest) -> Result<Summary, String> {
@@ -163,7 +168,7 @@ impl SenderSession {
         complete_epoch: Option<u64>,
         mut progress: impl FnMut(u64),
     ) -> Result<RoundResult, String> {
-        let Prepared { want, delta } = prepared;
+        let Prepared { want, delta, .. } = prepared;
         // Until the round ends well, the destination's copy is unknown.
         self.have = None;
         self.write(&ToReceiver::Begin).await?;

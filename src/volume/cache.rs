@@ -8,12 +8,15 @@
 //! after writing, so size + mtime + inode would hide its own writes after a
 //! crash; ctime cannot be set back by anyone.
 //!
-//! Why a "racy" window: timestamps are coarse (a kernel tick) and a page
-//! written through `mmap` while it is already dirty does not touch mtime or
-//! ctime again until it is written back (by default within ~35 s). So an
-//! entry recorded less than [`RACY_WINDOW`] after its file's last change is
-//! not trusted: the next scan reads that file again. After the window, any
-//! write changes ctime. (This assumes the kernel's default writeback delay.)
+//! Why a "racy" window: timestamps are coarse (a kernel tick), so a change
+//! in the same tick as the recording leaves the key as it was. An entry
+//! recorded less than [`RACY_WINDOW`] after its file's last change is not
+//! trusted: the next scan reads that file again. Writes through `mmap` are
+//! covered by the scan, not the window: it writes a file's dirty pages back
+//! (`fdatasync`) before reading it, which write-protects them, so a later
+//! write through a mapping faults and moves mtime like `write(2)` does.
+//! (Without that, a page already dirty when read could change again with
+//! no timestamp moving until writeback, ~35 s later.)
 //!
 //! The file is a cache: missing, unreadable or failing its checksum, it is
 //! dropped and every file is read once more. The owner overrides live in it
@@ -31,9 +34,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// See the module comment: longer than the kernel's default dirty-page
-/// expiry (30 s) plus its writeback interval (5 s), with a margin.
-pub const RACY_WINDOW: Duration = Duration::from_secs(60);
+/// See the module comment: far longer than a timestamp tick (≤ 10 ms).
+pub const RACY_WINDOW: Duration = Duration::from_secs(1);
 
 const MAGIC: &[u8; 8] = b"FLKCACHE";
 const VERSION: u32 = 1;

@@ -195,7 +195,6 @@ struct Hashed {
 /// regular file. Key and metadata come from the opened file, so they
 /// describe the inode that was read.
 fn hash_file(path: &Path, buf: &mut [u8], max_size: u64) -> Result<Option<Hashed>> {
-    let started_ns = sys::now_ns();
     // O_NONBLOCK: if a fifo replaced the file since lstat, opening it must
     // not wait for a writer.
     let file = match OpenOptions::new()
@@ -216,6 +215,12 @@ fn hash_file(path: &Path, buf: &mut [u8], max_size: u64) -> Result<Option<Hashed
     if !m.file_type().is_file() {
         return Ok(None);
     }
+    // Writing back the dirty pages write-protects them again, so any later
+    // write through a shared mapping faults and moves mtime: from here on
+    // the stat key sees every change (see `cache`'s racy window).
+    file.sync_data().ctx("fdatasync", path)?;
+    let started_ns = sys::now_ns();
+    let m = file.metadata().ctx("fstat", path)?;
     let size = m.len();
     if size > max_size {
         return Err(VolumeError::Invalid(format!(

@@ -856,3 +856,47 @@ fn holes_are_not_read_and_huge_sparse_files_fail_the_scan_not_the_node() {
     let e = sc.scan().unwrap_err().to_string();
     assert!(e.contains("holes count"), "{e}");
 }
+
+/// A write through a shared mapping to a page that was already dirty when
+/// the file was last read still shows up in the next scan: the scan writes
+/// dirty pages back first, so the second write faults and moves mtime.
+#[test]
+fn writes_through_mmap_are_seen_by_the_next_scan() {
+    let n = node();
+    n.store.create_empty(APP, 1).unwrap();
+    let path = n.data().join("mapped");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.set_len(BLOCK_SIZE as u64).unwrap();
+    // SAFETY: a fresh shared mapping of a file this test owns, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            BLOCK_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::unix::io::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let bytes = map as *mut u8;
+    let mut scanner = n.store.scanner(APP, scan_opts()).unwrap();
+    // SAFETY: within the mapping's BLOCK_SIZE bytes.
+    unsafe { *bytes = 1 };
+    let (first, _) = scanner.scan().unwrap();
+    // Past a timestamp tick, then the same page again.
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: as above.
+    unsafe { *bytes.add(1) = 2 };
+    let (second, report) = scanner.scan().unwrap();
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(map, BLOCK_SIZE) };
+    assert_eq!(report.hashed_files, 1, "the mapped file is read again");
+    assert_ne!(first.root(), second.root(), "and its new content is seen");
+}
