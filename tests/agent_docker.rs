@@ -466,17 +466,25 @@ fn a_volume_whose_owner_is_gone_is_recovered_elsewhere_and_never_mounted_by_the_
         "data loss must be accepted explicitly: {}",
         refused.stderr
     );
-    let r = c.ctl(
-        target,
-        &[
-            "volume",
-            "recover",
-            "ledger",
-            "--to",
+    // The killed owner may have been the leader: an unknown outcome (exit 3)
+    // is retried with the same request id, as ctl asks.
+    let r = wait_until(T, || {
+        let r = c.ctl(
             target,
-            "--accept-data-loss",
-        ],
-    );
+            &[
+                "volume",
+                "recover",
+                "ledger",
+                "--to",
+                target,
+                "--accept-data-loss",
+                "--request-id",
+                "recover-ledger-1",
+            ],
+        );
+        (r.code != 3).then_some(r)
+    })
+    .expect("recover gets a known outcome");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("epoch 2"), "{}", r.stdout);
     wait_until(T, || running(&c.container(target, "ledger")))

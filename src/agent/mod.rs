@@ -241,14 +241,13 @@ impl Agent {
     }
 
     /// Apps with a volume that must not run here now, and why.
-    fn volume_holds(&self, desired: &[Desired]) -> BTreeMap<String, String> {
+    async fn volume_holds(&self, desired: &[Desired]) -> BTreeMap<String, String> {
         let mut held = BTreeMap::new();
         for d in desired {
             let Some(owner) = &d.volume else { continue };
             // `runs_on` puts an app with a volume only on the owner.
             debug_assert_eq!(owner.node, self.ctx.node);
-            let why = self.volume_ready(&d.app, owner).err();
-            if let Some(why) = why {
+            if let Err(why) = self.volume_ready(&d.app, owner).await {
                 held.insert(d.app.clone(), why);
             }
         }
@@ -256,33 +255,16 @@ impl Agent {
     }
 
     /// Makes sure this owner has a complete copy at `epoch`: a brand new
-    /// volume (epoch 1, no copy anywhere yet) starts empty.
-    fn volume_ready(&self, app: &str, owner: &VolumeOwner) -> Result<(), String> {
-        let Some(store) = &self.volumes else {
+    /// volume (epoch 1, no copy anywhere yet) starts empty. File work runs
+    /// off the async threads (adopting a copy scans all of it).
+    async fn volume_ready(&self, app: &str, owner: &VolumeOwner) -> Result<(), String> {
+        let Some(store) = self.volumes.clone() else {
             return Err("this node's volume store is unusable".into());
         };
-        let epoch = owner.epoch;
-        let exists = store.exists(app).map_err(|e| e.to_string())?;
-        if !exists && (epoch == 1 || owner.adopt) {
-            store
-                .create_empty(app, epoch)
-                .map_err(|e| format!("creating its volume: {e}"))?;
-            tracing::info!(%app, epoch, "created an empty volume");
-        } else if exists && owner.adopt && !store.mountable(app, epoch) {
-            // `volume recover --accept-data-loss`: this copy becomes the
-            // volume at the new epoch, whatever it holds.
-            store
-                .adopt_as_complete(app, epoch, crate::volume::ScanOptions::default())
-                .map_err(|e| format!("adopting its copy at epoch {epoch}: {e}"))?;
-            tracing::warn!(%app, epoch, "adopted this node's copy of the volume (data loss accepted)");
-        }
-        if store.mountable(app, epoch) {
-            Ok(())
-        } else {
-            Err(format!(
-                "its volume here is not a complete copy at epoch {epoch}; it will not be mounted"
-            ))
-        }
+        let (app, owner) = (app.to_string(), owner.clone());
+        tokio::task::spawn_blocking(move || prepare_volume(&store, &app, &owner))
+            .await
+            .map_err(|e| format!("volume check: {e}"))?
     }
 
     /// When the lease runs out, if this node runs anything it must fence then.
@@ -335,7 +317,7 @@ impl Agent {
         desired.retain(|d| !fenced.contains(&d.app));
         // Invariant 4: only the owner runs an app with a volume, and only on
         // a complete copy at the committed epoch.
-        let held = self.volume_holds(&desired);
+        let held = self.volume_holds(&desired).await;
         desired.retain(|d| !held.contains_key(&d.app));
         let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
             Ok(actual) => actual,
@@ -647,4 +629,30 @@ fn ctx_volume_store(ctx: &NodeContext) -> Result<VolumeStore, String> {
         .parent()
         .ok_or_else(|| format!("{} has no parent", ctx.volumes_dir.display()))?;
     VolumeStore::open(data_dir).map_err(|e| e.to_string())
+}
+
+/// The owner's side of `volume_ready`, blocking.
+fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result<(), String> {
+    let epoch = owner.epoch;
+    let exists = store.exists(app).map_err(|e| e.to_string())?;
+    if !exists && (epoch == 1 || owner.adopt) {
+        store
+            .create_empty(app, epoch)
+            .map_err(|e| format!("creating its volume: {e}"))?;
+        tracing::info!(%app, epoch, "created an empty volume");
+    } else if exists && owner.adopt && !store.mountable(app, epoch) {
+        // `volume recover --accept-data-loss`: this copy becomes the
+        // volume at the new epoch, whatever it holds.
+        store
+            .adopt_as_complete(app, epoch, crate::volume::ScanOptions::default())
+            .map_err(|e| format!("adopting its copy at epoch {epoch}: {e}"))?;
+        tracing::warn!(%app, epoch, "adopted this node's copy of the volume (data loss accepted)");
+    }
+    if store.mountable(app, epoch) {
+        Ok(())
+    } else {
+        Err(format!(
+            "its volume here is not a complete copy at epoch {epoch}; it will not be mounted"
+        ))
+    }
 }
