@@ -161,9 +161,7 @@ pub fn link_environment(state: &State, spec: &AppSpec) -> BTreeMap<String, Strin
     let mut env = BTreeMap::new();
     for link in &spec.links {
         let Some(host) = state
-            .deployed
-            .placements
-            .get(&link.app)
+            .serves_from(&link.app)
             .and_then(|node| state.nodes.get(node))
             .and_then(|record| record.reachable_ip())
         else {
@@ -246,6 +244,15 @@ applications:
         s.deployed.version = 4;
         s.deployed.placements = [("web".into(), "n1".into()), ("db".into(), "n2".into())].into();
         s.deployed.config = config;
+        s.volumes.insert(
+            "db".into(),
+            crate::state::VolumeOwner {
+                node: "n2".into(),
+                epoch: 1,
+                adopt: false,
+                issued: 1,
+            },
+        );
         s
     }
 
@@ -294,8 +301,9 @@ applications:
             .insert("MODE".into(), "debug".into());
         let changed = desired_containers(&ctx("n1"), &s)[0].clone();
         assert_ne!(before.spec_hash, changed.spec_hash);
-        // db's placement moving changes web's link variables, hence its hash.
+        // db's volume moving changes web's link variables, hence its hash.
         s.deployed.placements.insert("db".into(), "n1".into());
+        s.volumes.get_mut("db").unwrap().node = "n1".into();
         let relinked = desired_containers(&ctx("n1"), &s);
         assert!(relinked.iter().all(|d| d.spec_hash != changed.spec_hash));
     }

@@ -105,6 +105,18 @@ impl State {
         self.volumes.get(app).map(|o| o.node.as_str())
     }
 
+    /// The node that runs `app` or will run it again once a move's freeze
+    /// ends: where links to it point. Unlike `runs_on`, never `None` for a
+    /// placed app, so links do not flap (and recreate their users) during
+    /// a move's final delta.
+    pub fn serves_from(&self, app: &str) -> Option<&str> {
+        let placed = self.deployed.placements.get(app)?;
+        if !self.deployed.has_volume(app) {
+            return Some(placed);
+        }
+        self.volumes.get(app).map(|o| o.node.as_str())
+    }
+
     pub(super) fn execute_move_app(
         &mut self,
         app: &str,
