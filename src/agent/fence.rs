@@ -6,8 +6,9 @@
 //! once the deadline in `/.flocker/lease` has passed. The node rewrites that
 //! deadline on every lease renewal; if nothing renews it (the process died or
 //! stopped), the app stops by itself within the lease, before the leader's
-//! grace lets it start elsewhere. The deadline is whole seconds rounded down,
-//! so the fence is never later than the node's own lease.
+//! grace lets it start elsewhere. The deadline is in centiseconds since boot
+//! (`/proc/uptime`), rounded down, so the fence is never later than the
+//! node's own lease, and no step of the wall clock moves it.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -37,7 +38,9 @@ child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 while kill -0 "$child" 2>/dev/null; do
   deadline=$($bb cat /.flocker/lease 2>/dev/null || echo 0)
-  if [ "$($bb date +%s)" -ge "${deadline:-0}" ]; then
+  # Centiseconds since boot: the host's one clock that no time step moves.
+  read -r up _ < /proc/uptime
+  if [ "${up%.*}${up#*.}" -ge "${deadline:-0}" ]; then
     kill -KILL "$child" 2>/dev/null
     echo "flocker fence: this node's lease ran out; the app was stopped" >&2
     exit 137
@@ -59,12 +62,27 @@ pub fn prepare(dir: &Path) -> Result<()> {
     write_lease(dir, 0)
 }
 
-/// Publishes the lease deadline (Unix seconds) to every fenced container.
-pub fn write_lease(dir: &Path, deadline_unix_secs: u64) -> Result<()> {
+/// Publishes the lease deadline to every fenced container, in centiseconds
+/// of `/proc/uptime` (time since boot, shared by every container on the
+/// host and never stepped: a wall-clock jump must not delay a fence).
+pub fn write_lease(dir: &Path, deadline_uptime_cs: u64) -> Result<()> {
     write_atomically(
         &dir.join("lease"),
-        format!("{deadline_unix_secs}\n").as_bytes(),
+        format!("{deadline_uptime_cs}\n").as_bytes(),
     )
+}
+
+/// Now, in centiseconds of `/proc/uptime`, as the fence script reads it.
+pub fn uptime_cs() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").context("reading /proc/uptime")?;
+    parse_uptime_cs(&text).with_context(|| format!("/proc/uptime says '{}'", text.trim()))
+}
+
+fn parse_uptime_cs(text: &str) -> Option<u64> {
+    let first = text.split_whitespace().next()?;
+    let (secs, frac) = first.split_once('.')?;
+    let frac: String = frac.chars().chain("00".chars()).take(2).collect();
+    Some(secs.parse::<u64>().ok()? * 100 + frac.parse::<u64>().ok()?)
 }
 
 /// Readers see the old or the new file, never half of one.
@@ -75,4 +93,17 @@ fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_as_centiseconds() {
+        assert_eq!(parse_uptime_cs("12345.67 98765.43\n"), Some(1_234_567));
+        assert_eq!(parse_uptime_cs("0.05 1.00"), Some(5));
+        assert_eq!(parse_uptime_cs("garbage"), None);
+        assert!(uptime_cs().unwrap() > 0);
+    }
 }

@@ -132,6 +132,9 @@ pub enum PeerReply {
     /// the leader and did so recently enough to renew a lease.
     HeartbeatAck {
         quorum_age_ms: Option<u64>,
+        /// The leader's applied index when it answered (all committed): the
+        /// node's lease counts only once its own state has caught up to it.
+        committed: u64,
     },
     VolumeAddress(Option<String>),
 }

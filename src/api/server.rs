@@ -158,6 +158,12 @@ impl Api {
                 self.liveness.heard(&peer.name);
                 Ok(PeerReply::HeartbeatAck {
                     quorum_age_ms: self.quorum_age().map(|d| d.as_millis() as u64),
+                    committed: self
+                        .raft
+                        .metrics()
+                        .borrow()
+                        .last_applied
+                        .map_or(0, |l| l.index),
                 })
             }
             PeerRequest::ReadIndex => {
@@ -255,10 +261,14 @@ impl Api {
     }
 
     /// Sends this node's heartbeat to the leader (or, on the leader, checks
-    /// its own quorum); returns how old the leader's quorum contact is.
-    pub async fn heartbeat_leader(&self) -> Option<Duration> {
+    /// its own quorum); returns how old the leader's quorum contact is and
+    /// the log index the leader had committed when it answered.
+    pub async fn heartbeat_leader(&self) -> Option<(Duration, u64)> {
         if self.is_leader() {
-            return self.quorum_age();
+            // Everything in its log: a new leader applies its predecessor's
+            // entries before it may act on them.
+            let committed = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+            return self.quorum_age().map(|age| (age, committed));
         }
         let leader = {
             let m = self.raft.metrics().borrow().clone();
@@ -271,7 +281,8 @@ impl Api {
         {
             Ok(PeerReply::HeartbeatAck {
                 quorum_age_ms: Some(ms),
-            }) => Some(Duration::from_millis(ms)),
+                committed,
+            }) => Some((Duration::from_millis(ms), committed)),
             _ => None,
         }
     }

@@ -35,6 +35,9 @@ const _: () = assert!(
 );
 /// How often the leader reviews liveness and placements.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
+/// How long a heartbeat waits for this node to apply what the leader had
+/// committed before it renews the lease (no renewal otherwise).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// Leader side: when each node was last heard from.
 #[derive(Default)]
@@ -92,16 +95,15 @@ impl Lease {
         if until.is_none_or(|u| u < new) {
             *until = Some(new);
             if let Some(dir) = &self.fence_dir {
-                // Wall-clock deadline for the containers, rounded down.
                 let left = new.saturating_duration_since(Instant::now());
-                let deadline = std::time::SystemTime::now() + left;
-                let mut secs = deadline
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                if crate::plant::planted(crate::plant::PlantedBug::NoFencing) {
-                    secs = u64::from(u32::MAX);
-                }
-                if let Err(e) = crate::agent::fence::write_lease(dir, secs) {
+                let published = crate::agent::fence::uptime_cs().and_then(|now| {
+                    let mut deadline = now + (left.as_millis() / 10) as u64;
+                    if crate::plant::planted(crate::plant::PlantedBug::NoFencing) {
+                        deadline = u64::from(u32::MAX);
+                    }
+                    crate::agent::fence::write_lease(dir, deadline)
+                });
+                if let Err(e) = published {
                     tracing::error!("cannot publish the lease to fenced containers: {e:#}");
                 }
             }
@@ -137,8 +139,19 @@ pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {
     loop {
         tick.tick().await;
         let sent = Instant::now();
-        if let Some(quorum_age) = api.heartbeat_leader().await {
-            lease.renew(sent.checked_sub(quorum_age).unwrap_or(sent));
+        if let Some((quorum_age, committed)) = api.heartbeat_leader().await {
+            // A node cut off for a while holds an old state (an app placed
+            // here that has since moved): it may act on it again only once
+            // it has applied what the leader had committed (like a read index).
+            let caught_up = api
+                .raft
+                .wait(Some(CATCH_UP_WAIT))
+                .applied_index_at_least(Some(committed), "caught up for the lease")
+                .await
+                .is_ok();
+            if caught_up {
+                lease.renew(sent.checked_sub(quorum_age).unwrap_or(sent));
+            }
         }
         lease.refresh();
     }
