@@ -541,6 +541,10 @@ impl Api {
                         ..MoveStatus::default()
                     })
                 });
+                let waiting = match applied.state.releases.get(name) {
+                    Some(holder) => Some(format!("waiting for {holder} to stop it first")),
+                    None => waiting,
+                };
                 let waiting = match &moving {
                     Some(m) if applied.state.moves.get(name).is_some_and(|s| s.frozen) => {
                         Some(format!("stopped for the move to {}: {}", m.to, m.phase))

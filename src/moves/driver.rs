@@ -26,20 +26,25 @@ const FROZEN_TRIES: u32 = 3;
 const STOP_WAIT: Duration = Duration::from_secs(30);
 const STOP_POLL: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the driver looks again without a state change (a container
+/// stopping is not one).
+const TICK: Duration = Duration::from_millis(200);
 /// Finished-move reports kept per node.
 const MAX_REPORTS: usize = 256;
 
 /// Starts and stops move tasks as this node's applied state changes.
 pub async fn run(ctx: Arc<MoveContext>) {
     let mut applied = ctx.sm.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(TICK);
     let mut sources: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut handoffs: HashSet<(String, u64)> = HashSet::new();
+    let mut releasing: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
             _ = applied.changed() => {}
             _ = tick.tick() => {}
         }
+        release_stopped_apps(&ctx, &mut releasing).await;
         let (moves, owned_at): (Vec<(String, VolumeMove)>, HashMap<String, u64>) = {
             let applied = ctx.sm.read();
             let state = &applied.state;
@@ -100,6 +105,46 @@ pub async fn run(ctx: Arc<MoveContext>) {
             }
         }
         handoffs.retain(|(app, epoch)| moves.iter().any(|(a, m)| a == app && m.epoch == *epoch));
+    }
+}
+
+/// Proposes `Released` for every app this node must let go of (its node
+/// changed) once no container of it runs here; the agent stops them.
+async fn release_stopped_apps(
+    ctx: &Arc<MoveContext>,
+    releasing: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+) {
+    let held: Vec<String> = ctx
+        .sm
+        .read()
+        .state
+        .releases
+        .iter()
+        .filter(|(_, holder)| **holder == ctx.node)
+        .map(|(app, _)| app.clone())
+        .collect();
+    releasing.retain(|app, task| held.contains(app) && !task.is_finished());
+    if held.iter().all(|app| releasing.contains_key(app)) {
+        return;
+    }
+    let Ok(containers) = ctx.runtime.list(&ctx.labels).await else {
+        return;
+    };
+    for app in held {
+        if running_here(&containers, &app) || releasing.contains_key(&app) {
+            continue;
+        }
+        let (ctx, name) = (ctx.clone(), app.clone());
+        let task = tokio::spawn(async move {
+            let command = Command::Released {
+                app: name.clone(),
+                node: ctx.node.clone(),
+            };
+            if let Err(e) = ctx.api.submit_as_node(command).await {
+                tracing::warn!(app = %name, "could not release: {e}");
+            }
+        });
+        releasing.insert(app, task);
     }
 }
 
@@ -365,14 +410,7 @@ async fn wait_stopped(ctx: &MoveContext, app: &str) -> Result<(), String> {
             .list(&ctx.labels)
             .await
             .map_err(|e| format!("listing containers: {e}"))?;
-        let running = containers.iter().any(|c| {
-            c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
-                && matches!(
-                    c.state,
-                    ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
-                )
-        });
-        if !running {
+        if !running_here(&containers, app) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -382,4 +420,15 @@ async fn wait_stopped(ctx: &MoveContext, app: &str) -> Result<(), String> {
         }
         tokio::time::sleep(STOP_POLL).await;
     }
+}
+
+/// Whether a container of `app` may be running among this node's.
+fn running_here(containers: &[crate::runtime::ContainerInfo], app: &str) -> bool {
+    containers.iter().any(|c| {
+        c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
+            && matches!(
+                c.state,
+                ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+            )
+    })
 }

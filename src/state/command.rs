@@ -57,6 +57,9 @@ pub enum Command {
         epoch: u64,
         step: MoveStep,
     },
+    /// A node stopped an app it no longer runs (its node changed): the new
+    /// node may start it (see `releases.rs`).
+    Released { app: String, node: String },
 }
 
 /// The steps of a volume move that go through Raft.
@@ -88,7 +91,7 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 9;
+pub const COMMAND_KINDS: u16 = 10;
 
 /// Kinds every build of this format knows; assumed for a node that has not
 /// registered yet.
@@ -107,6 +110,7 @@ impl Command {
             Command::RecoverVolume { .. } => 6,
             Command::MoveApp { .. } => 7,
             Command::MoveStep { .. } => 8,
+            Command::Released { .. } => 9,
         }
     }
 }

@@ -10,6 +10,7 @@ mod command;
 mod deploy;
 mod history;
 mod moves;
+mod releases;
 mod requests;
 
 pub use command::{
@@ -79,6 +80,9 @@ pub struct State {
     pub volumes: BTreeMap<String, VolumeOwner>,
     /// Volume moves in flight, by app (see `moves.rs`).
     pub moves: BTreeMap<String, VolumeMove>,
+    /// Apps without a volume whose node changed, by app: the live node that
+    /// must stop its container before the new one starts (`releases.rs`).
+    pub releases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +286,7 @@ impl State {
                         }
                     }
                 }
+                let before = self.placements_of(changes.iter().map(|(app, _)| app));
                 for (app, node) in changes {
                     match node {
                         Some(node) => {
@@ -296,6 +301,7 @@ impl State {
                 }
                 self.assign_new_volumes();
                 self.reconcile_moves(now_ms);
+                self.note_releases(&before);
                 // Placements are the leader's, not operator changes.
                 Ok(Effect {
                     message: format!("placed {}", deploy::summarize_list(&said)),
@@ -306,6 +312,9 @@ impl State {
                 let record = self.member_mut(node)?;
                 let changed = record.down != *down;
                 record.down = *down;
+                if *down {
+                    self.release_all_of(node);
+                }
                 Ok(Effect {
                     message: format!("{node} is {}", if *down { "down" } else { "up" }),
                     changed,
@@ -365,6 +374,7 @@ impl State {
             } => self.execute_deploy(configuration, *if_version, now_ms),
             Command::MoveApp { app, node } => self.execute_move_app(app, node, now_ms),
             Command::MoveStep { app, epoch, step } => self.execute_move_step(app, *epoch, step),
+            Command::Released { app, node } => self.execute_released(app, node),
         }
     }
 
@@ -394,9 +404,10 @@ impl State {
             self.deployed.version += 1;
             self.deployed.config = configuration.clone();
         }
-        self.deployed.placements = plan.placements.clone();
+        let before = std::mem::replace(&mut self.deployed.placements, plan.placements.clone());
         self.assign_new_volumes();
         self.reconcile_moves(now_ms);
+        self.note_releases(&before);
         Ok(Effect::changed(format!(
             "configuration version {}: {}",
             self.deployed.version,
@@ -414,6 +425,9 @@ impl State {
             keep.insert(name.to_string(), record);
         }
         self.nodes = keep;
+        // A departed member releases what it held.
+        let nodes = &self.nodes;
+        self.releases.retain(|_, holder| nodes.contains_key(holder));
     }
 }
 
@@ -570,10 +584,9 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let last = Command::MoveStep {
+        let last = Command::Released {
             app: "a".into(),
-            epoch: 1,
-            step: MoveStep::Freeze,
+            node: "n1".into(),
         };
         assert_eq!(
             last.kind_index(),

@@ -90,13 +90,14 @@ impl State {
         self.moves.retain(|app, _| volumes.contains_key(app));
     }
 
-    /// The node that may run `app` now, if any: its placement, except for an
-    /// app with a volume, which runs only on the volume's owner and not while
-    /// a move is frozen.
+    /// The node that may run `app` now, if any: its placement once the node
+    /// it left has released it, except for an app with a volume, which runs
+    /// only on the volume's owner and not while a move is frozen.
     pub fn runs_on(&self, app: &str) -> Option<&str> {
         let placed = self.deployed.placements.get(app)?;
         if !self.deployed.has_volume(app) {
-            return Some(placed);
+            // Not until the node it left has stopped it.
+            return (!self.releases.contains_key(app)).then_some(placed.as_str());
         }
         if self.moves.get(app).is_some_and(|m| m.frozen) {
             return None;
@@ -144,9 +145,11 @@ impl State {
                     changed: false,
                 });
             }
+            let before = self.placements_of([&app.to_string()]);
             let from = self.deployed.placements.insert(app.into(), node.into());
             self.assign_new_volumes();
             self.reconcile_moves(now_ms);
+            self.note_releases(&before);
             return Ok(Effect::changed(format!(
                 "{app}: {}→{node}",
                 from.as_deref().unwrap_or("unplaced")
