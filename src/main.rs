@@ -66,6 +66,9 @@ enum BenchWhich {
     /// Placements/s through a 3-node Raft group; 1,000 nodes and 50,000
     /// apps in the state machine and scheduler.
     Scale(flocker::bench::scale::ScaleBenchArgs),
+    /// Volume moves: whole-volume throughput against tar | nc, rsync and dd;
+    /// bytes on the wire for small changes; the app's downtime split.
+    Volume(flocker::bench::volume::VolumeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
                 BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
                 BenchWhich::NodeLoss(args) => runtime.block_on(flocker::bench::nodeloss::run(args)),
                 BenchWhich::Scale(args) => runtime.block_on(flocker::bench::scale::run(args)),
+                BenchWhich::Volume(args) => runtime.block_on(flocker::bench::volume::run(args)),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

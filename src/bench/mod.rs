@@ -11,3 +11,4 @@ mod procs;
 pub mod raft;
 pub mod scale;
 mod stats;
+pub mod volume;

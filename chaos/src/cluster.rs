@@ -1,0 +1,234 @@
+//! The flocker cluster under test: a CA from `flocker ca init`, and one
+//! `flocker node` process per node, started inside its network namespace
+//! (`ip netns exec`, which execs in place, so the pid we hold is the node's
+//! own and kill -9 / SIGSTOP reach it directly).
+//!
+//! Every node runs under libfaketime with its own timestamp file, so the
+//! clock nemesis can shift one node's wall clock while it runs; the
+//! monotonic clock is left alone (faking it hangs tokio). Node output goes
+//! to `DIR/logs/<node>.log`, appended across restarts.
+
+use crate::topology::Topology;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The port every node listens on, in its own namespace.
+pub const PORT: u16 = 4523;
+/// Debian's `faketime` package puts the library here.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+pub struct Node {
+    pub name: String,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    /// libfaketime reads the node's clock offset ("+0", "+90", "-45") here.
+    pub faketime_file: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub certs: PathBuf,
+    pub logs: PathBuf,
+    pub nodes: Vec<Node>,
+    pub cluster_id: String,
+    peers: String,
+    plant_bug: Option<String>,
+    faketime: bool,
+}
+
+impl Cluster {
+    /// Issues the CA and lays out the nodes (nothing starts yet).
+    pub fn prepare(
+        bin: &Path,
+        out: &Path,
+        topo: &Topology,
+        plant_bug: Option<String>,
+    ) -> Result<Cluster> {
+        let certs = out.join("certs");
+        let logs = out.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let names = topo.nodes.join(",");
+        let init = crate::sh::run(
+            Command::new(bin)
+                .args(["ca", "init", "--dir"])
+                .arg(&certs)
+                .args(["--nodes", &names, "--users", "admin"]),
+            Duration::from_secs(30),
+        )?;
+        if !init.ok() {
+            bail!("flocker ca init: {}", init.why());
+        }
+        let faketime = Path::new(LIBFAKETIME).exists();
+        if !faketime {
+            eprintln!(
+                "flocker-chaos: {LIBFAKETIME} missing (apt-get install faketime): no clock faults"
+            );
+        }
+        let mut nodes = Vec::new();
+        for (i, name) in topo.nodes.iter().enumerate() {
+            // The data dir's last component is the node's name: the chaos app
+            // finds it in /proc/self/mountinfo (see app.rs).
+            let data_dir = out.join("data").join(name);
+            std::fs::create_dir_all(&data_dir)?;
+            let faketime_file = out.join("data").join(format!("{name}.faketime"));
+            std::fs::write(&faketime_file, "+0\n")?;
+            nodes.push(Node {
+                name: name.clone(),
+                addr: format!("{}:{PORT}", topo.slot.node_ip(i)),
+                data_dir,
+                faketime_file,
+                child: None,
+                stopped: false,
+            });
+        }
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_id = crate::ids::cluster_id(&certs)?;
+        Ok(Cluster {
+            bin: bin.to_path_buf(),
+            certs,
+            logs,
+            nodes,
+            cluster_id,
+            peers,
+            plant_bug,
+            faketime,
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    pub fn addr(&self, name: &str) -> Option<String> {
+        self.index(name).map(|i| self.nodes[i].addr.clone())
+    }
+
+    pub fn faketime_enabled(&self) -> bool {
+        self.faketime
+    }
+
+    /// Starts node `i` in its namespace (a no-op when it runs).
+    pub fn start(&mut self, topo: &Topology, i: usize) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            return Ok(());
+        }
+        let node = &self.nodes[i];
+        let log_path = self.logs.join(format!("{}.log", node.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &topo.slot.node_ns(&node.name)])
+            .arg(&self.bin)
+            .arg("node")
+            .args(["--name", &node.name, "--listen", &node.addr])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--certs")
+            .arg(&self.certs)
+            .args(["--peers", &self.peers]);
+        if let Some(bug) = &self.plant_bug {
+            cmd.args(["--plant-bug", bug]);
+        }
+        if self.faketime {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &node.faketime_file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                // Re-read the file at most once a second: a jump lands
+                // within a second, without a file read on every clock call.
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_RESET", "1");
+        }
+        // Its own process group: a Ctrl-C at the terminal reaches the
+        // harness, which stops the nodes itself after healing.
+        use std::os::unix::process::CommandExt;
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {}", node.name))?;
+        self.nodes[i].child = Some(child);
+        self.nodes[i].stopped = false;
+        Ok(())
+    }
+
+    pub fn pid(&self, i: usize) -> Option<i32> {
+        self.nodes[i].child.as_ref().map(|c| c.id() as i32)
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match self.nodes[i].child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.nodes[i].stopped = false;
+    }
+
+    /// SIGSTOP (true) or SIGCONT (false).
+    pub fn pause(&mut self, i: usize, stop: bool) -> Result<()> {
+        let Some(pid) = self.pid(i) else {
+            bail!("{} is not running", self.nodes[i].name);
+        };
+        let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling a child we spawned and have not reaped.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            bail!("kill({pid}): {}", std::io::Error::last_os_error());
+        }
+        self.nodes[i].stopped = stop;
+        Ok(())
+    }
+
+    /// Sets node `i`'s wall-clock offset in seconds (libfaketime).
+    pub fn set_clock_offset(&self, i: usize, secs: i64) -> Result<()> {
+        let text = if secs >= 0 {
+            format!("+{secs}\n")
+        } else {
+            format!("{secs}\n")
+        };
+        let path = &self.nodes[i].faketime_file;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Stops every node (SIGCONT first, so a paused node can die).
+    pub fn kill_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].stopped {
+                let _ = self.pause(i, false);
+            }
+            self.kill(i);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
