@@ -65,6 +65,9 @@ pub struct Observed {
     /// Disk used by the volumes this node owns, by application.
     #[serde(default)]
     pub volumes: BTreeMap<String, usage::VolumeUsage>,
+    /// The applied index of the state the last finished pass acted on.
+    #[serde(default)]
+    pub reconciled_index: u64,
 }
 
 /// The agent's memory of one application on this node.
@@ -140,9 +143,11 @@ impl Agent {
         self.observed.clone()
     }
 
-    fn desired(&self) -> Vec<Desired> {
+    /// The containers to run, and the applied index they were read at.
+    fn desired(&self) -> (Vec<Desired>, u64) {
         let applied = self.sm.read();
-        desired_containers(&self.ctx, &applied.state)
+        let index = applied.last_applied.map_or(0, |l| l.index);
+        (desired_containers(&self.ctx, &applied.state), index)
     }
 
     /// Runs until the state machine goes away.
@@ -181,10 +186,15 @@ impl Agent {
                         if changed.is_err() {
                             return;
                         }
-                        if self.desired() != self.last_desired {
+                        let (desired, index) = self.desired();
+                        if desired != self.last_desired {
                             self.reconcile().await;
                             resync = RESYNC_MIN;
                             resync_at = Instant::now() + jitter(resync);
+                        } else {
+                            // Between passes nothing is in flight, and this
+                            // state asks for nothing new: acted on as well.
+                            self.observed.write().expect("observed lock").reconciled_index = index;
                         }
                     }
                     event = events.next() => match event {
@@ -299,7 +309,7 @@ impl Agent {
 
     /// One full pass: compare the engine with the desired containers and act.
     pub async fn reconcile(&mut self) {
-        let all_desired = self.desired();
+        let (all_desired, index) = self.desired();
         let mut desired = all_desired.clone();
         // Invariant 3: without a lease, nothing the cluster may start
         // elsewhere runs here.
@@ -378,6 +388,12 @@ impl Agent {
         self.fenced = fenced;
         self.held = held;
         self.observe().await;
+        // Every engine operation of this pass has returned: nothing it
+        // started is still on its way (the movers wait on this).
+        self.observed
+            .write()
+            .expect("observed lock")
+            .reconciled_index = index;
     }
 
     /// Decides what to do; updates the agent's memory of each app.

@@ -38,7 +38,7 @@ pub async fn run(ctx: Arc<MoveContext>) {
     let mut tick = tokio::time::interval(TICK);
     let mut sources: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut handoffs: HashSet<(String, u64)> = HashSet::new();
-    let mut releasing: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut releasing: HashMap<String, Release> = HashMap::new();
     loop {
         tokio::select! {
             _ = applied.changed() => {}
@@ -108,30 +108,48 @@ pub async fn run(ctx: Arc<MoveContext>) {
     }
 }
 
+/// A release this node holds: first seen at an applied index, then proposed.
+enum Release {
+    Seen(u64),
+    Proposing(tokio::task::JoinHandle<()>),
+}
+
 /// Proposes `Released` for every app this node must let go of (its node
 /// changed) once no container of it runs here; the agent stops them.
-async fn release_stopped_apps(
-    ctx: &Arc<MoveContext>,
-    releasing: &mut HashMap<String, tokio::task::JoinHandle<()>>,
-) {
-    let held: Vec<String> = ctx
-        .sm
-        .read()
-        .state
-        .releases
+async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<String, Release>) {
+    let (held, index): (Vec<String>, u64) = {
+        let applied = ctx.sm.read();
+        let held = applied
+            .state
+            .releases
+            .iter()
+            .filter(|(_, holder)| **holder == ctx.node)
+            .map(|(app, _)| app.clone())
+            .collect();
+        (held, applied.last_applied.map_or(0, |l| l.index))
+    };
+    releasing.retain(|app, r| {
+        held.contains(app) && !matches!(r, Release::Proposing(task) if task.is_finished())
+    });
+    for app in &held {
+        releasing.entry(app.clone()).or_insert(Release::Seen(index));
+    }
+    // As in `wait_stopped`: only once the agent acted on the state in which
+    // the release appeared (a start it had begun before has finished).
+    let acted = ctx.observed.read().expect("observed lock").reconciled_index;
+    let due: Vec<String> = releasing
         .iter()
-        .filter(|(_, holder)| **holder == ctx.node)
+        .filter(|(_, r)| matches!(r, Release::Seen(seen) if *seen <= acted))
         .map(|(app, _)| app.clone())
         .collect();
-    releasing.retain(|app, task| held.contains(app) && !task.is_finished());
-    if held.iter().all(|app| releasing.contains_key(app)) {
+    if due.is_empty() {
         return;
     }
     let Ok(containers) = ctx.runtime.list(&ctx.labels).await else {
         return;
     };
-    for app in held {
-        if running_here(&containers, &app) || releasing.contains_key(&app) {
+    for app in due {
+        if running_here(&containers, &app) {
             continue;
         }
         let (ctx, name) = (ctx.clone(), app.clone());
@@ -144,8 +162,12 @@ async fn release_stopped_apps(
                 tracing::warn!(app = %name, "could not release: {e}");
             }
         });
-        releasing.insert(app, task);
+        releasing.insert(app, Release::Proposing(task));
     }
+}
+
+fn applied_index(ctx: &MoveContext) -> u64 {
+    ctx.sm.read().last_applied.map_or(0, |l| l.index)
 }
 
 fn now_ms() -> u64 {
@@ -341,11 +363,21 @@ async fn attempt(
         .get(app)
         .is_some_and(|c| c.epoch == epoch && c.frozen);
     if !frozen {
+        let mut settled = false;
         for round in 1..=MAX_LIVE_ROUNDS {
             let prepared = session.prepare().await?;
             let dirty = prepared.stats().send_bytes;
             if round > 1 && dirty <= FINAL_DELTA_TARGET {
-                break;
+                // Files this scan had to read may have changed too recently
+                // for their hashes to be trusted (`volume::cache`): the final
+                // scan would read them again with the app stopped. Let the
+                // window pass and scan once more while the app still runs.
+                let reread = prepared.scan.hashed_bytes > FINAL_DELTA_TARGET;
+                if !reread || settled || round == MAX_LIVE_ROUNDS {
+                    break;
+                }
+                settled = true;
+                tokio::time::sleep(crate::volume::cache::RACY_WINDOW).await;
             }
             progress.round(format!("pushing round {round}"), dirty);
             let result = session
@@ -372,7 +404,8 @@ async fn attempt(
     }
     report.frozen_ms = now_ms();
     progress.phase("stopping the app");
-    wait_stopped(ctx, app).await?;
+    let frozen_at = applied_index(ctx);
+    wait_stopped(ctx, app, frozen_at).await?;
     report.stopped_ms = now_ms();
     let prepared = session.prepare().await?;
     let dirty = prepared.stats().send_bytes;
@@ -400,11 +433,24 @@ async fn attempt(
     Ok(outcome)
 }
 
-/// Waits until no container of `app` runs on this node (the agent stops it
-/// once the freeze is applied).
-async fn wait_stopped(ctx: &MoveContext, app: &str) -> Result<(), String> {
+/// Waits until no container of `app` runs on this node: the agent, having
+/// acted on a state at least as new as `index` (which no longer runs the
+/// app here), stopped it. Waiting for the agent's pass, not just for the
+/// engine to show nothing running, covers a start the agent had already
+/// begun from an older state (the chaos suite caught exactly that).
+async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), String> {
     let deadline = Instant::now() + STOP_WAIT;
     loop {
+        let acted = ctx.observed.read().expect("observed lock").reconciled_index >= index;
+        if !acted {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the agent did not act on index {index} within {STOP_WAIT:?}"
+                ));
+            }
+            tokio::time::sleep(STOP_POLL).await;
+            continue;
+        }
         let containers = ctx
             .runtime
             .list(&ctx.labels)
