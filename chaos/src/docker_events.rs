@@ -101,6 +101,10 @@ fn parse(line: &str) -> Option<(Option<u128>, ContainerEvent)> {
                 .unwrap_or_default()
                 .to_string(),
             action: action.to_string(),
+            exit_code: attrs["exitCode"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .filter(|_| action == "die"),
         },
     ))
 }

@@ -92,7 +92,16 @@ pub struct ContainerEvent {
     pub container: String,
     /// "start" or "die".
     pub action: String,
+    /// On "die": the container's exit code, when Docker reported one. 75 is
+    /// flocker's fence refusing to start the app (its node's lease had run
+    /// out): that container never ran an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
 }
+
+/// The exit code of a flocker-fenced container whose app never started
+/// (`flocker::agent::fence::FENCED_BEFORE_START`).
+pub const FENCED_BEFORE_START: i64 = 75;
 
 /// One line of `nemesis.jsonl`: a fault starting or healing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,11 @@ pub const FENCE_MOUNT: &str = "/.flocker";
 /// need no shell of their own.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 
+/// The exit code of a fenced container whose app never started: its node's
+/// lease had run out when Docker started it (a start issued just before the
+/// node lost its lease or was paused).
+pub const FENCED_BEFORE_START: i64 = 75;
+
 /// The container entrypoint that wraps the app's command.
 pub fn fence_entrypoint() -> Vec<String> {
     vec![
@@ -33,14 +38,23 @@ pub fn fence_entrypoint() -> Vec<String> {
 /// Only busybox applets by full path: the image may have no tools at all.
 const FENCE_SCRIPT: &str = r#"# flocker fence: runs the app; kills it when the node's lease runs out.
 bb=/.flocker/busybox
+expired() {
+  deadline=$($bb cat /.flocker/lease 2>/dev/null || echo 0)
+  # Centiseconds since boot: the host's one clock that no time step moves.
+  read -r up _ < /proc/uptime
+  [ "${up%.*}${up#*.}" -ge "${deadline:-0}" ]
+}
+# A start the node asked for before it lost its lease (or before it was
+# paused) must not run the app: check before starting it.
+if expired; then
+  echo "flocker fence: this node's lease had run out; the app was not started" >&2
+  exit 75
+fi
 "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 while kill -0 "$child" 2>/dev/null; do
-  deadline=$($bb cat /.flocker/lease 2>/dev/null || echo 0)
-  # Centiseconds since boot: the host's one clock that no time step moves.
-  read -r up _ < /proc/uptime
-  if [ "${up%.*}${up#*.}" -ge "${deadline:-0}" ]; then
+  if expired; then
     kill -KILL "$child" 2>/dev/null
     echo "flocker fence: this node's lease ran out; the app was stopped" >&2
     exit 137

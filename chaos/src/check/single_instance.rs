@@ -100,7 +100,10 @@ pub fn docker_intervals(events: &[ContainerEvent]) -> Vec<Interval> {
                         end_ns: None,
                     });
                 i.end_ns = Some(e.time_ns);
-                out.push(i);
+                // The fence refused to start the app: no instance ran.
+                if e.exit_code != Some(crate::history::FENCED_BEFORE_START) {
+                    out.push(i);
+                }
             }
             _ => {}
         }
@@ -252,7 +255,31 @@ mod tests {
             node: "n1".into(),
             container: c.into(),
             action: action.into(),
+            exit_code: None,
         }
+    }
+
+    #[test]
+    fn a_container_the_fence_never_let_start_is_no_instance() {
+        let mut refused = ce(15, "a", "c2", "die");
+        refused.exit_code = Some(crate::history::FENCED_BEFORE_START);
+        let events = vec![
+            ce(10, "a", "c1", "start"),
+            ce(14, "a", "c2", "start"),
+            refused,
+            ce(20, "a", "c1", "die"),
+        ];
+        let budget = Budget::new(Duration::from_secs(10));
+        assert!(overlaps(&docker_intervals(&events), &budget).0.is_empty());
+        // Any other exit is a real life.
+        let mut killed = ce(15, "a", "c2", "die");
+        killed.exit_code = Some(137);
+        let events = vec![
+            ce(10, "a", "c1", "start"),
+            ce(14, "a", "c2", "start"),
+            killed,
+        ];
+        assert_eq!(overlaps(&docker_intervals(&events), &budget).0.len(), 1);
     }
 
     fn write_files(dir: &Path, beats: &[Heartbeat], events: &[ContainerEvent]) {
