@@ -44,6 +44,42 @@ pub struct Api {
     liveness: Arc<Liveness>,
     /// Where this node's volume endpoint listens, once it does.
     pub volume_addr: std::sync::OnceLock<SocketAddr>,
+    quorum: QuorumWatch,
+}
+
+/// The leader's last quorum contact as openraft reported it, stamped with
+/// when this process saw the report.
+#[derive(Clone, Default)]
+struct QuorumWatch(Arc<std::sync::Mutex<Option<(Duration, std::time::Instant)>>>);
+
+impl QuorumWatch {
+    /// Follows the metrics for as long as Raft runs.
+    fn start(raft: &Raft) -> QuorumWatch {
+        let watch = QuorumWatch::default();
+        let seen = watch.clone();
+        let mut metrics = raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let report = {
+                    let m = metrics.borrow_and_update();
+                    m.millis_since_quorum_ack
+                        .filter(|_| m.state == ServerState::Leader)
+                        .map(|ms| (Duration::from_millis(ms), std::time::Instant::now()))
+                };
+                *seen.0.lock().expect("quorum lock") = report;
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        watch
+    }
+
+    /// How long ago a quorum acknowledged this leader, as of now.
+    fn age(&self) -> Option<Duration> {
+        let (age, seen) = (*self.0.lock().expect("quorum lock"))?;
+        Some(age + seen.elapsed())
+    }
 }
 
 impl Api {
@@ -56,6 +92,7 @@ impl Api {
         observed: Arc<RwLock<Observed>>,
         liveness: Arc<Liveness>,
     ) -> Api {
+        let quorum = QuorumWatch::start(&raft);
         Api {
             observed,
             liveness,
@@ -67,6 +104,7 @@ impl Api {
             net,
             max_voters,
             volume_addr: std::sync::OnceLock::new(),
+            quorum,
         }
     }
 
@@ -251,12 +289,16 @@ impl Api {
 
     /// As leader: how long ago a quorum last acknowledged this node, when
     /// recent enough to renew a lease.
+    ///
+    /// openraft's figure is as old as its last metrics report, and a paused
+    /// process reads it unchanged on waking: so it is aged by the time since
+    /// it was seen (`QuorumWatch`), or a leader back from a SIGSTOP would
+    /// renew leases on a quorum contact from before its pause.
     fn quorum_age(&self) -> Option<Duration> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
             return None;
         }
-        let age = Duration::from_millis(m.millis_since_quorum_ack?);
+        let age = self.quorum.age()?;
         (age < NODE_LEASE).then_some(age)
     }
 
