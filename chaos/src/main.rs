@@ -43,6 +43,10 @@ struct Args {
     /// The flocker binary (default: `flocker` next to this binary).
     #[arg(long)]
     flocker: Option<PathBuf>,
+    /// Seconds after the last fault heals within which every node must
+    /// agree and every app run once where placed.
+    #[arg(long, default_value_t = run::CONVERGENCE_BOUND_S)]
+    convergence_bound: u64,
 }
 
 fn main() {
@@ -114,5 +118,6 @@ fn options(a: Args) -> Result<run::Options, String> {
         clients: a.clients,
         registers: a.registers,
         bin,
+        convergence_bound_s: a.convergence_bound,
     })
 }
