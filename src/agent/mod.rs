@@ -146,7 +146,7 @@ impl Agent {
     /// The containers to run, and the applied index they were read at.
     fn desired(&self) -> (Vec<Desired>, u64) {
         let applied = self.sm.read();
-        let index = applied.last_applied.map_or(0, |l| l.index);
+        let index = applied.index();
         (desired_containers(&self.ctx, &applied.state), index)
     }
 

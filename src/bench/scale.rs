@@ -663,7 +663,7 @@ async fn wait_leader(members: &[Member], timeout: Duration) -> Result<usize> {
 }
 
 fn applied_index(member: &Member) -> u64 {
-    member.api.sm.read().last_applied.map_or(0, |l| l.index)
+    member.api.sm.read().index()
 }
 
 /// Waits until every member has applied `index`.

@@ -126,7 +126,7 @@ async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<St
             .filter(|(_, holder)| **holder == ctx.node)
             .map(|(app, _)| app.clone())
             .collect();
-        (held, applied.last_applied.map_or(0, |l| l.index))
+        (held, applied.index())
     };
     releasing.retain(|app, r| {
         held.contains(app) && !matches!(r, Release::Proposing(task) if task.is_finished())
@@ -164,10 +164,6 @@ async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<St
         });
         releasing.insert(app, Release::Proposing(task));
     }
-}
-
-fn applied_index(ctx: &MoveContext) -> u64 {
-    ctx.sm.read().last_applied.map_or(0, |l| l.index)
 }
 
 fn now_ms() -> u64 {
@@ -275,13 +271,7 @@ async fn drive(ctx: Arc<MoveContext>, app: String, m: VolumeMove) {
                 failures += 1;
                 tracing::warn!(%app, epoch = m.epoch, failures, "move attempt failed: {why}");
                 progress.status.last_error = Some(why.clone());
-                let frozen = ctx
-                    .sm
-                    .read()
-                    .state
-                    .moves
-                    .get(&app)
-                    .is_some_and(|c| c.epoch == m.epoch && c.frozen);
+                let frozen = ctx.sm.read().state.move_frozen_at(&app, m.epoch);
                 if frozen && failures >= FROZEN_TRIES {
                     progress.phase("giving the app back to the source");
                     let retry = Command::MoveStep {
@@ -355,13 +345,7 @@ async fn attempt(
         ctx.rate_limit,
     )
     .await?;
-    let frozen = ctx
-        .sm
-        .read()
-        .state
-        .moves
-        .get(app)
-        .is_some_and(|c| c.epoch == epoch && c.frozen);
+    let frozen = ctx.sm.read().state.move_frozen_at(app, epoch);
     if !frozen {
         let mut settled = false;
         for round in 1..=MAX_LIVE_ROUNDS {
@@ -404,7 +388,7 @@ async fn attempt(
     }
     report.frozen_ms = now_ms();
     progress.phase("stopping the app");
-    let frozen_at = applied_index(ctx);
+    let frozen_at = ctx.sm.read().index();
     wait_stopped(ctx, app, frozen_at).await?;
     report.stopped_ms = now_ms();
     let prepared = session.prepare().await?;

@@ -30,6 +30,13 @@ pub struct Applied {
     pub state: State,
 }
 
+impl Applied {
+    /// The index of the last entry applied (0 before any).
+    pub fn index(&self) -> u64 {
+        self.last_applied.map_or(0, |l| l.index)
+    }
+}
+
 /// A snapshot as persisted: its metadata and the encoded state.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -188,7 +195,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.last_applied = Some(entry.log_id);
             outcomes.push(outcome);
         }
-        let last = applied.last_applied.map_or(0, |l| l.index);
+        let last = applied.index();
         drop(applied);
         self.applied_index.send_replace(last);
         Ok(outcomes)

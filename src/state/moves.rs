@@ -90,32 +90,38 @@ impl State {
         self.moves.retain(|app, _| volumes.contains_key(app));
     }
 
-    /// The node that may run `app` now, if any: its placement once the node
-    /// it left has released it, except for an app with a volume, which runs
-    /// only on the volume's owner and not while a move is frozen.
+    /// The node that may run `app` now, if any: where it is served from
+    /// (`serves_from`), except while it waits for a stop elsewhere — the
+    /// node it left has not released it yet (no volume), or its move is
+    /// frozen for the final delta (with a volume).
     pub fn runs_on(&self, app: &str) -> Option<&str> {
-        let placed = self.deployed.placements.get(app)?;
-        if !self.deployed.has_volume(app) {
-            // Not until the node it left has stopped it.
-            return (!self.releases.contains_key(app)).then_some(placed.as_str());
-        }
-        if self.moves.get(app).is_some_and(|m| m.frozen) {
-            return None;
-        }
-        // A volume gets its first owner when first placed, so an owner exists.
-        self.volumes.get(app).map(|o| o.node.as_str())
+        let node = self.serves_from(app)?;
+        let waiting = if self.deployed.has_volume(app) {
+            self.moves.get(app).is_some_and(|m| m.frozen)
+        } else {
+            self.releases.contains_key(app)
+        };
+        (!waiting).then_some(node)
     }
 
-    /// The node that runs `app` or will run it again once a move's freeze
-    /// ends: where links to it point. Unlike `runs_on`, never `None` for a
-    /// placed app, so links do not flap (and recreate their users) during
-    /// a move's final delta.
+    /// The node that runs `app` or will run it again once a handoff ends:
+    /// its placement, or for an app with a volume its volume's owner. Where
+    /// links to it point: unlike `runs_on`, never `None` for a placed app,
+    /// so links do not flap (and recreate their users) during a handoff.
     pub fn serves_from(&self, app: &str) -> Option<&str> {
         let placed = self.deployed.placements.get(app)?;
         if !self.deployed.has_volume(app) {
             return Some(placed);
         }
+        // A volume gets its first owner when first placed, so an owner exists.
         self.volumes.get(app).map(|o| o.node.as_str())
+    }
+
+    /// Whether `app`'s move is at attempt `epoch` and frozen.
+    pub fn move_frozen_at(&self, app: &str, epoch: u64) -> bool {
+        self.moves
+            .get(app)
+            .is_some_and(|m| m.epoch == epoch && m.frozen)
     }
 
     pub(super) fn execute_move_app(
