@@ -134,7 +134,7 @@ pub enum PeerReply {
         quorum_age_ms: Option<u64>,
         /// The leader's applied index when it answered (all committed): the
         /// node's lease counts only once its own state has caught up to it.
-        committed: u64,
+        leader_applied: u64,
     },
     VolumeAddress(Option<String>),
 }

@@ -196,7 +196,7 @@ impl Api {
                 self.liveness.heard(&peer.name);
                 Ok(PeerReply::HeartbeatAck {
                     quorum_age_ms: self.quorum_age().map(|d| d.as_millis() as u64),
-                    committed: self
+                    leader_applied: self
                         .raft
                         .metrics()
                         .borrow()
@@ -304,13 +304,13 @@ impl Api {
 
     /// Sends this node's heartbeat to the leader (or, on the leader, checks
     /// its own quorum); returns how old the leader's quorum contact is and
-    /// the log index the leader had committed when it answered.
+    /// the log index this node must apply before it may renew its lease.
     pub async fn heartbeat_leader(&self) -> Option<(Duration, u64)> {
         if self.is_leader() {
             // Everything in its log: a new leader applies its predecessor's
             // entries before it may act on them.
-            let committed = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
-            return self.quorum_age().map(|age| (age, committed));
+            let catch_up_to = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+            return self.quorum_age().map(|age| (age, catch_up_to));
         }
         let leader = {
             let m = self.raft.metrics().borrow().clone();
@@ -323,8 +323,8 @@ impl Api {
         {
             Ok(PeerReply::HeartbeatAck {
                 quorum_age_ms: Some(ms),
-                committed,
-            }) => Some((Duration::from_millis(ms), committed)),
+                leader_applied,
+            }) => Some((Duration::from_millis(ms), leader_applied)),
             _ => None,
         }
     }

@@ -139,14 +139,14 @@ pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {
     loop {
         tick.tick().await;
         let sent = Instant::now();
-        if let Some((quorum_age, committed)) = api.heartbeat_leader().await {
+        if let Some((quorum_age, catch_up_to)) = api.heartbeat_leader().await {
             // A node cut off for a while holds an old state (an app placed
             // here that has since moved): it may act on it again only once
             // it has applied what the leader had committed (like a read index).
             let caught_up = api
                 .raft
                 .wait(Some(CATCH_UP_WAIT))
-                .applied_index_at_least(Some(committed), "caught up for the lease")
+                .applied_index_at_least(Some(catch_up_to), "caught up for the lease")
                 .await
                 .is_ok();
             if caught_up {
