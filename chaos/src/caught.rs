@@ -4,8 +4,9 @@
 //! - a stale read: a read invoked after write W was acknowledged returns
 //!   the value of a write X acknowledged before W was even invoked (values
 //!   are unique per write, so the value names X);
-//! - two instances of one app heartbeating to the witness within a second
-//!   of each other.
+//! - two instances of one app interleaving their heartbeats: an instance
+//!   beats again after another one has started beating (a plain handoff,
+//!   old then new, is not evidence however close together).
 //!
 //! This is a hint for stopping only; the checkers decide the verdict from
 //! the files.
@@ -16,7 +17,8 @@ use std::sync::Mutex;
 
 /// Acknowledged writes remembered per key.
 const WRITES_KEPT: usize = 256;
-/// Two instances beating this close together ran at the same time.
+/// An instance that beats within this long after another one took over was
+/// still running then.
 const OVERLAP_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
@@ -31,7 +33,15 @@ pub struct Caught {
     /// Run-clock time of the first evidence; 0: none yet.
     at_ns: AtomicU64,
     writes: Mutex<BTreeMap<String, VecDeque<Acked>>>,
-    beats: Mutex<BTreeMap<String, (String, u64)>>,
+    /// Per app: the instance beating now, and the one it took over from
+    /// with the time it took over.
+    beats: Mutex<BTreeMap<String, Beats>>,
+}
+
+#[derive(Default)]
+struct Beats {
+    current: String,
+    previous: Option<(String, u64)>,
 }
 
 impl Caught {
@@ -86,15 +96,25 @@ impl Caught {
 
     pub fn heartbeat(&self, app: &str, instance: &str, now_ns: u64) {
         let mut b = self.beats.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((other, at)) = b.get(app) {
-            if other != instance && now_ns.saturating_sub(*at) < OVERLAP_NS {
-                let what = format!("two instances of {app} at once ({other}, {instance})");
-                drop(b);
-                self.note(now_ns, &what);
-                return;
-            }
+        let beats = b.entry(app.to_string()).or_default();
+        if beats.current == instance {
+            return;
         }
-        b.insert(app.to_string(), (instance.to_string(), now_ns));
+        let interleaved = beats
+            .previous
+            .as_ref()
+            .is_some_and(|(p, since)| p == instance && now_ns.saturating_sub(*since) < OVERLAP_NS);
+        if interleaved {
+            let what = format!(
+                "two instances of {app} at once ({}, {instance})",
+                beats.current
+            );
+            drop(b);
+            self.note(now_ns, &what);
+            return;
+        }
+        let old = std::mem::replace(&mut beats.current, instance.to_string());
+        beats.previous = (!old.is_empty()).then_some((old, now_ns));
     }
 }
 
@@ -120,5 +140,12 @@ mod tests {
         assert_eq!(c.at_ns(), None);
         c.heartbeat("x", "i1", 4_500_000_000);
         assert_eq!(c.at_ns(), Some(4_500_000_000));
+
+        // A quick handoff (old, then new, never old again) is no evidence.
+        let c = Caught::default();
+        c.heartbeat("x", "i1", 0);
+        c.heartbeat("x", "i2", 100_000_000);
+        c.heartbeat("x", "i2", 600_000_000);
+        assert_eq!(c.at_ns(), None);
     }
 }
