@@ -7,7 +7,10 @@
 
 mod identity;
 
-pub use identity::{validate_name, Identity, Role};
+pub use identity::{
+    access_extension_content, fingerprint, format_unix, normalize_fingerprint, validate_name,
+    Access, Identity, Role, ACCESS_EXTENSION_OID,
+};
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
