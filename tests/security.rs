@@ -203,11 +203,7 @@ fn garbage_and_oversize_frames_close_only_their_stream() {
                 addr,
                 None,
                 Service::Client,
-                &ClientEnvelope {
-                    hops: 0,
-                    user: None,
-                    request: ClientRequest::Nodes { stale: false },
-                },
+                &ClientEnvelope::new(ClientRequest::Nodes { stale: false }),
                 MAX_CLIENT_FRAME,
                 T,
             )

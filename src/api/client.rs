@@ -40,11 +40,7 @@ impl Client {
     }
 
     pub async fn request(&self, request: ClientRequest) -> ClientReply {
-        let env = ClientEnvelope {
-            hops: 0,
-            user: None,
-            request,
-        };
+        let env = ClientEnvelope::new(request);
         match self
             .net
             .call::<_, ClientReply>(

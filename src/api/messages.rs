@@ -3,21 +3,78 @@
 //! carries their version.
 
 use crate::config::Configuration;
-use crate::state::{Command, HistoryEntry, Outcome, Plan};
-use serde::{Deserialize, Serialize};
+use crate::state::{Command, HistoryEntry, Outcome, Plan, Principal};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// How many times a request may be passed on towards the leader, so that a
 /// stale leader hint can never bounce a request around forever.
 pub const MAX_FORWARD_HOPS: u8 = 3;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClientEnvelope {
     /// Times this request has already been forwarded between nodes.
     pub hops: u8,
-    /// The user on whose behalf a node forwards the request. Ignored when a
-    /// user certificate sent it: then the certificate's name is the user.
+    /// The user on whose behalf a node forwards the request (the name only,
+    /// as the first release sent it). Ignored when a user certificate sent
+    /// it: then the certificate's name is the user.
     pub user: Option<String>,
     pub request: ClientRequest,
+    /// Set by a forwarding node: the principal it authenticated and its own
+    /// name. Last in the encoding, so a first-release node reads the fields
+    /// before it and ignores this one; absent in a first-release frame.
+    pub forwarded: Option<Forwarded>,
+}
+
+/// Who a forwarded request is for, as the node that authenticated it says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub principal: Principal,
+    /// The node whose endpoint authenticated the user's certificate.
+    pub via: String,
+}
+
+impl ClientEnvelope {
+    /// A request as a client (or a node for itself) sends it.
+    pub fn new(request: ClientRequest) -> ClientEnvelope {
+        ClientEnvelope {
+            hops: 0,
+            user: None,
+            request,
+            forwarded: None,
+        }
+    }
+}
+
+/// Reads the envelope field by field so that a first-release frame, which
+/// ends before `forwarded`, still decodes (with `forwarded: None`).
+impl<'de> Deserialize<'de> for ClientEnvelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ClientEnvelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a client envelope")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ClientEnvelope, A::Error> {
+                let missing = |what| serde::de::Error::custom(format!("envelope without {what}"));
+                let hops = seq.next_element()?.ok_or_else(|| missing("hops"))?;
+                let user = seq.next_element()?.ok_or_else(|| missing("user"))?;
+                let request = seq.next_element()?.ok_or_else(|| missing("request"))?;
+                // The end of a first-release frame: nothing more to read.
+                let forwarded = seq.next_element().ok().flatten().flatten();
+                Ok(ClientEnvelope {
+                    hops,
+                    user,
+                    request,
+                    forwarded,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(4, Fields)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,8 +98,13 @@ pub enum ClientRequest {
     ShowConfig,
     /// Applications with their desired and observed state.
     Status,
-    /// Committed operator changes, oldest first.
+    /// Committed operator changes, oldest first (the newest page of them).
     History,
+    /// How the node sees the caller's certificate.
+    WhoAmI,
+    /// A page of committed changes: up to `limit` entries older than index
+    /// `before` (the newest when `None`), oldest first.
+    HistoryPage { limit: u32, before: Option<u64> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +119,8 @@ pub enum ClientReply {
     },
     Status(StatusView),
     History(Vec<HistoryEntry>),
+    /// The caller's certificate as the node sees it.
+    Identity(CallerView),
     /// Nothing was done (`unknown == false`), or the outcome is unknown.
     Failed {
         unknown: bool,
@@ -77,6 +141,17 @@ impl ClientReply {
             message: message.into(),
         }
     }
+}
+
+/// `ctl whoami`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallerView {
+    pub name: String,
+    /// `node`, or the user's role: `admin`, `operator`, `viewer`.
+    pub role: String,
+    pub fingerprint: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 /// One member as `ctl nodes` shows it.
@@ -103,6 +178,9 @@ pub struct NodeView {
     pub liveness: String,
     pub drained: bool,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The certificate the node reported running with: its fingerprint and
+    /// the end of its validity (seconds since the Unix epoch).
+    pub certificate: Option<crate::state::CertificateRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,10 +4,13 @@
 //!
 //! It owns request handling, not transport (`net`) or storage (`raft`).
 
+mod caller;
 pub mod client;
 mod messages;
 mod proposer;
 mod server;
+mod upkeep_trust;
 
+pub use caller::Caller;
 pub use messages::*;
 pub use server::{reply_for_call_error, Api};

@@ -2,6 +2,7 @@
 //! (forwarded if this node is not it) and are answered only once committed;
 //! reads pass a read-index barrier unless the client asked for a stale read.
 
+use super::caller::Caller;
 use super::messages::*;
 use super::proposer::{ProposeError, Proposer};
 use crate::agent::Observed;
@@ -11,7 +12,7 @@ use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
 use crate::scheduler::{waiting_reason, Liveness, HEARTBEAT_INTERVAL, NODE_LEASE};
-use crate::state::{plan, Command, Outcome, Proposal};
+use crate::state::{check_request_id, plan, Command, Outcome, Proposal, AUTHORIZATION_KINDS};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
@@ -27,6 +28,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a member has to answer a status probe for `ctl nodes`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// History entries a page holds unless the client asks for fewer.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+/// Most history entries one page may hold (it is also cut to fit a frame).
+pub const MAX_HISTORY_PAGE: usize = 1000;
 /// A learner this close to the leader's last log index may become a voter.
 pub const PROMOTE_LAG: u64 = 16;
 
@@ -44,6 +49,8 @@ pub struct Api {
     liveness: Arc<Liveness>,
     /// Where this node's volume endpoint listens, once it does.
     pub volume_addr: std::sync::OnceLock<SocketAddr>,
+    /// The certificate this node runs with, reported to the cluster.
+    pub certificate: std::sync::OnceLock<crate::state::CertificateRecord>,
     quorum: QuorumWatch,
 }
 
@@ -104,25 +111,37 @@ impl Api {
             net,
             max_voters,
             volume_addr: std::sync::OnceLock::new(),
+            certificate: std::sync::OnceLock::new(),
             quorum,
         }
     }
 
-    /// Serves a client request from `peer`. A user certificate's name is the
-    /// request's author; a node forwarding a request vouches for its author.
-    pub async fn handle_client(&self, peer: &Identity, mut env: ClientEnvelope) -> ClientReply {
-        env.user = Some(match peer.role {
-            Role::User => peer.name.clone(),
-            Role::Node => env
-                .user
-                .take()
-                .unwrap_or_else(|| format!("node {}", peer.name)),
-        });
-        self.serve_client(env).await
+    /// Serves a client request from `peer`. A user certificate is the
+    /// request's principal; a node forwarding a request vouches for its
+    /// user (see `caller.rs`).
+    pub async fn handle_client(&self, peer: &Identity, env: ClientEnvelope) -> ClientReply {
+        if let ClientRequest::WhoAmI = env.request {
+            return ClientReply::Identity(CallerView {
+                name: peer.name.clone(),
+                role: match peer.access {
+                    Some(access) => access.to_string(),
+                    None => peer.role.as_str().to_string(),
+                },
+                fingerprint: peer.fingerprint.clone(),
+                not_after: peer.not_after,
+            });
+        }
+        let caller = Caller::of(peer, &env, &self.sm.read().state);
+        match caller {
+            Ok(caller) => self.serve_client(&caller, env).await,
+            Err(why) => ClientReply::refused(why),
+        }
     }
 
-    async fn serve_client(&self, env: ClientEnvelope) -> ClientReply {
-        let author = env.user.clone().unwrap_or_default();
+    pub(super) async fn serve_client(&self, caller: &Caller, env: ClientEnvelope) -> ClientReply {
+        if let Err(why) = caller.permit(&env.request) {
+            return ClientReply::refused(why);
+        }
         match &env.request {
             ClientRequest::Nodes { stale } => self.nodes(*stale).await,
             ClientRequest::PlanDeploy { configuration } => self.plan_deploy(configuration).await,
@@ -137,41 +156,108 @@ impl Api {
                 Err(e) => ClientReply::unknown(e),
             },
             ClientRequest::Status => self.app_status().await,
-            ClientRequest::History => match self.read_barrier().await {
-                Ok(()) => {
-                    ClientReply::History(self.sm.read().state.history.entries().cloned().collect())
-                }
-                Err(e) => ClientReply::unknown(e),
-            },
+            ClientRequest::History => self.history(DEFAULT_HISTORY_PAGE, None).await,
+            ClientRequest::HistoryPage { limit, before } => {
+                self.history(*limit as usize, *before).await
+            }
+            // Answered in `handle_client`, which knows the certificate.
+            ClientRequest::WhoAmI => ClientReply::refused("whoami is answered by the first node"),
             ClientRequest::Write {
                 request_id,
                 command,
-            } => {
-                if let Some(why) = self.unsupported(command) {
-                    return ClientReply::refused(why);
-                }
-                let proposal = Proposal::new(request_id.clone(), author, command);
-                match self.proposer.propose(proposal).await {
-                    Ok(outcome) => ClientReply::Written(outcome),
-                    Err(ProposeError::NotLeader) => self.forward(env).await,
-                    Err(ProposeError::Unknown(why)) => ClientReply::unknown(format!(
-                        "{why}; the outcome is unknown: retry with request id '{request_id}'"
-                    )),
-                }
-            }
+            } => self.write(caller, request_id, command, &env).await,
             ClientRequest::MembersAdd { name, address } => {
                 if !self.is_leader() {
-                    return self.forward(env).await;
+                    return self.forward(caller, env).await;
                 }
                 self.members_add(name, address).await
             }
             ClientRequest::MembersRemove { name } => {
                 if !self.is_leader() {
-                    return self.forward(env).await;
+                    return self.forward(caller, env).await;
                 }
-                self.members_remove(name).await
+                self.members_remove(caller, name).await
             }
         }
+    }
+
+    /// A write: checked, proposed here if this node leads, else forwarded.
+    async fn write(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        command: &Command,
+        env: &ClientEnvelope,
+    ) -> ClientReply {
+        if let Err(why) = check_request_id(request_id) {
+            return ClientReply::refused(why);
+        }
+        if let Some(why) = self.unsupported(command) {
+            return ClientReply::refused(why);
+        }
+        if !self.is_leader() {
+            return self.forward(caller, env.clone()).await;
+        }
+        let proposal = {
+            let applied = self.sm.read();
+            let state = &applied.state;
+            if let Err(why) = state.authorize(&caller.principal, command, self.id) {
+                return ClientReply::refused(why);
+            }
+            if self.signing_ok(state) {
+                Proposal::signed(
+                    request_id,
+                    caller.principal.clone(),
+                    caller.via.as_deref(),
+                    command,
+                )
+            } else {
+                match Proposal::unsigned(request_id, caller.principal.author(), command) {
+                    Ok(p) => p,
+                    Err(e) => return ClientReply::refused(e.to_string()),
+                }
+            }
+        };
+        match self.proposer.propose(proposal).await {
+            Ok(outcome) => ClientReply::Written(outcome),
+            Err(ProposeError::NotLeader) => self.forward(caller, env.clone()).await,
+            Err(ProposeError::Unknown(why)) => ClientReply::unknown(format!(
+                "{why}; the outcome is unknown: retry with request id '{request_id}'"
+            )),
+        }
+    }
+
+    /// Whether every voter reads signed commands (so they may be proposed).
+    fn signing_ok(&self, state: &crate::state::State) -> bool {
+        state.authorization_from.is_some() || self.voters_know(state, AUTHORIZATION_KINDS)
+    }
+
+    /// Whether every voter registered a build that knows `kinds` kinds.
+    pub(super) fn voters_know(&self, state: &crate::state::State, kinds: u16) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        membership.voter_ids().all(|id| {
+            membership
+                .get_node(&id)
+                .and_then(|n| state.nodes.get(&n.name))
+                .and_then(|r| r.command_kinds)
+                .is_some_and(|known| known >= kinds)
+        })
+    }
+
+    /// A page of history that fits a reply frame.
+    async fn history(&self, limit: usize, before: Option<u64>) -> ClientReply {
+        if let Err(e) = self.read_barrier().await {
+            return ClientReply::unknown(e);
+        }
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        ClientReply::History(
+            self.sm
+                .read()
+                .state
+                .history
+                .page(limit, before, MAX_CLIENT_FRAME / 2),
+        )
     }
 
     pub async fn handle_peer(
@@ -217,15 +303,11 @@ impl Api {
                 }
             }
             PeerRequest::Join { address } => {
-                let env = ClientEnvelope {
-                    hops: 0,
-                    user: None,
-                    request: ClientRequest::MembersAdd {
-                        name: peer.name.clone(),
-                        address,
-                    },
-                };
-                match self.handle_client(peer, env).await {
+                let env = ClientEnvelope::new(ClientRequest::MembersAdd {
+                    name: peer.name.clone(),
+                    address,
+                });
+                match self.serve_client(&Caller::node(&peer.name), env).await {
                     ClientReply::Done(message) => Ok(PeerReply::Joined(message)),
                     ClientReply::Failed { message, .. } => Err(message),
                     other => Err(format!("unexpected reply to join: {other:?}")),
@@ -342,7 +424,7 @@ impl Api {
     }
 
     /// Passes a request on to the leader and returns its reply.
-    async fn forward(&self, env: ClientEnvelope) -> ClientReply {
+    async fn forward(&self, caller: &Caller, env: ClientEnvelope) -> ClientReply {
         if env.hops >= MAX_FORWARD_HOPS {
             return ClientReply::refused(format!(
                 "no stable leader: request forwarded {} times without reaching one",
@@ -359,18 +441,19 @@ impl Api {
             // This node became leader meanwhile: serve it here.
             let env = ClientEnvelope {
                 hops: env.hops + 1,
-                user: env.user,
-                request: env.request,
+                ..env
             };
-            return Box::pin(self.serve_client(env)).await;
+            return Box::pin(self.serve_client(caller, env)).await;
         }
         let Ok(addr) = leader.address.parse::<SocketAddr>() else {
             return ClientReply::refused(format!("leader {leader} has an unusable address"));
         };
         let forwarded = ClientEnvelope {
             hops: env.hops + 1,
-            user: env.user,
+            // First-release leaders read only the user's name.
+            user: Some(caller.principal.author()),
             request: env.request,
+            forwarded: Some(caller.forwarded(&self.name)),
         };
         let timeout = WRITE_TIMEOUT + LEADER_WAIT + Duration::from_secs(1);
         match self
@@ -439,7 +522,13 @@ impl Api {
                 return ClientReply::unknown(e);
             }
         }
-        let members: Vec<(NodeInfo, bool, crate::state::NodeRecord)> = {
+        type Member = (
+            NodeInfo,
+            bool,
+            crate::state::NodeRecord,
+            Option<crate::state::CertificateRecord>,
+        );
+        let members: Vec<Member> = {
             let applied = self.sm.read();
             let membership = applied.membership.membership();
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -452,34 +541,38 @@ impl Api {
                         .get(&info.name)
                         .cloned()
                         .unwrap_or_default();
-                    (info.clone(), voters.contains(id), record)
+                    let certificate = applied.state.certificates.get(&info.name).cloned();
+                    (info.clone(), voters.contains(id), record, certificate)
                 })
                 .collect()
         };
-        let probes = members.into_iter().map(|(info, voter, record)| async move {
-            let status = if info.name == self.name {
-                Some(self.status())
-            } else {
-                self.probe(&info).await
-            };
-            NodeView {
-                membership: if voter { "voter" } else { "learner" }.to_string(),
-                reachable: status.is_some(),
-                role: status.as_ref().map_or("unknown".into(), |s| s.role.clone()),
-                term: status.as_ref().map(|s| s.term),
-                leader: status.as_ref().and_then(|s| s.leader.clone()),
-                applied_index: status.as_ref().map(|s| s.applied_index),
-                last_log_index: status.as_ref().map(|s| s.last_log_index),
-                snapshot_index: status.as_ref().and_then(|s| s.snapshot_index),
-                purged_index: status.as_ref().and_then(|s| s.purged_index),
-                degraded: status.as_ref().and_then(|s| s.degraded.clone()),
-                name: info.name,
-                address: info.address,
-                liveness: if record.down { "down" } else { "up" }.to_string(),
-                drained: record.drained,
-                labels: record.labels,
-            }
-        });
+        let probes = members
+            .into_iter()
+            .map(|(info, voter, record, certificate)| async move {
+                let status = if info.name == self.name {
+                    Some(self.status())
+                } else {
+                    self.probe(&info).await
+                };
+                NodeView {
+                    membership: if voter { "voter" } else { "learner" }.to_string(),
+                    reachable: status.is_some(),
+                    role: status.as_ref().map_or("unknown".into(), |s| s.role.clone()),
+                    term: status.as_ref().map(|s| s.term),
+                    leader: status.as_ref().and_then(|s| s.leader.clone()),
+                    applied_index: status.as_ref().map(|s| s.applied_index),
+                    last_log_index: status.as_ref().map(|s| s.last_log_index),
+                    snapshot_index: status.as_ref().and_then(|s| s.snapshot_index),
+                    purged_index: status.as_ref().and_then(|s| s.purged_index),
+                    degraded: status.as_ref().and_then(|s| s.degraded.clone()),
+                    name: info.name,
+                    address: info.address,
+                    liveness: if record.down { "down" } else { "up" }.to_string(),
+                    drained: record.drained,
+                    labels: record.labels,
+                    certificate,
+                }
+            });
         let mut views = futures::future::join_all(probes).await;
         views.sort_by(|a, b| a.name.cmp(&b.name));
         ClientReply::Nodes(views)
@@ -661,15 +754,11 @@ impl Api {
 
     /// Submits a write on this node's own behalf (author `node <name>`).
     pub async fn submit_as_node(&self, command: Command) -> Result<Outcome, String> {
-        let env = ClientEnvelope {
-            hops: 0,
-            user: Some(format!("node {}", self.name)),
-            request: ClientRequest::Write {
-                request_id: format!("{}-{:032x}", self.name, rand::random::<u128>()),
-                command,
-            },
-        };
-        match self.serve_client(env).await {
+        let env = ClientEnvelope::new(ClientRequest::Write {
+            request_id: format!("{}-{:032x}", self.name, rand::random::<u128>()),
+            command,
+        });
+        match self.serve_client(&Caller::node(&self.name), env).await {
             ClientReply::Written(outcome) => outcome.result.clone().map(|_| outcome),
             ClientReply::Failed { message, .. } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),
@@ -753,7 +842,10 @@ impl Api {
         }
     }
 
-    async fn members_remove(&self, name: &str) -> ClientReply {
+    /// Removes a member for good: its certificate goes on the deny list
+    /// first (so it can neither rejoin nor keep talking), then it leaves
+    /// the membership.
+    async fn members_remove(&self, caller: &Caller, name: &str) -> ClientReply {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         let Some((&id, _)) = membership.nodes().find(|(_, n)| n.name == name) else {
@@ -770,8 +862,12 @@ impl Api {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
+        let revoked = match self.revoke_member(caller, name).await {
+            Ok(said) => said,
+            Err(reply) => return reply,
+        };
         match self.raft.change_membership(change, false).await {
-            Ok(_) => ClientReply::Done(format!("{name} removed")),
+            Ok(_) => ClientReply::Done(format!("{name} removed; {revoked}")),
             Err(e) => self.membership_error(e),
         }
     }

@@ -64,7 +64,7 @@ use crate::node::settings::{DEFAULT_MAX_VOTERS, DEFAULT_SNAPSHOT_LOGS};
 use crate::node::NodeSettings;
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
 use crate::scheduler::{place, Change, Liveness, DOWN_GRACE};
-use crate::state::{Batch, Capacity, Command, Outcome, Proposal, State, COMMAND_KINDS};
+use crate::state::{Batch, Capacity, Command, Outcome, Principal, Proposal, State, COMMAND_KINDS};
 use anyhow::{bail, Context, Result};
 use openraft::error::{InitializeError, RaftError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,6 +265,9 @@ struct Simulated {
     replace_place: Duration,
 }
 
+/// The leader the simulated log's entries name.
+const SIMULATED_LEADER: &str = "n1";
+
 /// Applies commands as the log carries them, in entries of at most
 /// `PROPOSALS_PER_ENTRY` proposals; fails on any refusal. Encoding happens
 /// before the clock starts (the leader encodes, every node applies).
@@ -276,9 +279,10 @@ fn apply_all(
     let mut proposals: Vec<Proposal> = commands
         .into_iter()
         .map(|c| {
-            Proposal::new(
+            Proposal::signed(
                 format!("scale-{index}-{:x}", rand::random::<u64>()),
-                "bench",
+                Principal::usual_for(&c, SIMULATED_LEADER),
+                None,
                 &c,
             )
         })
@@ -291,7 +295,7 @@ fn apply_all(
             proposed_at_ms: *index,
             proposals: std::mem::replace(&mut proposals, rest),
         };
-        for outcome in state.apply_batch(*index, &batch)? {
+        for outcome in state.apply_batch(*index, node_id_for(SIMULATED_LEADER), &batch)? {
             if let Err(e) = outcome.result {
                 bail!("a command was refused at index {}: {e}", outcome.index);
             }
@@ -345,7 +349,14 @@ fn part_a(args: &ScaleBenchArgs, w: &Workload) -> Result<Simulated> {
         configuration: w.configuration.clone(),
         if_version: None,
     };
-    let deploy_bytes = Proposal::new("size", "bench", &deploy).command.len();
+    let deploy_bytes = Proposal::signed(
+        "size",
+        Principal::usual_for(&deploy, SIMULATED_LEADER),
+        None,
+        &deploy,
+    )
+    .command
+    .len();
     let t = apply_all(&mut state, &mut index, [deploy])?;
     println!(
         "  {:<52} {:>9} ms",
@@ -755,9 +766,11 @@ async fn drive_group(
     let place_time = start.elapsed();
     let placed = changes.iter().filter(|(_, n)| n.is_some()).count();
     let commands = place_commands(&changes, args.batch);
-    let command_bytes = commands
-        .first()
-        .map_or(0, |c| Proposal::new("size", "bench", c).command.len());
+    let command_bytes = commands.first().map_or(0, |c| {
+        Proposal::signed("size", Principal::usual_for(c, SIMULATED_LEADER), None, c)
+            .command
+            .len()
+    });
     let n_commands = commands.len();
     let tasks: Vec<_> = commands
         .into_iter()

@@ -8,8 +8,8 @@
 mod identity;
 
 pub use identity::{
-    access_extension_content, fingerprint, format_unix, normalize_fingerprint, validate_name,
-    Access, Identity, Role, ACCESS_EXTENSION_OID,
+    access_extension_content, fingerprint, format_unix, node_id_for, normalize_fingerprint,
+    validate_name, Access, Identity, Role, ACCESS_EXTENSION_OID,
 };
 
 use anyhow::{bail, Context, Result};

@@ -3,6 +3,7 @@
 
 mod moving;
 mod output;
+mod trust;
 
 use crate::api::client::Client;
 use crate::api::{ClientReply, ClientRequest};
@@ -127,10 +128,41 @@ pub enum CtlCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: OutputFormat,
     },
-    /// Committed changes: who, when, request id, what.
+    /// Committed changes: who, when, through which node, request id, what.
     History {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: OutputFormat,
+        /// At most this many changes (the newest ones before --before).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only changes committed before this log index (to page back).
+        #[arg(long, value_name = "INDEX")]
+        before: Option<u64>,
+    },
+    /// The certificate this command presents, as the node sees it: name,
+    /// role, expiry, fingerprint.
+    Whoami {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Put a certificate on the cluster's deny list (admin): every node
+    /// refuses it from the commit on, and closes connections using it.
+    Revoke {
+        /// The certificate file (PEM).
+        #[arg(
+            long,
+            conflicts_with = "fingerprint",
+            required_unless_present = "fingerprint"
+        )]
+        cert: Option<PathBuf>,
+        /// Its SHA-256 fingerprint (`flocker ca fingerprint FILE`; colons allowed).
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Why, for history.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
     },
     /// The deployed configuration.
     Config {
@@ -333,7 +365,28 @@ pub async fn run(args: CtlArgs) -> Exit {
             }
             other => report_failure(other),
         },
-        CtlCommand::History { output } => match client.request(ClientRequest::History).await {
+        CtlCommand::Whoami { output } => trust::whoami(&client, output).await,
+        CtlCommand::Revoke {
+            cert,
+            fingerprint,
+            reason,
+            request_id,
+        } => {
+            let target = trust::RevokeTarget {
+                cert: cert.as_deref(),
+                fingerprint: fingerprint.as_deref(),
+                reason,
+            };
+            trust::revoke(&client, target, request_id).await
+        }
+        CtlCommand::History {
+            output,
+            limit,
+            before,
+        } => match client
+            .request(ClientRequest::HistoryPage { limit, before })
+            .await
+        {
             ClientReply::History(entries) => {
                 match output {
                     OutputFormat::Json => println!("{}", to_json(&entries)),
@@ -412,6 +465,10 @@ async fn write(client: &Client, request_id: Option<String>, command: Command) ->
         eprintln!("request id: {id}");
         id
     });
+    if let Err(why) = crate::state::check_request_id(&request_id) {
+        eprintln!("error: {why}");
+        return Exit::Usage;
+    }
     match client
         .request(ClientRequest::Write {
             request_id,

@@ -56,15 +56,67 @@ pub fn nodes_table(views: &[NodeView]) -> String {
                 } else {
                     labels.join(",")
                 },
+                v.certificate.as_ref().map_or("-".into(), |c| {
+                    crate::ca::format_unix(c.not_after)
+                        .split(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                }),
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
-            "NAME", "ADDRESS", "MEMBER", "ROLE", "TERM", "LEADER", "APPLIED", "STATE", "LABELS",
+            "NAME",
+            "ADDRESS",
+            "MEMBER",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "APPLIED",
+            "STATE",
+            "LABELS",
+            "CERT EXPIRES",
         ],
         &rows,
-    )
+    );
+    let now = now_unix();
+    for v in views {
+        if let Some(c) = &v.certificate {
+            out.push_str(&expiry_warning(
+                &format!("node {}", v.name),
+                c.not_after,
+                now,
+            ));
+        }
+    }
+    out
+}
+
+/// Warn when a certificate expires within this many days.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// A warning line for a certificate that has expired or expires within
+/// [`EXPIRY_WARNING_DAYS`], else nothing.
+pub fn expiry_warning(whose: &str, not_after: i64, now: i64) -> String {
+    let days = (not_after - now).div_euclid(86_400);
+    let when = crate::ca::format_unix(not_after);
+    if not_after < now {
+        format!("warning: the certificate of {whose} expired on {when}\n")
+    } else if days < EXPIRY_WARNING_DAYS {
+        format!(
+            "warning: the certificate of {whose} expires on {when} (in {days} days): renew it with `flocker ca renew`\n"
+        )
+    } else {
+        String::new()
+    }
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn status_table(view: &StatusView) -> String {
@@ -117,12 +169,16 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
                 e.index.to_string(),
                 rfc3339_ms(e.proposed_at_ms),
                 e.author.clone(),
+                e.via.clone().unwrap_or_else(|| "-".into()),
                 e.request_id.clone(),
                 e.summary.clone(),
             ]
         })
         .collect();
-    table(&["INDEX", "TIME", "AUTHOR", "REQUEST", "CHANGE"], &rows)
+    table(
+        &["INDEX", "TIME", "AUTHOR", "VIA", "REQUEST", "CHANGE"],
+        &rows,
+    )
 }
 
 pub fn plan_text(plan: &Plan) -> String {

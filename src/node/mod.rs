@@ -121,6 +121,9 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         agent.observed(),
         liveness.clone(),
     ));
+    if let Some(mine) = own_certificate(&tls) {
+        let _ = api.certificate.set(mine);
+    }
     let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {
@@ -170,6 +173,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         loop {
             tick.tick().await;
             upkeep.reconcile_membership().await;
+            upkeep.trust_upkeep().await;
         }
     }));
     Ok(RunningNode {
@@ -178,6 +182,16 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         net,
         tasks,
         volumes,
+    })
+}
+
+/// The fingerprint and expiry of the certificate this node serves with.
+fn own_certificate(tls: &TlsMaterial) -> Option<crate::state::CertificateRecord> {
+    let (chain, _) = tls.own.as_ref()?;
+    let identity = crate::ca::Identity::from_der(chain.first()?).ok()?;
+    Some(crate::state::CertificateRecord {
+        fingerprint: identity.fingerprint,
+        not_after: identity.not_after,
     })
 }
 

@@ -176,6 +176,24 @@ pub async fn serve_raft_rpc(
             "refused: {peer} sent a Raft RPC on behalf of another node (id {claimed:?})"
         ));
     }
+    if let RaftRpc::Vote(_) = &rpc {
+        // A removed member that still believes it belongs must not win an
+        // election: votes go only to members of this node's latest
+        // membership. (Log replication is not filtered: a lagging node must
+        // be able to hear from a leader it does not know yet.)
+        let member = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node_id_for(&peer.name))
+            .is_some();
+        if !member {
+            return Err(format!(
+                "refused: {peer} asked for a vote but is not a member of this node's latest membership"
+            ));
+        }
+    }
     Ok(match rpc {
         RaftRpc::AppendEntries(r) => RaftRpcReply::AppendEntries(raft.append_entries(r).await),
         RaftRpc::Vote(r) => RaftRpcReply::Vote(raft.vote(r).await),

@@ -106,7 +106,7 @@ impl StateMachineStore {
     }
 
     fn restore(&self, meta: &SnapshotMeta<u64, NodeInfo>, data: &[u8]) -> anyhow::Result<()> {
-        let state: State = decode_record(data).context("decoding snapshot state")?;
+        let state = State::decode(data).context("decoding snapshot state")?;
         let mut applied = self.applied.write().expect("state lock poisoned");
         *applied = Applied {
             last_applied: meta.last_log_id,
@@ -133,7 +133,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: applied.membership.clone(),
                 snapshot_id: id,
             };
-            (encode_record(&applied.state), meta)
+            (applied.state.encode(), meta)
         };
         let stored = StoredSnapshot { meta, data };
         self.save_snapshot(&stored).map_err(sm_err)?;
@@ -165,22 +165,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let index = entry.log_id.index;
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => match applied.state.apply_batch(index, batch) {
-                    Ok(outcomes) => outcomes,
-                    Err(e) => {
-                        // Invariant 8: never skip an entry. Stop applying and say so.
-                        tracing::error!(
+                EntryPayload::Normal(batch) => {
+                    match applied
+                        .state
+                        .apply_batch(index, entry.log_id.leader_id.node_id, batch)
+                    {
+                        Ok(outcomes) => outcomes,
+                        Err(e) => {
+                            // Invariant 8: never skip an entry. Stop applying and say so.
+                            tracing::error!(
                             index,
                             "cannot apply committed entry: {e}; this node stops applying until upgraded"
                         );
-                        drop(applied);
-                        return Err(StorageIOError::apply(
-                            entry.log_id,
-                            &std::io::Error::other(e.to_string()),
-                        )
-                        .into());
+                            drop(applied);
+                            return Err(StorageIOError::apply(
+                                entry.log_id,
+                                &std::io::Error::other(e.to_string()),
+                            )
+                            .into());
+                        }
                     }
-                },
+                }
                 EntryPayload::Membership(membership) => {
                     applied.state.apply_membership(
                         membership
@@ -216,7 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         // Decode before persisting, so a bad snapshot replaces nothing.
-        decode_record::<State>(&data).map_err(snap_err)?;
+        State::decode(&data).map_err(snap_err)?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,

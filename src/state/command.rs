@@ -3,11 +3,22 @@
 //! A proposal holds its command as opaque, versioned bytes: the log and the
 //! network never need to understand a command, and a node that meets a command
 //! it cannot decode refuses to apply it instead of misreading it (invariant 8).
+//!
+//! Two formats: 1 (the first release: postcard of the command alone, read
+//! through the frozen types in `v1.rs`) and 2 (signed: the principal and the
+//! node that forwarded the request travel with the command, as JSON so that
+//! fields added later with defaults keep old entries readable). A leader
+//! writes format 2 only once authorization is enforced, that is once every
+//! voter runs a build that reads it.
 
+use super::authz::Principal;
 use serde::{Deserialize, Serialize};
 
-/// The command encoding this build writes and reads.
-pub const COMMAND_FORMAT: u8 = 1;
+/// The first release's command encoding (postcard, unsigned).
+pub const COMMAND_FORMAT_V1: u8 = 1;
+/// Signed commands: `[2]`, the forwarding node's name (u16 length + UTF-8),
+/// then JSON of [`SignedBody`].
+pub const COMMAND_FORMAT: u8 = 2;
 
 /// Every change to the desired state. New kinds are appended, never reordered:
 /// the variant index is part of the encoding.
@@ -60,6 +71,29 @@ pub enum Command {
     /// A node stopped an app it no longer runs (its node changed): the new
     /// node may start it (see `releases.rs`).
     Released { app: String, node: String },
+    /// The leader turns on authorization at apply time: from this entry on,
+    /// unsigned (format 1) proposals are refused. Proposed once every voter
+    /// registered a build that knows this kind.
+    EnforceAuthorization,
+    /// A node reports the certificate it runs with (shown by `ctl nodes`,
+    /// revoked when the node is removed).
+    NodeCertificate {
+        node: String,
+        fingerprint: String,
+        /// Seconds since the Unix epoch.
+        not_after: i64,
+    },
+    /// An admin (or `members remove`) puts a certificate on the deny list:
+    /// every service refuses it from the commit on.
+    Revoke {
+        fingerprint: String,
+        /// Whose certificate, as far as the revoker knows (`user alice`).
+        subject: String,
+        reason: String,
+        /// When the certificate expires anyway (seconds since the Unix
+        /// epoch), after which the entry is dropped; `None` keeps it.
+        not_after: Option<i64>,
+    },
 }
 
 /// The steps of a volume move that go through Raft.
@@ -91,7 +125,11 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 10;
+pub const COMMAND_KINDS: u16 = 13;
+
+/// The first count that includes the signed format and its commands: a
+/// leader enforces authorization once every voter knows this many kinds.
+pub const AUTHORIZATION_KINDS: u16 = 13;
 
 /// Kinds every build of this format knows; assumed for a node that has not
 /// registered yet.
@@ -111,8 +149,48 @@ impl Command {
             Command::MoveApp { .. } => 7,
             Command::MoveStep { .. } => 8,
             Command::Released { .. } => 9,
+            Command::EnforceAuthorization => 10,
+            Command::NodeCertificate { .. } => 11,
+            Command::Revoke { .. } => 12,
         }
     }
+
+    /// What it does, in words for refusals.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Command::SetLabels { .. } => "set labels",
+            Command::Deploy { .. } => "deploy",
+            Command::RegisterNode { .. } => "register a node",
+            Command::Place { .. } => "place apps",
+            Command::SetNodeDown { .. } => "declare a node down or up",
+            Command::SetDrained { .. } => "drain or activate a node",
+            Command::RecoverVolume { .. } => "recover a volume",
+            Command::MoveApp { .. } => "move an app",
+            Command::MoveStep { .. } => "take a move step",
+            Command::Released { .. } => "release an app",
+            Command::EnforceAuthorization => "enforce authorization",
+            Command::NodeCertificate { .. } => "report a node certificate",
+            Command::Revoke { .. } => "revoke a certificate",
+        }
+    }
+}
+
+/// What a signed proposal carries besides the forwarding node: the part a
+/// retry through another node repeats exactly (its fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBody {
+    pub principal: Principal,
+    pub command: Command,
+}
+
+/// A proposal's content once decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// `None` for the first release's unsigned format.
+    pub principal: Option<Principal>,
+    /// The node that passed a user's request on (it vouches for the user).
+    pub via: Option<String>,
+    pub command: Command,
 }
 
 /// A client write as committed to the log.
@@ -135,37 +213,105 @@ pub enum CommandDecodeError {
     UnknownFormat(u8),
     #[error("command not understood by this build ({0}); upgrade this node")]
     Undecodable(postcard::Error),
+    #[error("command not understood by this build ({0}); upgrade this node")]
+    Json(serde_json::Error),
+    #[error("signed command is cut short")]
+    Truncated,
+    #[error("{0}")]
+    NotInFormat1(String),
+}
+
+/// Splits a signed command's forwarding node from its body.
+fn split_via(rest: &[u8]) -> Result<(Option<String>, &[u8]), CommandDecodeError> {
+    let (len, rest) = rest
+        .split_first_chunk::<2>()
+        .ok_or(CommandDecodeError::Truncated)?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if rest.len() < len {
+        return Err(CommandDecodeError::Truncated);
+    }
+    let (via, body) = rest.split_at(len);
+    let via = std::str::from_utf8(via).map_err(|_| CommandDecodeError::Truncated)?;
+    Ok(((!via.is_empty()).then(|| via.to_string()), body))
 }
 
 impl Proposal {
-    pub fn new(
+    /// A signed proposal (format 2): `author` is derived from `principal`.
+    pub fn signed(
         request_id: impl Into<String>,
-        author: impl Into<String>,
+        principal: Principal,
+        via: Option<&str>,
         command: &Command,
     ) -> Proposal {
+        let via = via.unwrap_or_default().as_bytes();
+        let via_len = u16::try_from(via.len()).expect("node names are at most 63 bytes");
         let mut bytes = vec![COMMAND_FORMAT];
-        postcard::to_io(command, &mut bytes).expect("commands are postcard-serializable");
+        bytes.extend_from_slice(&via_len.to_be_bytes());
+        bytes.extend_from_slice(via);
+        let author = principal.author();
+        let body = SignedBody {
+            principal,
+            command: command.clone(),
+        };
+        serde_json::to_writer(&mut bytes, &body).expect("commands are JSON-serializable");
         Proposal {
             request_id: request_id.into(),
-            author: author.into(),
+            author,
             command: bytes,
         }
     }
 
-    pub fn decode(&self) -> Result<Command, CommandDecodeError> {
-        let (&format, body) = self
+    /// An unsigned proposal in the first release's format, for a cluster
+    /// whose voters do not all read signed ones yet.
+    pub fn unsigned(
+        request_id: impl Into<String>,
+        author: impl Into<String>,
+        command: &Command,
+    ) -> Result<Proposal, CommandDecodeError> {
+        let mut bytes = vec![COMMAND_FORMAT_V1];
+        let old = super::codec::command_to_v1(command)?;
+        postcard::to_io(&old, &mut bytes).expect("commands are postcard-serializable");
+        Ok(Proposal {
+            request_id: request_id.into(),
+            author: author.into(),
+            command: bytes,
+        })
+    }
+
+    pub fn decode(&self) -> Result<Decoded, CommandDecodeError> {
+        let (&format, rest) = self
             .command
             .split_first()
             .ok_or(CommandDecodeError::Empty)?;
-        if format != COMMAND_FORMAT {
-            return Err(CommandDecodeError::UnknownFormat(format));
+        match format {
+            COMMAND_FORMAT_V1 => Ok(Decoded {
+                principal: None,
+                via: None,
+                command: super::codec::command_from_v1(rest)?,
+            }),
+            COMMAND_FORMAT => {
+                let (via, body) = split_via(rest)?;
+                let body: SignedBody =
+                    serde_json::from_slice(body).map_err(CommandDecodeError::Json)?;
+                Ok(Decoded {
+                    principal: Some(body.principal),
+                    via,
+                    command: body.command,
+                })
+            }
+            other => Err(CommandDecodeError::UnknownFormat(other)),
         }
-        postcard::from_bytes(body).map_err(CommandDecodeError::Undecodable)
     }
 
-    /// Identifies the request's content, so a reused id with other content is caught.
+    /// Identifies the request's content, so a reused id with other content
+    /// is caught. A signed proposal's forwarding node is left out: a retry
+    /// through another node is the same request.
     pub fn fingerprint(&self) -> [u8; 32] {
-        *blake3::hash(&self.command).as_bytes()
+        let content = match self.command.split_first() {
+            Some((&COMMAND_FORMAT, rest)) => split_via(rest).map_or(rest, |(_, body)| body),
+            _ => &self.command,
+        };
+        *blake3::hash(content).as_bytes()
     }
 }
 

@@ -8,6 +8,12 @@ use std::collections::VecDeque;
 /// Changes kept; older ones are dropped first.
 pub const HISTORY_CAPACITY: usize = 1000;
 
+/// Bytes of history kept (summaries, ids, names), whatever the count.
+pub const HISTORY_BYTES: usize = 2 << 20;
+
+/// Longest summary kept for one change.
+const MAX_SUMMARY: usize = 2048;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub index: u64,
@@ -17,6 +23,11 @@ pub struct HistoryEntry {
     pub author: String,
     pub request_id: String,
     pub summary: String,
+    /// The node that passed the author's request on to the leader (it
+    /// vouched for the author); `None` when the request reached the leader
+    /// directly or a node acted for itself.
+    #[serde(default)]
+    pub via: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,12 +35,49 @@ pub struct History {
     entries: VecDeque<HistoryEntry>,
 }
 
+impl HistoryEntry {
+    /// Roughly what the entry costs to keep and to send.
+    pub fn bytes(&self) -> usize {
+        self.author.len()
+            + self.request_id.len()
+            + self.summary.len()
+            + self.via.as_ref().map_or(0, String::len)
+            + 48
+    }
+}
+
 impl History {
-    pub fn record(&mut self, entry: HistoryEntry) {
-        while self.entries.len() >= HISTORY_CAPACITY {
-            self.entries.pop_front();
+    pub fn record(&mut self, mut entry: HistoryEntry) {
+        super::requests::clip_text(&mut entry.summary, MAX_SUMMARY);
+        let mut bytes: usize = self.entries.iter().map(HistoryEntry::bytes).sum();
+        while self.entries.len() >= HISTORY_CAPACITY
+            || (!self.entries.is_empty() && bytes + entry.bytes() > HISTORY_BYTES)
+        {
+            if let Some(gone) = self.entries.pop_front() {
+                bytes -= gone.bytes();
+            }
         }
         self.entries.push_back(entry);
+    }
+
+    /// Up to `limit` entries older than index `before` (all when `None`),
+    /// oldest first, and no more than `max_bytes` of them: a page that fits
+    /// a reply frame.
+    pub fn page(&self, limit: usize, before: Option<u64>, max_bytes: usize) -> Vec<HistoryEntry> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for entry in self.entries.iter().rev() {
+            if before.is_some_and(|b| entry.index >= b) {
+                continue;
+            }
+            if page.len() >= limit || bytes + entry.bytes() > max_bytes {
+                break;
+            }
+            bytes += entry.bytes();
+            page.push(entry.clone());
+        }
+        page.reverse();
+        page
     }
 
     /// Oldest first.

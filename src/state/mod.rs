@@ -6,22 +6,29 @@
 //! state. Time-based decisions are taken by the leader and arrive here as
 //! commands. This module knows nothing of Raft, the network or Docker.
 
+mod authz;
+mod codec;
 mod command;
 mod deploy;
 mod history;
 mod moves;
 mod releases;
 mod requests;
+mod trust;
+mod v1;
 
+pub use authz::{check_request_id, Principal, MAX_REQUEST_ID, MEMBERSHIP_ACCESS};
+pub use codec::STATE_FORMAT;
 pub use command::{
-    Batch, Command, CommandDecodeError, MoveStep, Outcome, Proposal, BASELINE_COMMAND_KINDS,
-    COMMAND_FORMAT, COMMAND_KINDS,
+    Batch, Command, CommandDecodeError, Decoded, MoveStep, Outcome, Proposal, AUTHORIZATION_KINDS,
+    BASELINE_COMMAND_KINDS, COMMAND_FORMAT, COMMAND_FORMAT_V1, COMMAND_KINDS,
 };
 pub use deploy::{plan, Deployed, Move, Plan};
 pub use moves::VolumeMove;
+pub use trust::{short as trust_short, CertificateRecord, Denial};
 
-pub use history::{History, HistoryEntry, HISTORY_CAPACITY};
-pub use requests::{RequestWindow, REQUEST_WINDOW_CAPACITY};
+pub use history::{History, HistoryEntry, HISTORY_BYTES, HISTORY_CAPACITY};
+pub use requests::{RequestWindow, REQUEST_WINDOW_BYTES, REQUEST_WINDOW_CAPACITY};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -83,6 +90,16 @@ pub struct State {
     /// Apps without a volume whose node changed, by app: the live node that
     /// must stop its container before the new one starts (`releases.rs`).
     pub releases: BTreeMap<String, String>,
+    /// The index of the entry that turned on apply-time authorization;
+    /// `None` while some voter may still run the first release.
+    #[serde(default)]
+    pub authorization_from: Option<u64>,
+    /// Certificates on the deny list, by SHA-256 fingerprint (`trust.rs`).
+    #[serde(default)]
+    pub denied: BTreeMap<String, Denial>,
+    /// The certificate each member node reported it runs with, by node.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertificateRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +142,7 @@ impl State {
     fn apply(
         &mut self,
         index: u64,
+        leader_id: u64,
         proposed_at_ms: u64,
         proposal: &Proposal,
     ) -> Result<Outcome, CommandDecodeError> {
@@ -143,8 +161,11 @@ impl State {
                 ),
             ));
         }
-        let command = proposal.decode()?;
-        let outcome = match self.execute(&command, proposed_at_ms) {
+        let decoded = proposal.decode()?;
+        let executed = self
+            .admit(&decoded, &proposal.request_id, leader_id)
+            .and_then(|()| self.execute(&decoded.command, index, proposed_at_ms));
+        let outcome = match executed {
             Ok(Effect { message, changed }) => {
                 if changed {
                     self.history.record(HistoryEntry {
@@ -153,6 +174,7 @@ impl State {
                         author: proposal.author.clone(),
                         request_id: proposal.request_id.clone(),
                         summary: message.clone(),
+                        via: decoded.via.clone(),
                     });
                 }
                 Outcome::done(index, message)
@@ -166,19 +188,40 @@ impl State {
 
     /// Applies a batch committed as one entry: whole, or (when any command
     /// cannot be decoded) not at all.
+    /// `leader_id` is the Raft id of the leader that proposed the entry
+    /// (from its log id): some commands are the leader's alone.
     pub fn apply_batch(
         &mut self,
         index: u64,
+        leader_id: u64,
         batch: &Batch,
     ) -> Result<Vec<Outcome>, CommandDecodeError> {
         if let Some(e) = batch.proposals.iter().find_map(|p| p.decode().err()) {
             return Err(e);
         }
+        self.forget_expired_denials(batch.proposed_at_ms);
         batch
             .proposals
             .iter()
-            .map(|p| self.apply(index, batch.proposed_at_ms, p))
+            .map(|p| self.apply(index, leader_id, batch.proposed_at_ms, p))
             .collect()
+    }
+
+    /// Whether a decoded proposal may apply at all: signed ones by the
+    /// authorization rules, unsigned ones only before the switch.
+    fn admit(&self, decoded: &Decoded, request_id: &str, leader_id: u64) -> Result<(), String> {
+        match &decoded.principal {
+            Some(principal) => {
+                check_request_id(request_id)?;
+                self.authorize(principal, &decoded.command, leader_id)
+            }
+            None => match self.authorization_from {
+                Some(since) => Err(format!(
+                    "unsigned command refused: authorization is enforced since index {since}"
+                )),
+                None => Ok(()),
+            },
+        }
     }
 
     /// Why `command` must not be proposed yet: a voter whose build cannot
@@ -224,7 +267,7 @@ impl State {
             .ok_or_else(|| format!("no member node named '{node}'"))
     }
 
-    fn execute(&mut self, command: &Command, now_ms: u64) -> Result<Effect, String> {
+    fn execute(&mut self, command: &Command, index: u64, now_ms: u64) -> Result<Effect, String> {
         match command {
             Command::SetLabels { node, changes } => {
                 if changes.is_empty() {
@@ -375,6 +418,9 @@ impl State {
             Command::MoveApp { app, node } => self.execute_move_app(app, node, now_ms),
             Command::MoveStep { app, epoch, step } => self.execute_move_step(app, *epoch, step),
             Command::Released { app, node } => self.execute_released(app, node),
+            Command::EnforceAuthorization
+            | Command::NodeCertificate { .. }
+            | Command::Revoke { .. } => self.execute_trust(command, index, now_ms),
         }
     }
 
@@ -431,6 +477,42 @@ impl State {
     }
 }
 
+/// The leader the tests' entries name.
+#[cfg(test)]
+pub(crate) const TEST_LEADER: &str = "n1";
+
+#[cfg(test)]
+impl State {
+    /// Applies `command` as its own entry at `index`, signed by whoever
+    /// would propose it in a healthy cluster led by [`TEST_LEADER`]: a move
+    /// step by the move's source (its handoff by the destination).
+    pub(crate) fn apply_signed(&mut self, index: u64, command: &Command) -> Outcome {
+        let principal = match (command, self.moves.values().next()) {
+            (Command::MoveStep { app, step, .. }, _) if self.moves.contains_key(app) => {
+                let m = &self.moves[app];
+                let name = match step {
+                    MoveStep::Handoff => m.to.clone(),
+                    _ => m.from.clone(),
+                };
+                Principal::Node { name }
+            }
+            _ => Principal::usual_for(command, TEST_LEADER),
+        };
+        let batch = Batch {
+            proposed_at_ms: index * 1000,
+            proposals: vec![Proposal::signed(
+                format!("r{index}"),
+                principal,
+                None,
+                command,
+            )],
+        };
+        self.apply_batch(index, crate::ca::node_id_for(TEST_LEADER), &batch)
+            .expect("test commands decode")
+            .remove(0)
+    }
+}
+
 /// Label keys: letters, digits, `.`, `_`, `-`, `/`; values: printable, no spaces.
 pub fn validate_label(key: &str, value: Option<&str>) -> Result<(), String> {
     let key_ok = !key.is_empty()
@@ -469,13 +551,22 @@ mod tests {
             proposed_at_ms: 1_000 * index,
             proposals: vec![p.clone()],
         };
-        s.apply_batch(index, &batch).map(|mut o| o.remove(0))
+        s.apply_batch(index, crate::ca::node_id_for(TEST_LEADER), &batch)
+            .map(|mut o| o.remove(0))
+    }
+
+    fn admin() -> Principal {
+        Principal::User {
+            name: "admin".into(),
+            access: crate::ca::Access::Admin,
+        }
     }
 
     fn label(id: &str, node: &str, key: &str, value: &str) -> Proposal {
-        Proposal::new(
+        Proposal::signed(
             id,
-            "admin",
+            admin(),
+            None,
             &Command::SetLabels {
                 node: node.into(),
                 changes: [(key.to_string(), Some(value.to_string()))].into(),
@@ -530,7 +621,7 @@ mod tests {
         let unknown_kind = Proposal {
             request_id: "y".into(),
             author: "admin".into(),
-            command: vec![COMMAND_FORMAT, 200],
+            command: vec![COMMAND_FORMAT_V1, 200],
         };
         assert!(apply1(&mut s, 2, &unknown_kind).is_err());
     }
@@ -547,7 +638,7 @@ mod tests {
             proposed_at_ms: 0,
             proposals: vec![label("a", "n1", "k", "v"), undecodable],
         };
-        assert!(s.apply_batch(1, &bad).is_err());
+        assert!(s.apply_batch(1, 0, &bad).is_err());
         assert!(
             s.nodes["n1"].labels.is_empty(),
             "nothing of a bad batch applies"
@@ -560,7 +651,7 @@ mod tests {
                 label("a", "n1", "k", "1"),
             ],
         };
-        let outcomes = s.apply_batch(2, &good).unwrap();
+        let outcomes = s.apply_batch(2, 0, &good).unwrap();
         assert_eq!(outcomes.len(), 3);
         assert!(
             outcomes[2].replayed,
@@ -584,9 +675,11 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let last = Command::Released {
-            app: "a".into(),
-            node: "n1".into(),
+        let last = Command::Revoke {
+            fingerprint: "0".repeat(64),
+            subject: String::new(),
+            reason: String::new(),
+            not_after: None,
         };
         assert_eq!(
             last.kind_index(),

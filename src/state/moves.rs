@@ -253,7 +253,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Batch, Command, MoveStep, Proposal, State};
+    use super::super::{Command, MoveStep, State};
 
     const APPS: &str = "version: 1\napplications:\n  db:\n    image: busybox\n    volume: {mountpoint: /data}\n  web:\n    image: busybox\n";
 
@@ -282,12 +282,7 @@ mod tests {
 
         fn apply(&mut self, command: Command) -> Result<String, String> {
             self.index += 1;
-            let batch = Batch {
-                proposed_at_ms: self.index * 1000,
-                proposals: vec![Proposal::new(format!("r{}", self.index), "admin", &command)],
-            };
-            let mut outcomes = self.state.apply_batch(self.index, &batch).unwrap();
-            outcomes.remove(0).result
+            self.state.apply_signed(self.index, &command).result
         }
 
         fn deploy(&mut self, deployment: &str) -> Result<String, String> {

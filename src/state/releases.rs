@@ -75,16 +75,12 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Batch, Command, Proposal, State};
+    use super::super::{Command, State};
 
     const APPS: &str = "version: 1\napplications:\n  web:\n    image: busybox\n  db:\n    image: busybox\n    volume: {mountpoint: /data}\n";
 
     fn apply(s: &mut State, index: u64, command: Command) -> Result<String, String> {
-        let batch = Batch {
-            proposed_at_ms: index,
-            proposals: vec![Proposal::new(format!("r{index}"), "admin", &command)],
-        };
-        s.apply_batch(index, &batch).unwrap().remove(0).result
+        s.apply_signed(index, &command).result
     }
 
     fn deploy(s: &mut State, index: u64, deployment: &str) {

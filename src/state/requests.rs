@@ -10,6 +10,13 @@ use std::collections::{BTreeMap, VecDeque};
 /// almost a minute of retries; `ctl` gives up on a request long before.
 pub const REQUEST_WINDOW_CAPACITY: usize = 50_000;
 
+/// Bytes the window may hold (ids, fingerprints and outcome texts), so that
+/// large outcomes cannot grow it past the count's intent.
+pub const REQUEST_WINDOW_BYTES: usize = 16 << 20;
+
+/// Longest outcome text remembered for a retry; longer ones are cut.
+const MAX_REMEMBERED_TEXT: usize = 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenRequest {
     pub fingerprint: [u8; 32],
@@ -21,6 +28,17 @@ pub struct RequestWindow {
     seen: BTreeMap<String, SeenRequest>,
     /// Ids in the order they were applied; the oldest is evicted first.
     order: VecDeque<String>,
+    /// What `seen` holds, by [`entry_bytes`]; recounted after decoding.
+    #[serde(skip)]
+    bytes: usize,
+}
+
+/// What one remembered request costs, roughly as held in memory.
+fn entry_bytes(id: &str, seen: &SeenRequest) -> usize {
+    let text = match &seen.outcome.result {
+        Ok(t) | Err(t) => t.len(),
+    };
+    2 * id.len() + 32 + text + 64
 }
 
 impl RequestWindow {
@@ -28,23 +46,40 @@ impl RequestWindow {
         self.seen.get(id)
     }
 
-    pub fn remember(&mut self, id: String, fingerprint: [u8; 32], outcome: Outcome) {
+    pub fn remember(&mut self, id: String, fingerprint: [u8; 32], mut outcome: Outcome) {
         if self.seen.contains_key(&id) {
             return;
         }
-        while self.order.len() >= REQUEST_WINDOW_CAPACITY {
+        match &mut outcome.result {
+            Ok(text) | Err(text) => clip_text(text, MAX_REMEMBERED_TEXT),
+        }
+        let seen = SeenRequest {
+            fingerprint,
+            outcome,
+        };
+        let cost = entry_bytes(&id, &seen);
+        while self.order.len() >= REQUEST_WINDOW_CAPACITY
+            || (!self.order.is_empty() && self.bytes + cost > REQUEST_WINDOW_BYTES)
+        {
             let oldest = self.order.pop_front().expect("non-empty");
-            self.seen.remove(&oldest);
+            if let Some(gone) = self.seen.remove(&oldest) {
+                self.bytes -= entry_bytes(&oldest, &gone);
+            }
         }
         self.order.push_back(id.clone());
-        self.seen.insert(
-            id,
-            SeenRequest {
-                fingerprint,
-                outcome,
-            },
-        );
+        self.seen.insert(id, seen);
+        self.bytes += cost;
         debug_assert_eq!(self.order.len(), self.seen.len());
+    }
+
+    /// Recomputes the byte count after decoding (it is not stored).
+    pub fn recount(&mut self) {
+        self.bytes = self.seen.iter().map(|(id, s)| entry_bytes(id, s)).sum();
+    }
+
+    /// Bytes held, as counted against [`REQUEST_WINDOW_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -54,6 +89,19 @@ impl RequestWindow {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+pub(super) fn clip_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
 }
 
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! Encodings of the replicated state and commands, old and new.
+//!
+//! Format 1 (the first release) is postcard, decodable only through the
+//! frozen layouts in `v1.rs`; a decoded value is carried over to today's
+//! types field by field (through a JSON value, by name), so fields added
+//! since take their defaults. Format 2 is JSON: a field added later with
+//! `#[serde(default)]` needs no new format. Snapshot state bytes start with
+//! their format byte like commands do.
+
+use super::command::{Command, CommandDecodeError};
+use super::{v1, State};
+use anyhow::{bail, Context};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The state encoding this build writes.
+pub const STATE_FORMAT: u8 = 2;
+const STATE_FORMAT_V1: u8 = 1;
+
+/// Carries a value from one type to another with the same field names.
+fn carry<From: Serialize, To: DeserializeOwned>(value: &From) -> serde_json::Result<To> {
+    serde_json::from_value(serde_json::to_value(value)?)
+}
+
+/// Decodes a first-release (format 1) command body.
+pub(super) fn command_from_v1(body: &[u8]) -> Result<Command, CommandDecodeError> {
+    let old: v1::Command = postcard::from_bytes(body).map_err(CommandDecodeError::Undecodable)?;
+    carry(&old).map_err(CommandDecodeError::Json)
+}
+
+/// The first release's form of `command`, for clusters whose voters do not
+/// all read signed commands yet. Kinds it did not have are refused.
+pub(super) fn command_to_v1(command: &Command) -> Result<v1::Command, CommandDecodeError> {
+    let refuse = |why: String| {
+        CommandDecodeError::NotInFormat1(format!(
+            "cannot {} in the first release's format ({why}); wait until every voter is upgraded",
+            command.kind_name()
+        ))
+    };
+    let old: v1::Command = carry(command).map_err(|e| refuse(e.to_string()))?;
+    // A field the first release lacks would be dropped silently: refuse.
+    let back: Command = carry(&old).map_err(|e| refuse(e.to_string()))?;
+    if &back != command {
+        return Err(refuse(
+            "it uses settings the first release does not have".into(),
+        ));
+    }
+    Ok(old)
+}
+
+impl State {
+    /// The state as a snapshot holds it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![STATE_FORMAT];
+        serde_json::to_writer(&mut bytes, self).expect("the state is JSON-serializable");
+        bytes
+    }
+
+    /// Reads a snapshot's state in this format or the first release's.
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<State> {
+        let Some((&format, body)) = bytes.split_first() else {
+            bail!("empty state");
+        };
+        let mut state: State = match format {
+            STATE_FORMAT => serde_json::from_slice(body).context("undecodable state")?,
+            STATE_FORMAT_V1 => {
+                let old: v1::State = postcard::from_bytes(body).context("undecodable state")?;
+                carry(&old).context("carrying a format 1 state over")?
+            }
+            other => bail!("state format {other} is newer than this build reads ({STATE_FORMAT})"),
+        };
+        state.requests.recount();
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Batch, Proposal};
+
+    /// A first-release command (bytes as that build wrote them) decodes
+    /// into today's type, and today's kinds that it lacked are refused.
+    #[test]
+    fn first_release_commands_still_decode() {
+        let old = v1::Command::SetDrained {
+            node: "n2".into(),
+            drained: true,
+        };
+        let mut bytes = vec![1u8];
+        postcard::to_io(&old, &mut bytes).unwrap();
+        let proposal = Proposal {
+            request_id: "r".into(),
+            author: "admin".into(),
+            command: bytes.clone(),
+        };
+        let decoded = proposal.decode().unwrap();
+        assert_eq!(decoded.principal, None);
+        assert_eq!(
+            decoded.command,
+            Command::SetDrained {
+                node: "n2".into(),
+                drained: true
+            }
+        );
+        // And the unsigned writer produces exactly those bytes.
+        let again = Proposal::unsigned("r", "admin", &decoded.command).unwrap();
+        assert_eq!(again.command, bytes);
+        assert!(Proposal::unsigned("r", "admin", &Command::EnforceAuthorization).is_err());
+    }
+
+    /// A first-release snapshot state decodes, and encodes in today's format.
+    #[test]
+    fn first_release_state_still_decodes() {
+        let mut s = State::default();
+        s.apply_membership([("n1", "127.0.0.1:1")].into_iter());
+        let batch = Batch {
+            proposed_at_ms: 5,
+            proposals: vec![Proposal::unsigned(
+                "a",
+                "admin",
+                &Command::SetLabels {
+                    node: "n1".into(),
+                    changes: [("zone".to_string(), Some("a".to_string()))].into(),
+                },
+            )
+            .unwrap()],
+        };
+        s.apply_batch(3, 0, &batch).unwrap();
+        let old: v1::State = carry(&s).unwrap();
+        let mut bytes = vec![STATE_FORMAT_V1];
+        postcard::to_io(&old, &mut bytes).unwrap();
+        let back = State::decode(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(State::decode(&back.encode()).unwrap(), s);
+    }
+}
