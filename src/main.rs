@@ -84,8 +84,15 @@ struct NodeArgs {
     advertise: Option<SocketAddr>,
     #[arg(long)]
     data_dir: PathBuf,
+    /// This node's bundle (`flocker ca bundle --node NAME`): ca.crt,
+    /// nodes/NAME.crt, nodes/NAME.key.
     #[arg(long, env = "FLOCKER_CERTS")]
     certs: PathBuf,
+    /// Start even though the certs directory holds the CA's private key
+    /// (ca.key). Without it the node refuses: one compromised host could
+    /// then mint certificates for the whole cluster.
+    #[arg(long)]
+    allow_ca_key: bool,
     /// The founding members, identical on each: n1=IP:PORT,n2=IP:PORT,...
     #[arg(long, conflicts_with = "join")]
     peers: Option<String>,
@@ -130,19 +137,93 @@ enum CaAction {
         /// Comma-separated node names.
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
-        /// Comma-separated user names.
+        /// Comma-separated users, each NAME or NAME:ROLE (admin, operator,
+        /// viewer; default admin): --users alice,bob:viewer
         #[arg(long, value_delimiter = ',', default_value = "admin")]
         users: Vec<String>,
+        #[command(flatten)]
+        validity: ValidityArgs,
     },
     /// Issue one more node or user certificate from an existing CA.
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
-        node: Option<String>,
+        #[command(flatten)]
+        who: WhoArgs,
+        /// A user's access: admin, operator or viewer (default admin).
         #[arg(long)]
-        user: Option<String>,
+        role: Option<String>,
+        #[command(flatten)]
+        validity: ValidityArgs,
     },
+    /// Replace a certificate with a fresh key and certificate for the same
+    /// name; the old pair is kept as NAME.crt.replaced-<unix time>.
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        who: WhoArgs,
+        /// A user's new access (default: the one it has).
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// Write what one node or user needs into DIR: ca.crt and its own
+    /// certificate and key, never the CA key.
+    Bundle {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        who: WhoArgs,
+        /// Where to write the bundle (created; existing files are never
+        /// overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the SHA-256 fingerprint of a PEM certificate (what `ctl
+    /// revoke --fingerprint` takes).
+    Fingerprint { file: PathBuf },
+}
+
+/// Exactly one of --node NAME and --user NAME.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct WhoArgs {
+    #[arg(long)]
+    node: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+}
+
+impl WhoArgs {
+    fn role_and_name(&self) -> (Role, &str) {
+        match (&self.node, &self.user) {
+            (Some(node), _) => (Role::Node, node),
+            (None, Some(user)) => (Role::User, user),
+            // clap's group makes one of the two required.
+            (None, None) => (Role::User, ""),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ValidityArgs {
+    /// Days the certificates are valid from now.
+    #[arg(long, default_value_t = ca::DEFAULT_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..))]
+    days: u32,
+    /// Tests only: issue certificates that expired this many days ago.
+    #[arg(long, hide = true, conflicts_with = "days")]
+    expired_days_ago: Option<u32>,
+}
+
+impl ValidityArgs {
+    fn validity(&self) -> ca::Validity {
+        match self.expired_days_ago {
+            Some(days) => ca::Validity::ExpiredDaysAgo(days),
+            None => ca::Validity::Days(self.days),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -212,8 +293,17 @@ fn init_logging(default: &str) {
 
 fn run_ca(action: CaAction) -> anyhow::Result<()> {
     match action {
-        CaAction::Init { dir, nodes, users } => {
-            ca::init(&dir, &nodes, &users)?;
+        CaAction::Init {
+            dir,
+            nodes,
+            users,
+            validity,
+        } => {
+            let users = users
+                .iter()
+                .map(|spec| ca::Subject::parse_user(spec))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            ca::init(&dir, &nodes, &users, validity.validity())?;
             println!(
                 "cluster CA in {}: {} node and {} user certificates",
                 dir.display(),
@@ -221,17 +311,79 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                 users.len()
             );
         }
-        CaAction::Issue { dir, node, user } => {
-            let (role, name) = match (node, user) {
-                (Some(n), None) => (Role::Node, n),
-                (None, Some(u)) => (Role::User, u),
-                _ => anyhow::bail!("give exactly one of --node and --user"),
+        CaAction::Issue {
+            dir,
+            who,
+            role,
+            validity,
+        } => {
+            let subject = match who.role_and_name() {
+                (Role::Node, _) if role.is_some() => {
+                    anyhow::bail!("--role applies to user certificates only")
+                }
+                (Role::Node, name) => ca::Subject::Node(name.to_string()),
+                (Role::User, name) => ca::Subject::User {
+                    name: name.to_string(),
+                    access: role
+                        .as_deref()
+                        .map_or(Ok(ca::Access::Admin), ca::Access::parse)?,
+                },
             };
-            ca::issue(&dir, role, &name)?;
-            println!("issued {} certificate for {name}", role.as_str());
+            let path = ca::issue(&dir, &subject, validity.validity())?;
+            let id = ca::Identity::from_der(&flocker::net::tls::load_cert(&path)?)?;
+            println!("issued {}", describe_cert(&id, &path));
         }
+        CaAction::Renew {
+            dir,
+            who,
+            role,
+            validity,
+        } => {
+            let (kind, name) = who.role_and_name();
+            let access = role.as_deref().map(ca::Access::parse).transpose()?;
+            let renewed = ca::renew(&dir, kind, name, access, validity.validity())?;
+            println!(
+                "renewed {}; the old certificate is kept as {}",
+                describe_cert(&renewed.identity, &renewed.cert),
+                renewed.replaced_cert.display()
+            );
+        }
+        CaAction::Bundle { dir, who, out } => {
+            let (kind, name) = who.role_and_name();
+            let files = ca::bundle(&dir, kind, name, &out)?;
+            println!(
+                "bundle for {} '{name}' in {}: {}",
+                kind.as_str(),
+                out.display(),
+                files
+                    .iter()
+                    .filter_map(|f| f.strip_prefix(&out).ok())
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        CaAction::Fingerprint { file } => println!("{}", ca::fingerprint_file(&file)?),
     }
     Ok(())
+}
+
+/// `user 'ops' (viewer) in users/ops.crt, expires 2026-...`
+fn describe_cert(id: &ca::Identity, path: &std::path::Path) -> String {
+    let access = id.access.map(|a| format!(" ({a})")).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let expires = if id.not_after <= now {
+        "expired on"
+    } else {
+        "expires"
+    };
+    format!(
+        "{id}{access} in {}, {expires} {}",
+        path.display(),
+        id.expires()
+    )
 }
 
 /// A size per second, or 0 for no limit.
@@ -254,6 +406,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         advertise: args.advertise,
         data_dir: args.data_dir,
         certs: args.certs,
+        allow_ca_key: args.allow_ca_key,
         peers,
         join: args.join,
         max_voters: args.max_voters,

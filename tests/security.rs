@@ -51,7 +51,13 @@ fn clients_without_a_valid_certificate_are_refused() {
     let certs = CertsDir::new(c.certs());
     let ca = load_cert(&certs.ca_cert()).unwrap();
     let foreign_dir = c.dir.path().join("foreign");
-    ca::init(&foreign_dir, &[], &["admin".to_string()]).unwrap();
+    ca::init(
+        &foreign_dir,
+        &[],
+        &[ca::Subject::user("admin")],
+        ca::Validity::default(),
+    )
+    .unwrap();
     let foreign = CertsDir::new(&foreign_dir);
 
     rt().block_on(async {
@@ -59,6 +65,7 @@ fn clients_without_a_valid_certificate_are_refused() {
         let anonymous = TlsMaterial {
             ca: ca.clone(),
             own: None,
+            deny: Default::default(),
         };
         let msg = failure(
             Client::with_tls(&anonymous, addr)
@@ -76,6 +83,7 @@ fn clients_without_a_valid_certificate_are_refused() {
                 vec![load_cert(&foreign.cert(Role::User, "admin")).unwrap()],
                 PrivateKeyDer::from_pem_file(foreign.key(Role::User, "admin")).unwrap(),
             )),
+            deny: Default::default(),
         };
         let msg = failure(
             Client::with_tls(&foreign_admin, addr)

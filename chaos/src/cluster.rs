@@ -1,5 +1,7 @@
-//! The flocker cluster under test: a CA from `flocker ca init`, and one
-//! `flocker node` process per node, started inside its network namespace
+//! The flocker cluster under test: a CA from `flocker ca init` (kept in
+//! `DIR/certs`, which no node reads), a bundle per node (`DIR/bundles/<node>`,
+//! `flocker ca bundle`) and one for the admin, and one
+//! `flocker node` process per node, started from its bundle, started inside its network namespace
 //! (`ip netns exec`, which execs in place, so the pid we hold is the node's
 //! own and kill -9 / SIGSTOP reach it directly).
 //!
@@ -31,7 +33,11 @@ pub struct Node {
 
 pub struct Cluster {
     pub bin: PathBuf,
+    /// The CA directory (the CA key and every certificate).
     pub certs: PathBuf,
+    /// Where each node's bundle is made, `<bundles>/<node>`, and the
+    /// admin's, `<bundles>/admin`.
+    pub bundles: PathBuf,
     pub logs: PathBuf,
     pub nodes: Vec<Node>,
     pub cluster_id: String,
@@ -62,6 +68,8 @@ impl Cluster {
         if !init.ok() {
             bail!("flocker ca init: {}", init.why());
         }
+        let bundles = out.join("bundles");
+        bundle(bin, &certs, "--user", "admin", &bundles.join("admin"))?;
         let faketime = Path::new(LIBFAKETIME).exists();
         if !faketime {
             eprintln!(
@@ -94,6 +102,7 @@ impl Cluster {
         Ok(Cluster {
             bin: bin.to_path_buf(),
             certs,
+            bundles,
             logs,
             nodes,
             cluster_id,
@@ -115,6 +124,11 @@ impl Cluster {
         self.index(name).map(|i| self.nodes[i].addr.clone())
     }
 
+    /// The admin's bundle: what `ctl` uses.
+    pub fn admin_certs(&self) -> PathBuf {
+        self.bundles.join("admin")
+    }
+
     pub fn faketime_enabled(&self) -> bool {
         self.faketime
     }
@@ -125,6 +139,11 @@ impl Cluster {
             return Ok(());
         }
         let node = &self.nodes[i];
+        // Made on first start, so a node issued later gets one too.
+        let certs = self.bundles.join(&node.name);
+        if !certs.exists() {
+            bundle(&self.bin, &self.certs, "--node", &node.name, &certs)?;
+        }
         let log_path = self.logs.join(format!("{}.log", node.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -139,7 +158,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--certs")
-            .arg(&self.certs)
+            .arg(&certs)
             .args(["--peers", &self.peers]);
         if let Some(bug) = &self.plant_bug {
             cmd.args(["--plant-bug", bug]);
@@ -225,6 +244,22 @@ impl Cluster {
             self.kill(i);
         }
     }
+}
+
+/// `flocker ca bundle --dir CA --node|--user NAME --out OUT`.
+fn bundle(bin: &Path, ca: &Path, kind: &str, name: &str, out: &Path) -> Result<()> {
+    let made = crate::sh::run(
+        Command::new(bin)
+            .args(["ca", "bundle", "--dir"])
+            .arg(ca)
+            .args([kind, name, "--out"])
+            .arg(out),
+        Duration::from_secs(30),
+    )?;
+    if !made.ok() {
+        bail!("flocker ca bundle {kind} {name}: {}", made.why());
+    }
+    Ok(())
 }
 
 impl Drop for Cluster {

@@ -172,7 +172,7 @@ fn execute(opts: &Options) -> Result<()> {
         let c = cluster.lock().unwrap_or_else(|e| e.into_inner());
         Ctl {
             bin: c.bin.clone(),
-            certs: c.certs.clone(),
+            certs: c.admin_certs(),
         }
     };
     let node_addrs: Vec<(String, String)> = {

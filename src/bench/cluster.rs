@@ -3,7 +3,7 @@
 use super::procs::{free_udp, Proc};
 use crate::api::client::Client;
 use crate::api::{ClientReply, ClientRequest};
-use crate::ca::{self, CertsDir};
+use crate::ca::{self, CertsDir, Role};
 use anyhow::{bail, Result};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,17 +12,30 @@ use std::time::{Duration, Instant};
 pub const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
 pub struct FlockerCluster {
+    /// The admin's bundle (`ca.crt`, `users/admin.*`): what clients use.
     pub certs: CertsDir,
     pub addrs: Vec<SocketAddr>,
     pub nodes: Vec<Proc>,
 }
 
 impl FlockerCluster {
-    /// Starts `n1`..`n3` with `--peers`, plus `extra(name)` arguments each.
+    /// Starts `n1`..`n3` with `--peers`, plus `extra(name)` arguments each,
+    /// each node from its own bundle (the CA key stays in `DIR/ca`).
     pub fn start(dir: &Path, extra: impl Fn(&str) -> Vec<String>) -> Result<FlockerCluster> {
-        let certs_dir = dir.join("certs");
+        let ca_dir = dir.join("ca");
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
-        ca::init(&certs_dir, &names, &["admin".to_string()])?;
+        ca::init(
+            &ca_dir,
+            &names,
+            &[ca::Subject::user("admin")],
+            ca::Validity::default(),
+        )?;
+        let bundle = |name: &str| dir.join("bundles").join(name);
+        for name in NAMES {
+            ca::bundle(&ca_dir, Role::Node, name, &bundle(name))?;
+        }
+        let admin = bundle("admin");
+        ca::bundle(&ca_dir, Role::User, "admin", &admin)?;
         let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_udp()).collect();
         let peers: Vec<String> = NAMES
             .iter()
@@ -38,7 +51,7 @@ impl FlockerCluster {
                 format!("--name={name}"),
                 format!("--listen={addr}"),
                 format!("--data-dir={}", dir.join(format!("data-{name}")).display()),
-                format!("--certs={}", certs_dir.display()),
+                format!("--certs={}", bundle(name).display()),
                 format!("--peers={}", peers.join(",")),
             ];
             let mut command = command;
@@ -46,7 +59,7 @@ impl FlockerCluster {
             nodes.push(Proc::spawn(command, dir.join(format!("{name}.log")))?);
         }
         Ok(FlockerCluster {
-            certs: CertsDir::new(certs_dir),
+            certs: CertsDir::new(admin),
             addrs,
             nodes,
         })

@@ -555,15 +555,25 @@ async fn on<T: Send + 'static>(
 
 /// Starts the group's members on loopback ports and initialises the group.
 async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
-    let certs_dir = dir.join("certs");
-    ca::init(&certs_dir, names, &["admin".to_string()])?;
+    // The CA stays in `ca/`; each member reads only its own bundle.
+    let ca_dir = dir.join("ca");
+    ca::init(
+        &ca_dir,
+        names,
+        &[ca::Subject::user("admin")],
+        ca::Validity::default(),
+    )?;
+    let bundle = |name: &str| dir.join("bundles").join(name);
+    for name in names {
+        ca::bundle(&ca_dir, Role::Node, name, &bundle(name))?;
+    }
     let mut endpoints = Vec::new();
     for name in names {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name(name.clone())
             .build()?;
-        let tls = TlsMaterial::load(&CertsDir::new(&certs_dir), Role::Node, name)?;
+        let tls = TlsMaterial::load(&CertsDir::new(bundle(name)), Role::Node, name)?;
         let net = on(&runtime, async move {
             Net::server("127.0.0.1:0".parse().expect("literal address"), &tls)
         })
@@ -590,7 +600,8 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             listen: addr,
             advertise: None,
             data_dir: dir.join(&name),
-            certs: certs_dir.clone(),
+            certs: bundle(&name),
+            allow_ca_key: false,
             peers: Vec::new(),
             join: None,
             max_voters: DEFAULT_MAX_VOTERS,

@@ -459,7 +459,7 @@ impl Bench {
             .arg("--node")
             .arg(self.cluster.addrs[2].to_string())
             .arg("--certs")
-            .arg(self.work.join("certs"))
+            .arg(&self.cluster.certs.root)
             .args(["move", volume.app, to, "--wait", "--timeout"])
             .arg(LIMIT.as_secs().to_string())
             .stdin(Stdio::null())

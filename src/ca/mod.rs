@@ -1,25 +1,31 @@
-//! The cluster's own certificate authority: `flocker ca init` and `flocker ca issue`.
+//! The cluster's own certificate authority: `flocker ca init`, `issue`,
+//! `renew`, `bundle` and `fingerprint`.
 //!
-//! Owns the on-disk layout of a certs directory and the making of certificates.
-//! It does not load certificates into TLS configurations (that is `net::tls`)
-//! and does not decide what a peer may do (that is each service's check of its
-//! [`Identity`]).
+//! Owns the on-disk layout of a certs directory and the making of
+//! certificates: who they name, their role and access level, and how long
+//! they last. It does not load certificates into TLS configurations (that is
+//! `net::tls`) and does not decide what a peer may do (that is each
+//! service's check of its [`Identity`]).
 
+mod bundle;
+mod files;
 mod identity;
+mod renew;
 
+pub use bundle::bundle;
 pub use identity::{
     access_extension_content, fingerprint, format_unix, node_id_for, normalize_fingerprint,
     validate_name, Access, Identity, Role, ACCESS_EXTENSION_OID,
 };
+pub use renew::{renew, Renewed};
 
 use anyhow::{bail, Context, Result};
+use files::write_new;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The DNS name every node certificate carries: clients that only know an
@@ -27,9 +33,91 @@ use std::path::{Path, PathBuf};
 /// the certificate.
 pub const NODE_SERVER_NAME: &str = "node.flocker";
 
-/// How long certificates are valid. Rotation is a later issue; ten years keeps
-/// a test cluster from expiring under an operator's feet.
-const VALIDITY_DAYS: i64 = 3650;
+/// How long the CA itself is valid. Long, because replacing it means
+/// reissuing every certificate; its key stays on the admin's machine.
+const CA_VALIDITY_DAYS: u32 = 3650;
+
+/// Default validity of node and user certificates: a year, so a lost or
+/// forgotten credential stops working on its own; `flocker ca renew` makes
+/// the next one.
+pub const DEFAULT_VALIDITY_DAYS: u32 = 365;
+
+/// How long a certificate is valid, counted from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Valid from a day ago (tolerating clocks a little behind) for this
+    /// many days from now.
+    Days(u32),
+    /// Already expired this many days ago: for tests of how an expired
+    /// certificate is refused.
+    ExpiredDaysAgo(u32),
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Validity::Days(DEFAULT_VALIDITY_DAYS)
+    }
+}
+
+impl Validity {
+    fn apply(self, params: &mut CertificateParams) {
+        let now = time::OffsetDateTime::now_utc();
+        let days = |n: u32| time::Duration::days(i64::from(n));
+        let (not_before, not_after) = match self {
+            Validity::Days(n) => (now - days(1), now + days(n)),
+            Validity::ExpiredDaysAgo(n) => {
+                let not_after = now - days(n);
+                (not_after - days(2), not_after)
+            }
+        };
+        params.not_before = not_before;
+        params.not_after = not_after;
+    }
+}
+
+/// Whom a certificate names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Node(String),
+    User { name: String, access: Access },
+}
+
+impl Subject {
+    pub fn role(&self) -> Role {
+        match self {
+            Subject::Node(_) => Role::Node,
+            Subject::User { .. } => Role::User,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Node(name) | Subject::User { name, .. } => name,
+        }
+    }
+
+    /// `Subject::User` with the default access, admin.
+    pub fn user(name: impl Into<String>) -> Subject {
+        Subject::User {
+            name: name.into(),
+            access: Access::Admin,
+        }
+    }
+
+    /// Reads `NAME` or `NAME:ROLE` (`ca init --users alice,bob:viewer`);
+    /// a user without a role is an admin.
+    pub fn parse_user(spec: &str) -> Result<Subject> {
+        let (name, access) = match spec.split_once(':') {
+            Some((name, role)) => (name, Access::parse(role)?),
+            None => (spec, Access::Admin),
+        };
+        validate_name(name).with_context(|| format!("user '{spec}'"))?;
+        Ok(Subject::User {
+            name: name.to_string(),
+            access,
+        })
+    }
+}
 
 /// Paths of one certs directory.
 #[derive(Debug, Clone)]
@@ -61,9 +149,10 @@ impl CertsDir {
     }
 }
 
-/// Creates a new CA in `dir` and issues the named node and user certificates.
-/// Refuses to overwrite an existing CA: that would orphan every issued certificate.
-pub fn init(dir: &Path, nodes: &[String], users: &[String]) -> Result<()> {
+/// Creates a new CA in `dir` and issues the named node and user
+/// certificates, each valid for `validity`. Refuses to overwrite an
+/// existing CA: that would orphan every issued certificate.
+pub fn init(dir: &Path, nodes: &[String], users: &[Subject], validity: Validity) -> Result<()> {
     let certs = CertsDir::new(dir);
     if certs.ca_cert().exists() || certs.ca_key().exists() {
         bail!(
@@ -71,8 +160,23 @@ pub fn init(dir: &Path, nodes: &[String], users: &[String]) -> Result<()> {
             dir.display()
         );
     }
-    for name in nodes.iter().chain(users) {
-        validate_name(name)?;
+    let subjects: Vec<Subject> = nodes
+        .iter()
+        .map(|n| Subject::Node(n.clone()))
+        .chain(users.iter().cloned())
+        .collect();
+    for (i, subject) in subjects.iter().enumerate() {
+        validate_name(subject.name())?;
+        if subjects[..i]
+            .iter()
+            .any(|s| s.role() == subject.role() && s.name() == subject.name())
+        {
+            bail!(
+                "{} '{}' is named twice",
+                subject.role().as_str(),
+                subject.name()
+            );
+        }
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let key = KeyPair::generate().context("generating the CA key")?;
@@ -90,25 +194,51 @@ pub fn init(dir: &Path, nodes: &[String], users: &[String]) -> Result<()> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params);
+    Validity::Days(CA_VALIDITY_DAYS).apply(&mut params);
     let cert = params
         .self_signed(&key)
         .context("signing the CA certificate")?;
-    write_file(&certs.ca_key(), key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&certs.ca_cert(), cert.pem().as_bytes(), 0o644)?;
-    for name in nodes {
-        issue(dir, Role::Node, name)?;
-    }
-    for name in users {
-        issue(dir, Role::User, name)?;
+    write_new(&certs.ca_key(), key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&certs.ca_cert(), cert.pem().as_bytes(), 0o644)?;
+    for subject in &subjects {
+        issue(dir, subject, validity)?;
     }
     Ok(())
 }
 
-/// Issues one node or user certificate signed by the CA in `dir`.
-pub fn issue(dir: &Path, role: Role, name: &str) -> Result<()> {
-    validate_name(name)?;
+/// Issues one node or user certificate signed by the CA in `dir`, and
+/// returns the path of the new certificate (its key lies beside it).
+/// Refuses to overwrite an existing certificate: `renew` replaces one.
+pub fn issue(dir: &Path, subject: &Subject, validity: Validity) -> Result<PathBuf> {
     let certs = CertsDir::new(dir);
+    let (role, name) = (subject.role(), subject.name());
+    let cert_path = certs.cert(role, name);
+    if cert_path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it (`flocker ca renew` replaces a certificate)",
+            cert_path.display()
+        );
+    }
+    let made = make(&certs, subject, validity)?;
+    let parent = cert_path
+        .parent()
+        .context("a certificate path has a parent directory")?;
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    write_new(&certs.key(role, name), made.key_pem.as_bytes(), 0o600)?;
+    write_new(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
+    Ok(cert_path)
+}
+
+/// A freshly made key and certificate, not yet on disk.
+struct Made {
+    key_pem: String,
+    cert_pem: String,
+}
+
+/// Makes a new key and a certificate for `subject`, signed by the CA in `certs`.
+fn make(certs: &CertsDir, subject: &Subject, validity: Validity) -> Result<Made> {
+    let (role, name) = (subject.role(), subject.name());
+    validate_name(name)?;
     let ca_key_pem = fs::read_to_string(certs.ca_key())
         .with_context(|| format!("reading the CA key {}", certs.ca_key().display()))?;
     let ca_cert_pem = fs::read_to_string(certs.ca_cert())
@@ -118,13 +248,6 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<()> {
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key)
         .with_context(|| format!("parsing {}", certs.ca_cert().display()))?;
 
-    let (cert_path, key_path) = (certs.cert(role, name), certs.key(role, name));
-    if cert_path.exists() {
-        bail!(
-            "{} already exists; refusing to overwrite it",
-            cert_path.display()
-        );
-    }
     let mut sans = vec![format!("{name}.{}.flocker", role.as_str())];
     if role == Role::Node {
         sans.push(NODE_SERVER_NAME.to_string());
@@ -148,31 +271,30 @@ pub fn issue(dir: &Path, role: Role, name: &str) -> Result<()> {
         ],
         Role::User => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
-    set_validity(&mut params);
+    if let Subject::User { access, .. } = subject {
+        // Not critical: verifiers that do not know it (webpki) must still
+        // accept the certificate; only flocker reads it.
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(
+                ACCESS_EXTENSION_OID,
+                access_extension_content(*access),
+            ));
+    }
+    validity.apply(&mut params);
     let key = KeyPair::generate().context("generating a key")?;
     let cert = params
         .signed_by(&key, &issuer)
         .with_context(|| format!("signing the certificate for {} {name}", role.as_str()))?;
-    fs::create_dir_all(cert_path.parent().expect("cert path has a parent"))?;
-    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-    Ok(())
+    Ok(Made {
+        key_pem: key.serialize_pem(),
+        cert_pem: cert.pem(),
+    })
 }
 
-fn set_validity(params: &mut CertificateParams) {
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
-}
-
-fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+/// The SHA-256 fingerprint of the PEM certificate in `path`, as
+/// `ctl revoke --fingerprint` takes it.
+pub fn fingerprint_file(path: &Path) -> Result<String> {
+    let der = crate::net::tls::load_cert(path)?;
+    Ok(fingerprint(der.as_ref()))
 }

@@ -33,7 +33,7 @@ pub struct CtlArgs {
     /// Any node of the cluster (IP:PORT).
     #[arg(long, env = "FLOCKER_NODE", global = true)]
     pub node: Option<SocketAddr>,
-    /// The certs directory made by `flocker ca init`.
+    /// Your bundle (`flocker ca bundle --user NAME`), or the CA directory.
     #[arg(long, env = "FLOCKER_CERTS", global = true)]
     pub certs: Option<PathBuf>,
     /// The user certificate to present.

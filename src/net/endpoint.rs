@@ -89,6 +89,8 @@ pub struct Net {
     endpoint: Endpoint,
     client: quinn::ClientConfig,
     pool: Mutex<HashMap<SocketAddr, (Connection, Identity)>>,
+    /// Our own certificate, to explain a peer's refusal of it.
+    own: Option<Identity>,
 }
 
 impl Net {
@@ -100,6 +102,7 @@ impl Net {
             endpoint,
             client: tls.client_config()?,
             pool: Mutex::new(HashMap::new()),
+            own: tls.own_identity(),
         }))
     }
 
@@ -116,6 +119,7 @@ impl Net {
             endpoint,
             client: tls.client_config()?,
             pool: Mutex::new(HashMap::new()),
+            own: tls.own_identity(),
         }))
     }
 
@@ -127,15 +131,17 @@ impl Net {
     /// `handler`. Connections that fail authentication are logged and dropped.
     pub fn serve(self: &Arc<Self>, handler: Arc<dyn StreamHandler>) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
+        let own = self.own.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let handler = handler.clone();
+                let own = own.clone();
                 tokio::spawn(async move {
                     let remote = incoming.remote_address();
                     let conn = match incoming.await {
                         Ok(conn) => conn,
                         Err(e) => {
-                            tracing::warn!(%remote, "refused connection: {}", describe(&e));
+                            tracing::warn!(%remote, "refused connection: {}", explain(own.as_ref(), &e));
                             return;
                         }
                     };
@@ -172,7 +178,7 @@ impl Net {
                 let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                     .await
                     .map_err(|_| unreachable(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
-                    .map_err(|e| unreachable(describe(&e)))?;
+                    .map_err(|e| unreachable(self.explain(&e)))?;
                 let id = peer_identity(&conn).map_err(|e| unreachable(format!("{e:#}")))?;
                 self.pool
                     .lock()
@@ -222,7 +228,7 @@ impl Net {
             // TLS 1.3 handshake: it never read the request.
             Some(close) if is_tls_refusal(&close) => CallError::Unreachable {
                 addr,
-                reason: describe(&close),
+                reason: self.explain(&close),
             },
             _ => CallError::Broken { addr, reason },
         };
@@ -278,7 +284,7 @@ impl Net {
                     if attempt == 1 {
                         return Err(CallError::Unreachable {
                             addr,
-                            reason: describe(&e),
+                            reason: self.explain(&e),
                         });
                     }
                 }
@@ -287,9 +293,39 @@ impl Net {
         unreachable!("the loop returns on its second attempt")
     }
 
+    /// [`describe`], and which of our certificates a peer refused, and why.
+    pub fn explain(&self, e: &ConnectionError) -> String {
+        explain(self.own.as_ref(), e)
+    }
+
     /// Closes every connection and the endpoint.
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// [`describe`], and when the peer's TLS alert says it refused our own
+/// certificate (`own`) as expired or revoked, which certificate and since when.
+fn explain(own: Option<&Identity>, e: &ConnectionError) -> String {
+    let (Some(alert), Some(own)) = (tls_alert(e), own) else {
+        return describe(e);
+    };
+    match alert {
+        ALERT_CERTIFICATE_EXPIRED if own.not_after <= unix_now() => format!(
+            "the peer refused our certificate: our certificate ({own}) expired on {}; \
+             renew it (`flocker ca renew`) and use the new one",
+            own.expires()
+        ),
+        ALERT_CERTIFICATE_EXPIRED => format!(
+            "the peer refused our certificate ({own}) as expired or not yet valid, \
+             though it is valid until {}: is that peer's clock wrong?",
+            own.expires()
+        ),
+        ALERT_CERTIFICATE_REVOKED => format!(
+            "the peer refused our certificate: our certificate ({own}, fingerprint {}) is revoked",
+            own.fingerprint
+        ),
+        _ => describe(e),
     }
 }
 
@@ -366,8 +402,28 @@ fn peer_identity(conn: &Connection) -> Result<Identity> {
 
 /// True when the connection was closed with a TLS alert (a crypto error code).
 fn is_tls_refusal(e: &ConnectionError) -> bool {
-    matches!(e, ConnectionError::ConnectionClosed(close)
-        if (0x100..0x200).contains(&u64::from(close.error_code)))
+    tls_alert(e).is_some()
+}
+
+/// The TLS alert a peer closed the connection with (QUIC carries it as a
+/// crypto error code, 0x100 + alert).
+fn tls_alert(e: &ConnectionError) -> Option<u8> {
+    match e {
+        ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8)
+        }
+        _ => None,
+    }
+}
+
+const ALERT_CERTIFICATE_REVOKED: u8 = 44;
+const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Turns QUIC/TLS failures into words an operator can act on.
@@ -384,6 +440,18 @@ pub fn describe(e: &ConnectionError) -> String {
             } else {
                 format!("connection closed by peer: {close}")
             }
+        }
+        // Our verifier refused the node's certificate and logged why.
+        ConnectionError::TransportError(t)
+            if t.reason.contains("invalid peer certificate")
+                && t.reason.contains("certificate expired") =>
+        {
+            format!("TLS handshake failed: {t}: the peer's certificate has expired")
+        }
+        ConnectionError::TransportError(t)
+            if t.reason.contains("invalid peer certificate") && t.reason.contains("Revoked") =>
+        {
+            "TLS handshake failed: the peer's certificate is revoked (on our deny list)".to_string()
         }
         ConnectionError::TransportError(t) if t.reason.contains("invalid peer certificate") => {
             format!(
@@ -404,6 +472,8 @@ fn tls_alert_name(alert: u8) -> String {
     let name = match alert {
         40 => "handshake failure",
         42 => "bad certificate",
+        44 => "certificate revoked",
+        45 => "certificate expired",
         46 => "certificate unknown",
         48 => "unknown CA",
         116 => "certificate required",

@@ -6,9 +6,12 @@
 //! messages mean: services (`raft`, `api`) decode their own requests and check
 //! what the authenticated [`crate::ca::Identity`] may do.
 
+pub mod deny;
 pub mod endpoint;
 pub mod frame;
 pub mod tls;
+pub mod verify;
 
+pub use deny::DenyList;
 pub use endpoint::{CallError, Net, Service, StreamHandler};
 pub use frame::{read_frame, write_frame, FrameError};

@@ -1,11 +1,15 @@
 //! TLS material and configurations: TLS 1.3 only, ring as the one crypto
 //! provider (passed explicitly, never a process-wide default), client
 //! certificates required by every node, and the `flocker/1` ALPN so that
-//! nothing but flocker speaks to the port.
+//! nothing but flocker speaks to the port. Certificates are checked by our
+//! verifiers (`verify`), which add the deny list to webpki's checks.
 
+use super::deny::DenyList;
+use super::verify::{ClientVerifier, ServerVerifier};
 use crate::ca::{CertsDir, Identity, Role, NODE_SERVER_NAME};
 use anyhow::{bail, Context, Result};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::WebPkiServerVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -23,10 +27,14 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// Bound on concurrent streams a peer may open on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
-/// A certificate and key (or none, to test that nodes refuse it) plus the CA.
+/// A certificate and key (or none, to test that nodes refuse it) plus the
+/// CA, and the deny list both sides of every handshake consult.
 pub struct TlsMaterial {
     pub ca: CertificateDer<'static>,
     pub own: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// Certificates refused at the handshake, as client or server. Shared
+    /// by every configuration made from this material (clones share it).
+    pub deny: DenyList,
 }
 
 impl TlsMaterial {
@@ -48,7 +56,20 @@ impl TlsMaterial {
         Ok(TlsMaterial {
             ca,
             own: Some((vec![cert], key)),
+            deny: DenyList::default(),
         })
+    }
+
+    /// The same material consulting `deny` (a node shares one list between
+    /// its endpoints).
+    pub fn with_deny_list(self, deny: DenyList) -> TlsMaterial {
+        TlsMaterial { deny, ..self }
+    }
+
+    /// Our own certificate's identity, if we have a readable one.
+    pub fn own_identity(&self) -> Option<Identity> {
+        let (chain, _) = self.own.as_ref()?;
+        Identity::from_der(chain.first()?).ok()
     }
 
     fn roots(&self) -> Result<RootCertStore> {
@@ -62,10 +83,11 @@ impl TlsMaterial {
     /// The server side of a node: only clients with a certificate from our CA.
     pub fn server_config(&self) -> Result<quinn::ServerConfig> {
         let provider = provider();
-        let verifier =
+        let webpki =
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
                 .build()
                 .context("building the client certificate verifier")?;
+        let verifier = Arc::new(ClientVerifier::new(webpki, self.deny.clone()));
         let Some((chain, key)) = &self.own else {
             bail!("a node needs its own certificate to serve");
         };
@@ -83,9 +105,18 @@ impl TlsMaterial {
 
     /// The client side, used by nodes for outgoing calls and by `flocker ctl`.
     pub fn client_config(&self) -> Result<quinn::ClientConfig> {
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
+        let provider = provider();
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .build()
+                .context("building the server certificate verifier")?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots()?);
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier::new(
+                webpki,
+                self.deny.clone(),
+            )));
         let mut tls = match &self.own {
             Some((chain, key)) => builder
                 .with_client_auth_cert(chain.clone(), key.clone_key())

@@ -11,7 +11,7 @@ use crate::api::{Api, PeerReply, PeerRequest};
 use crate::ca::{validate_name, CertsDir, Role};
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::tls::TlsMaterial;
-use crate::net::{Net, Service};
+use crate::net::{DenyList, Net, Service};
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
 use crate::runtime::{ContainerRuntime, DockerRuntime, DockerTimeouts, SimRuntime};
 use crate::scheduler::{self, Lease, Liveness};
@@ -50,6 +50,9 @@ pub fn parse_peers(spec: &str) -> Result<Vec<(String, SocketAddr)>> {
 pub struct RunningNode {
     pub api: Arc<Api>,
     pub raft: Raft,
+    /// Certificates this node refuses at every handshake, on both of its
+    /// endpoints; replace its contents to deny more or fewer.
+    pub deny: DenyList,
     net: Arc<Net>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Volume streams and movers (on their own runtime); `None` when this
@@ -74,8 +77,12 @@ impl RunningNode {
 pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     settings.validate()?;
     let certs = CertsDir::new(&settings.certs);
+    // One list for both endpoints, so a refusal holds for Raft, client,
+    // peer and volume streams alike.
+    let deny = DenyList::new();
     let tls = TlsMaterial::load(&certs, Role::Node, &settings.name)
-        .with_context(|| format!("loading the certificate of node {}", settings.name))?;
+        .with_context(|| format!("loading the certificate of node {}", settings.name))?
+        .with_deny_list(deny.clone());
     let advertise = settings.advertise();
     let net = Net::server(settings.listen, &tls)?;
     let (log_store, sm) = open_stores(&settings.data_dir.join("raft"))?;
@@ -179,6 +186,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     Ok(RunningNode {
         api,
         raft,
+        deny,
         net,
         tasks,
         volumes,

@@ -31,6 +31,8 @@ pub struct NodeSettings {
     pub advertise: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub certs: PathBuf,
+    /// Run even though `certs` holds the CA's private key (`--allow-ca-key`).
+    pub allow_ca_key: bool,
     /// The initial cluster, identical on every founding node.
     pub peers: Vec<(String, SocketAddr)>,
     /// An existing member to ask for admission.
@@ -90,9 +92,30 @@ impl NodeSettings {
         if self.snapshot_logs == 0 {
             bail!("--snapshot-logs must be at least 1");
         }
+        self.check_no_ca_key()?;
         for (key, value) in &self.labels {
             crate::state::validate_label(key, Some(value))
                 .map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a certs directory that holds the CA's private key, unless
+    /// `--allow-ca-key`: a node needs only its bundle, and the key on every
+    /// node would let whoever breaks into one host issue certificates for
+    /// any node or admin of the cluster.
+    pub fn check_no_ca_key(&self) -> Result<()> {
+        let ca_key = crate::ca::CertsDir::new(&self.certs).ca_key();
+        if ca_key.exists() && !self.allow_ca_key {
+            bail!(
+                "{} is the cluster CA's private key; a node must not hold it: \
+                 one compromised host could then mint certificates for the whole cluster. \
+                 Start the node from its own bundle (`flocker ca bundle --dir {} --node {} --out DIR`), \
+                 or pass --allow-ca-key to run anyway",
+                ca_key.display(),
+                self.certs.display(),
+                self.name
+            );
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Test harness: real `flocker` processes on their own loopback ports, a
-//! certs directory from `flocker ca init`, and `flocker ctl` as the client.
+//! CA directory from `flocker ca init` (the admin's machine), each node
+//! started from its own `flocker ca bundle` (no CA key on nodes), and
+//! `flocker ctl` as the client, from the admin's user bundle.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -56,6 +58,8 @@ impl Cluster {
             "ca init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let admin = dir.path().join("bundles").join("admin");
+        bundle(&dir.path().join("certs"), "--user", "admin", &admin);
         let addrs: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
         let peers: Vec<String> = names
             .iter()
@@ -74,8 +78,20 @@ impl Cluster {
         cluster
     }
 
+    /// The CA directory: the CA key and every certificate (the admin's
+    /// machine). Nodes never see it.
     pub fn certs(&self) -> PathBuf {
         self.dir.path().join("certs")
+    }
+
+    /// The bundle node `name` starts from (made on its first start).
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        self.dir.path().join("bundles").join(name)
+    }
+
+    /// The admin's user bundle, what `ctl` uses.
+    pub fn admin_certs(&self) -> PathBuf {
+        self.bundle("admin")
     }
 
     /// The Docker name of `app`'s container on `node`.
@@ -114,7 +130,10 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
-        let certs = self.certs();
+        let certs = self.bundle(&self.nodes[i].name);
+        if !certs.exists() {
+            bundle(&self.certs(), "--node", &self.nodes[i].name, &certs);
+        }
         let log_path = self.dir.path().join(format!("{}.log", self.nodes[i].name));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -177,9 +196,9 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// Runs `flocker ctl` against node `via`.
+    /// Runs `flocker ctl` against node `via`, as the admin.
     pub fn ctl(&self, via: &str, args: &[&str]) -> CtlResult {
-        ctl_at(self.addr(via), &self.certs(), args)
+        ctl_at(self.addr(via), &self.admin_certs(), args)
     }
 
     /// `ctl nodes -o json` against `via`, or None when it fails.
@@ -264,6 +283,23 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `flocker ca bundle --dir CA --node|--user NAME --out OUT`.
+pub fn bundle(ca: &Path, kind: &str, name: &str, out: &Path) {
+    let out_arg = out.to_owned();
+    let result = Command::new(BIN)
+        .args(["ca", "bundle", "--dir"])
+        .arg(ca)
+        .args([kind, name, "--out"])
+        .arg(out_arg)
+        .output()
+        .expect("run flocker ca bundle");
+    assert!(
+        result.status.success(),
+        "ca bundle {kind} {name}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 pub struct CtlResult {
