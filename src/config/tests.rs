@@ -555,7 +555,7 @@ fn configuration_values_have_limits() {
     let vars: Vec<String> = (0..=MAX_ENV_VARS).map(|i| format!("V{i}=x")).collect();
     let app = format!("a:\n  image: x\n  environment: [{}]\n", vars.join(", "));
     let e = errors(&anywhere(&["a"]), &app);
-    one(&e, &format!("application.yml:3:"));
+    one(&e, "application.yml:3:");
     one(&e, &format!("a.environment[{MAX_ENV_VARS}]: {} environment variables, more than the limit of {MAX_ENV_VARS}", MAX_ENV_VARS + 1));
 
     // Command arguments and constraints.

@@ -60,7 +60,7 @@ pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};
-pub use error::VolumeError;
+pub use error::{human_bytes, ReserveShortfall, VolumeError};
 pub use hash::{Hash, BLOCK_SIZE};
 pub use manifest::{Entry, FileData, Kind, Manifest, Meta};
 pub use mark::{Mark, MarkState};
@@ -68,6 +68,7 @@ pub use path::RelPath;
 pub use scan::{ScanOptions, ScanReport};
 pub use store::{Scanner, StaleCopy, VolumeStore};
 pub use summary::{Limits, Summary, SummaryBuilder};
+pub(crate) use sys::available_bytes;
 
 // The move protocol hands these to `spawn_blocking` and between tasks.
 const _: fn() = || {
