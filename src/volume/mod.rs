@@ -68,7 +68,7 @@ pub use path::RelPath;
 pub use scan::{ScanOptions, ScanReport};
 pub use store::{Scanner, StaleCopy, VolumeStore};
 pub use summary::{Limits, Summary, SummaryBuilder};
-pub(crate) use sys::available_bytes;
+pub use sys::available_bytes;
 
 // The move protocol hands these to `spawn_blocking` and between tasks.
 const _: fn() = || {

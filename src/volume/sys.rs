@@ -97,7 +97,7 @@ pub(crate) fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
 
 /// Bytes an unprivileged writer may still use on the file system holding
 /// `path` (`statvfs`: available blocks times the fragment size).
-pub(crate) fn available_bytes(path: &Path) -> io::Result<u64> {
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `c` is a NUL-terminated path and `st` points to writable
