@@ -29,7 +29,8 @@
 //! - `path`: `RelPath`, validated relative paths; `resolve_beneath`.
 //! - `hash`: block size, the hash tree and its exact definition.
 //! - `manifest`: `Manifest`, `Entry`, `Meta`, `FileData`.
-//! - `cache`: `HashCache`, what makes a rescan cheap; owners not applied.
+//! - `cache`: `HashCache`, what makes a rescan cheap; owners not applied and
+//!   setuid/setgid bits not written (the volume still sees the sender's).
 //! - `scan`: reading a copy into a `Manifest`.
 //! - `mark`: the mark file. `store`: `VolumeStore`, layout, `mountable`.
 //! - `summary`: `Summary` (what a sender knows of the receiver), `Limits`.
