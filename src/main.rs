@@ -122,6 +122,11 @@ struct NodeArgs {
     /// Most volume data this node sends per second (e.g. 100M; 0: no limit).
     #[arg(long, default_value = "512M", value_parser = parse_rate)]
     volume_rate: u64,
+    /// Free space kept for Raft on the data directory's file system (e.g.
+    /// 500M; 0: none): a volume move into this node that would leave less
+    /// fails, and the node warns at start when there is already less.
+    #[arg(long, default_value = "1G", value_parser = parse_rate)]
+    reserve: u64,
     /// Chaos testing only: switch off one safety mechanism (repeatable) so
     /// the chaos suite can show its checkers catch the result.
     #[arg(long = "plant-bug", value_enum, value_name = "BUG")]
@@ -424,6 +429,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         volume_listen: args.volume_listen,
         volume_rate: args.volume_rate,
+        reserve: args.reserve,
     };
     let running = node::start(settings).await?;
     wait_for_signal().await;

@@ -611,6 +611,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             labels: Default::default(),
             volume_listen: None,
             volume_rate: 0,
+            reserve: 0,
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

@@ -15,6 +15,10 @@
 //!   nodes may publish the same external port), and is checked to publish
 //!   it otherwise. The writer (`write.rs`) gives it only in that case.
 //!
+//! - `preserve_setuid` in a volume: `true` lets a node receiving the volume
+//!   write setuid and setgid bits on its files (by default they are
+//!   recorded but not written; see `volume::apply`).
+//!
 //! `mem_limit` and `volume.maximum_size` take bytes or a size with a binary
 //! unit (see `size.rs`). `volume.dataset_id`, which Flocker wrote when it
 //! exported a configuration, is read and kept.
@@ -100,6 +104,11 @@ fn read_app(sink: &mut Sink, node: &Node, path: &KeyPath) -> DraftApp {
                 if let Some(env) =
                     read::map(sink, v, &p, "a map of environment variable names to values")
                 {
+                    let over = env.get(names::MAX_ENV_VARS).map(|e| Mark {
+                        at: e.key_at,
+                        path: p.key(&e.key),
+                    });
+                    apps::check_env_count(sink, env.len(), over);
                     for e in env {
                         let var_path = p.key(&e.key);
                         if let Err(why) = names::check_env_name(&e.key) {
@@ -240,7 +249,7 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
         sink,
         node,
         path,
-        "a map with 'mountpoint' and optionally 'maximum_size'",
+        "a map with 'mountpoint' and optionally 'maximum_size' and 'preserve_setuid'",
     ) else {
         return;
     };
@@ -248,7 +257,12 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
         sink,
         entries,
         path,
-        &["mountpoint", "maximum_size", "dataset_id"],
+        &[
+            "mountpoint",
+            "maximum_size",
+            "dataset_id",
+            "preserve_setuid",
+        ],
         &[],
     );
     let mountpoint = read::require(sink, entries, node.at, path, "mountpoint").and_then(|e| {
@@ -285,13 +299,18 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
         }
         None => Some(None),
     };
-    if let (Some(mountpoint), Some(maximum_size), Some(dataset_id)) =
-        (mountpoint, maximum_size, dataset_id)
+    let preserve_setuid = match read::get(entries, "preserve_setuid") {
+        Some(e) => read::boolean(sink, &e.value, &path.key("preserve_setuid")),
+        None => Some(false),
+    };
+    if let (Some(mountpoint), Some(maximum_size), Some(dataset_id), Some(preserve_setuid)) =
+        (mountpoint, maximum_size, dataset_id, preserve_setuid)
     {
         draft.spec.volume = Some(VolumeSpec {
             mountpoint,
             maximum_size,
             dataset_id,
+            preserve_setuid,
         });
     }
 }

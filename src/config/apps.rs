@@ -124,6 +124,14 @@ pub(crate) fn read_each(
     mut one: impl FnMut(&mut Sink, &Node, &KeyPath) -> DraftApp,
 ) -> BTreeMap<String, DraftApp> {
     let mut apps = BTreeMap::new();
+    if let Some(over) = entries.get(super::names::MAX_APPS) {
+        let message = format!(
+            "{} applications, more than the limit of {}",
+            entries.len(),
+            super::names::MAX_APPS
+        );
+        sink.at(over.key_at, &path.key(&over.key), message);
+    }
     for entry in entries {
         let app_path = path.key(&entry.key);
         if let Err(why) = super::names::check_app_name(&entry.key) {
@@ -181,6 +189,18 @@ pub(crate) fn read_env_value(sink: &mut Sink, node: &Node, path: &KeyPath) -> Op
     }
 }
 
+/// Refuses an environment of more than `MAX_ENV_VARS` variables, at the
+/// first one over the limit.
+pub(crate) fn check_env_count(sink: &mut Sink, count: usize, first_over: Option<Mark>) {
+    if let Some(mark) = first_over {
+        let message = format!(
+            "{count} environment variables, more than the limit of {}",
+            super::names::MAX_ENV_VARS
+        );
+        sink.at(mark.at, &mark.path, message);
+    }
+}
+
 /// A list of strings, each with where it was written.
 pub(crate) fn read_strings(
     sink: &mut Sink,
@@ -234,6 +254,10 @@ pub(crate) fn check_command(
         sink.at(node.at, path, "the command may not contain NUL");
         return None;
     }
+    if let Err(why) = super::names::check_command_words(&words) {
+        sink.at(node.at, path, why);
+        return None;
+    }
     Some(words)
 }
 
@@ -246,12 +270,22 @@ pub(crate) fn read_constraints(
 ) -> Vec<super::model::Constraint> {
     use super::model::ConstraintOp::{Equal, NotEqual};
     let mut out: Vec<super::model::Constraint> = Vec::new();
-    for (text, mark) in read_strings(
+    let items = read_strings(
         sink,
         node,
         path,
         "constraints (label=value or label!=value)",
-    ) {
+    );
+    if let Some((_, mark)) = items.get(super::names::MAX_CONSTRAINTS) {
+        let message = format!(
+            "{} constraints, more than the limit of {}",
+            items.len(),
+            super::names::MAX_CONSTRAINTS
+        );
+        sink.at(mark.at, &mark.path, message);
+        return out;
+    }
+    for (text, mark) in items {
         let constraint = match super::names::parse_constraint(&text) {
             Ok(c) => c,
             Err(why) => {

@@ -258,6 +258,11 @@ fn read_service(sink: &mut Sink, node: &Node, path: &KeyPath) -> DraftApp {
 fn read_environment(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp) {
     match &node.value {
         Value::Map(entries) => {
+            let over = entries.get(names::MAX_ENV_VARS).map(|e| apps::Mark {
+                at: e.key_at,
+                path: path.key(&e.key),
+            });
+            apps::check_env_count(sink, entries.len(), over);
             for e in entries {
                 let p = path.key(&e.key);
                 if let Err(why) = names::check_env_name(&e.key) {
@@ -279,7 +284,10 @@ fn read_environment(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut Dr
         }
         Value::Seq(_) => {
             let mut first_line = BTreeMap::new();
-            for (text, mark) in apps::read_strings(sink, node, path, "KEY=VALUE strings") {
+            let items = apps::read_strings(sink, node, path, "KEY=VALUE strings");
+            let over = items.get(names::MAX_ENV_VARS).map(|(_, m)| m.clone());
+            apps::check_env_count(sink, items.len(), over);
+            for (text, mark) in items {
                 let (name, value) = text.split_once('=').unwrap_or((text.as_str(), ""));
                 let checked =
                     names::check_env_name(name).and_then(|()| names::check_env_value(value));
@@ -383,6 +391,7 @@ fn read_volumes(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftA
             mountpoint,
             maximum_size: None,
             dataset_id: None,
+            preserve_setuid: false,
         });
     }
 }

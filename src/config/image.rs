@@ -7,6 +7,10 @@ use super::model::ImageRef;
 
 const MAX_NAME: usize = 255;
 const MAX_TAG: usize = 128;
+/// A whole reference: repository, tag and a SHA-512 digest fit with room.
+const MAX_REFERENCE: usize = 1024;
+/// Hex digits of a digest: SHA-512 has 128.
+const MAX_DIGEST_HEX: usize = 128;
 
 impl ImageRef {
     /// Parses and checks a reference; without a tag or digest the tag is
@@ -14,6 +18,12 @@ impl ImageRef {
     pub fn parse(text: &str) -> Result<ImageRef, String> {
         if text.trim().is_empty() {
             return Err("the image is empty".into());
+        }
+        if text.len() > MAX_REFERENCE {
+            return Err(format!(
+                "the image reference is {} bytes, longer than the limit of {MAX_REFERENCE}",
+                text.len()
+            ));
         }
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
@@ -150,7 +160,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
                 && algorithm
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-                && hex.len() >= 32
+                && (32..=MAX_DIGEST_HEX).contains(&hex.len())
                 && hex
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

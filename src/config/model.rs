@@ -83,6 +83,11 @@ pub struct VolumeSpec {
     /// Flocker's optional dataset UUID, kept so files exported by Flocker
     /// read back unchanged; distinct across applications.
     pub dataset_id: Option<String>,
+    /// Write setuid and setgid bits of files when this volume arrives on a
+    /// node (`volume.preserve_setuid`). Off by default: a received file
+    /// keeps them in its recorded mode (and the root hash) but not on disk.
+    #[serde(default)]
+    pub preserve_setuid: bool,
 }
 
 /// What Docker does when the container exits. The agent, not Docker, acts on

@@ -9,6 +9,23 @@
 //! `-` and `_`, starting with a letter or digit. `_` is allowed because
 //! compose files commonly use it; upper case is refused rather than folded,
 //! so a name means the same everywhere it appears.
+//!
+//! Every value that reaches the replicated state has a limit, generous for
+//! real configurations but finite, so one file cannot make a Raft entry, the
+//! history or a reply frame unreasonably large (issue 11, item 6). The
+//! limits, all in bytes or counts (README lists them too):
+//!
+//! | what | limit | why this number |
+//! |---|---|---|
+//! | application name | 1-63 of `[a-z0-9_-]` | a DNS label; Docker names |
+//! | applications in a file | 10,000 | what a file fits under the YAML reader's 200,000-value budget with a few settings each |
+//! | environment variable name | 4 KiB | far beyond any real name; YAML's 1 KiB implicit-key limit is passed by the writer's explicit form |
+//! | environment variable value | 64 KiB | half of Linux's 128 KiB limit on one `NAME=value` string |
+//! | environment variables per app | 1,000 | |
+//! | command arguments | 1,000, each ≤ 64 KiB | each within Linux's 128 KiB per-argument limit |
+//! | image reference | 1 KiB (repository 255, tag 128, digest hex ≤ 128) | Docker's own limits |
+//! | constraints per app | 64; label key ≤ 63, value ≤ 253 | node labels' rules (`state::validate_label`) |
+//! | mountpoint | 4 KiB, not `/.flocker` or below | PATH_MAX; the fence is mounted there |
 
 use super::model::{Constraint, ConstraintOp};
 use std::net::IpAddr;
@@ -16,6 +33,17 @@ use std::net::IpAddr;
 pub const MAX_NAME: usize = 63;
 /// Longest mountpoint accepted, as Linux's PATH_MAX.
 pub const MAX_PATH: usize = 4096;
+/// Most applications one application file defines.
+pub const MAX_APPS: usize = 10_000;
+pub const MAX_ENV_NAME: usize = 4 << 10;
+pub const MAX_ENV_VALUE: usize = 64 << 10;
+pub const MAX_ENV_VARS: usize = 1_000;
+pub const MAX_COMMAND_ARGS: usize = 1_000;
+pub const MAX_COMMAND_ARG: usize = 64 << 10;
+pub const MAX_CONSTRAINTS: usize = 64;
+/// Where the agent mounts the fence in every fenceable container
+/// (`agent::fence::FENCE_MOUNT`): no volume may be mounted there or below.
+pub const RESERVED_MOUNT: &str = crate::agent::fence::FENCE_MOUNT;
 
 pub fn check_app_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -100,6 +128,11 @@ pub fn parse_address_key(key: &str) -> Option<(IpAddr, Option<u16>)> {
 pub fn check_env_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         Err("an environment variable name is empty".into())
+    } else if name.len() > MAX_ENV_NAME {
+        Err(format!(
+            "an environment variable name of {} bytes is longer than the limit of {MAX_ENV_NAME}",
+            name.len()
+        ))
     } else if name.contains('=') || name.contains('\0') {
         Err(format!(
             "invalid environment variable name '{}': it may not contain '=' or NUL",
@@ -111,7 +144,12 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
 }
 
 pub fn check_env_value(value: &str) -> Result<(), String> {
-    if value.contains('\0') {
+    if value.len() > MAX_ENV_VALUE {
+        Err(format!(
+            "an environment variable value of {} bytes is longer than the limit of {MAX_ENV_VALUE}",
+            value.len()
+        ))
+    } else if value.contains('\0') {
         Err("an environment variable value may not contain NUL".into())
     } else {
         Ok(())
@@ -139,6 +177,37 @@ pub fn check_mountpoint(path: &str) -> Result<(), String> {
     }
     if path.split('/').all(str::is_empty) {
         return Err("mountpoint may not be '/'".into());
+    }
+    let first = path
+        .split('/')
+        .find(|part| !part.is_empty() && *part != ".");
+    if first == RESERVED_MOUNT.strip_prefix('/') {
+        return Err(format!(
+            "mountpoint '{}' is reserved: the cluster mounts its fence at {RESERVED_MOUNT} in every container",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// A container command's arguments: how many and how long.
+pub fn check_command_words(words: &[String]) -> Result<(), String> {
+    if words.len() > MAX_COMMAND_ARGS {
+        return Err(format!(
+            "the command has {} arguments, more than the limit of {MAX_COMMAND_ARGS}",
+            words.len()
+        ));
+    }
+    if let Some((i, w)) = words
+        .iter()
+        .enumerate()
+        .find(|(_, w)| w.len() > MAX_COMMAND_ARG)
+    {
+        return Err(format!(
+            "argument {} of the command is {} bytes, longer than the limit of {MAX_COMMAND_ARG}",
+            i + 1,
+            w.len()
+        ));
     }
     Ok(())
 }
@@ -232,6 +301,40 @@ mod tests {
         assert!(check_mountpoint("/a/../b").is_err());
         assert!(check_mountpoint("/").is_err());
         assert!(check_mountpoint("//").is_err());
+    }
+
+    #[test]
+    fn the_fence_mount_is_reserved() {
+        for reserved in [
+            "/.flocker",
+            "/.flocker/",
+            "/.flocker/data",
+            "//./.flocker/x",
+        ] {
+            let why = check_mountpoint(reserved).unwrap_err();
+            assert!(why.contains("is reserved"), "{reserved}: {why}");
+        }
+        for ok in ["/.flockerx", "/data/.flocker", "/flocker"] {
+            assert!(check_mountpoint(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn environment_and_command_lengths_are_bounded() {
+        assert!(check_env_name(&"A".repeat(MAX_ENV_NAME)).is_ok());
+        assert!(check_env_name(&"A".repeat(MAX_ENV_NAME + 1))
+            .unwrap_err()
+            .contains("longer than the limit"));
+        assert!(check_env_value(&"v".repeat(MAX_ENV_VALUE)).is_ok());
+        assert!(check_env_value(&"v".repeat(MAX_ENV_VALUE + 1)).is_err());
+        let words = vec!["x".to_string(); MAX_COMMAND_ARGS];
+        assert!(check_command_words(&words).is_ok());
+        let words = vec!["x".to_string(); MAX_COMMAND_ARGS + 1];
+        assert!(check_command_words(&words).is_err());
+        let words = vec!["sh".to_string(), "y".repeat(MAX_COMMAND_ARG + 1)];
+        assert!(check_command_words(&words)
+            .unwrap_err()
+            .contains("argument 2"));
     }
 
     #[test]

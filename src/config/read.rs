@@ -154,6 +154,24 @@ pub(crate) fn uint(
     value
 }
 
+/// `true` or `false` (YAML 1.2 core schema, unquoted).
+pub(crate) fn boolean(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<bool> {
+    match node.scalar() {
+        Some(s) if s.is_bool() => Some(s.text.eq_ignore_ascii_case("true")),
+        _ => {
+            let mut message = format!("expected true or false, got {}", node.describe());
+            if node
+                .scalar()
+                .is_some_and(|s| matches!(s.text.to_ascii_lowercase().as_str(), "true" | "false"))
+            {
+                message.push_str(" (write it without quotes)");
+            }
+            sink.at(node.at, path, message);
+            None
+        }
+    }
+}
+
 pub(crate) fn port(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<u16> {
     uint(sink, node, path, 1, 65535, "a port number 1-65535").map(|p| p as u16)
 }

@@ -127,6 +127,7 @@ version: 1
             mountpoint: "/srv/uploads".into(),
             maximum_size: Some(2_684_354_560),
             dataset_id: Some("0a1b2c3d-0000-4000-8000-00000000abcd".into()),
+            preserve_setuid: false,
         })
     );
     assert_eq!(web.mem_limit, Some(512 << 20));
@@ -470,6 +471,156 @@ fn mountpoints_must_be_absolute() {
         &e,
         "db.volumes[0]: mountpoint 'data' is not an absolute path",
     );
+}
+
+#[test]
+fn the_fence_mountpoint_is_reserved() {
+    let app =
+        "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /.flocker/db}\n";
+    let e = errors(&anywhere(&["db"]), app);
+    one(&e, "application.yml:5:26: applications.db.volume.mountpoint: mountpoint '/.flocker/db' is reserved: the cluster mounts its fence at /.flocker");
+    let e = errors(
+        &anywhere(&["db"]),
+        "db:\n  image: x\n  volumes: [/.flocker]\n",
+    );
+    one(
+        &e,
+        "application.yml:3:13: db.volumes[0]: mountpoint '/.flocker' is reserved",
+    );
+}
+
+#[test]
+fn preserve_setuid_is_read_and_written_back_only_when_true() {
+    let app = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, preserve_setuid: true}\n  web:\n    image: x\n    volume: {mountpoint: /w}\n";
+    let c = ok(&anywhere(&["db", "web"]), app);
+    let volume = |name: &str| c.applications[name].volume.clone().unwrap();
+    assert!(volume("db").preserve_setuid);
+    assert!(!volume("web").preserve_setuid);
+    let (deployment, application) = to_files(&c);
+    assert_eq!(
+        application.matches("preserve_setuid: true").count(),
+        1,
+        "{application}"
+    );
+    assert!(
+        !application.contains("preserve_setuid: false"),
+        "{application}"
+    );
+    assert_eq!(ok(&deployment, &application), c);
+    let app = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, preserve_setuid: yes}\n";
+    let e = errors(&anywhere(&["db"]), app);
+    one(&e, "application.yml:5:47: applications.db.volume.preserve_setuid: expected true or false, got \"yes\"");
+}
+
+/// `count` copies of `item(i)` under an application's `key`.
+fn many(key: &str, count: usize, item: impl Fn(usize) -> String) -> String {
+    let items: Vec<String> = (0..count).map(item).collect();
+    format!(
+        "version: 1\napplications:\n  a:\n    image: x\n    {key}: [{}]\n",
+        items.join(", ")
+    )
+}
+
+#[test]
+fn configuration_values_have_limits() {
+    use super::names::{
+        MAX_APPS, MAX_COMMAND_ARGS, MAX_CONSTRAINTS, MAX_ENV_NAME, MAX_ENV_VALUE, MAX_ENV_VARS,
+    };
+    // Applications: the first one over the limit is named.
+    let mut app = String::from("version: 1\napplications:\n");
+    for i in 0..=MAX_APPS {
+        app.push_str(&format!("  a{i}: {{image: x}}\n"));
+    }
+    let e = errors("version: 1\nnodes: {}\n", &app);
+    one(
+        &e,
+        &format!("application.yml:{}:3: applications.a{MAX_APPS}: {} applications, more than the limit of {MAX_APPS}", MAX_APPS + 3, MAX_APPS + 1),
+    );
+
+    // Environment: names, values and how many.
+    let long_name = "N".repeat(MAX_ENV_NAME + 1);
+    // YAML allows keys this long only in the explicit `? key` form.
+    let app = format!("version: 1\napplications:\n  a:\n    image: x\n    environment:\n      ? {long_name}\n      : v\n      OK: \"{}\"\n", "v".repeat(MAX_ENV_VALUE + 1));
+    let e = errors(&anywhere(&["a"]), &app);
+    one(&e, "application.yml:6:9: applications.a.environment.NNNN");
+    one(
+        &e,
+        &format!(
+            "an environment variable name of {} bytes is longer than the limit of {MAX_ENV_NAME}",
+            MAX_ENV_NAME + 1
+        ),
+    );
+    one(&e, &format!("application.yml:8:11: applications.a.environment.OK: an environment variable value of {} bytes is longer than the limit of {MAX_ENV_VALUE}", MAX_ENV_VALUE + 1));
+    // The fig form's list of KEY=VALUE strings.
+    let vars: Vec<String> = (0..=MAX_ENV_VARS).map(|i| format!("V{i}=x")).collect();
+    let app = format!("a:\n  image: x\n  environment: [{}]\n", vars.join(", "));
+    let e = errors(&anywhere(&["a"]), &app);
+    one(&e, "application.yml:3:");
+    one(&e, &format!("a.environment[{MAX_ENV_VARS}]: {} environment variables, more than the limit of {MAX_ENV_VARS}", MAX_ENV_VARS + 1));
+
+    // Command arguments and constraints.
+    let e = errors(
+        &anywhere(&["a"]),
+        &many("command", MAX_COMMAND_ARGS + 1, |_| "x".into()),
+    );
+    one(&e, &format!("application.yml:5:14: applications.a.command: the command has {} arguments, more than the limit of {MAX_COMMAND_ARGS}", MAX_COMMAND_ARGS + 1));
+    let e = errors(
+        &anywhere(&["a"]),
+        &many("constraints", MAX_CONSTRAINTS + 1, |i| format!("k{i}=v")),
+    );
+    one(&e, &format!("applications.a.constraints[{MAX_CONSTRAINTS}]: {} constraints, more than the limit of {MAX_CONSTRAINTS}", MAX_CONSTRAINTS + 1));
+    let e = errors(
+        &anywhere(&["a"]),
+        &many("constraints", 1, |_| format!("{}=v", "k".repeat(64))),
+    );
+    one(
+        &e,
+        "application.yml:5:19: applications.a.constraints[0]: invalid label key",
+    );
+    let e = errors(
+        &anywhere(&["a"]),
+        &many("constraints", 1, |_| format!("k={}", "v".repeat(254))),
+    );
+    one(
+        &e,
+        "applications.a.constraints[0]: invalid value for label 'k': at most 253",
+    );
+
+    // Image references.
+    let app = format!(
+        "version: 1\napplications:\n  a:\n    image: reg.io/{}\n",
+        "a/".repeat(600)
+    );
+    let e = errors(&anywhere(&["a"]), &app);
+    one(&e, "application.yml:4:12: applications.a.image: the image reference is 1207 bytes, longer than the limit of 1024");
+    let app = format!(
+        "version: 1\napplications:\n  a:\n    image: x@sha256:{}\n",
+        "a".repeat(129)
+    );
+    let e = errors(&anywhere(&["a"]), &app);
+    one(&e, "applications.a.image: invalid image");
+}
+
+#[test]
+fn alias_expansion_is_charged_for_the_text_it_makes() {
+    // "Billion laughs" with long strings: 1 MB of file, one 10 KB string and
+    // 100,000 aliases to it, would expand to 1 GB. It is refused at the alias
+    // that crosses the budget, before that copy is made.
+    let mut app = format!(
+        "version: 1\napplications:\n  a:\n    image: x\n    environment: {{V: &v \"{}\"}}\n    command: [",
+        "x".repeat(10_000)
+    );
+    for _ in 0..100_000 {
+        app.push_str("*v, ");
+    }
+    app.push_str("]\n");
+    let e = errors(&anywhere(&["a"]), &app);
+    let error = one(&e, "MiB of text");
+    assert!(
+        error.starts_with("application.yml:6:") && error.contains("applications.a.command["),
+        "{error}"
+    );
+    assert!(error.contains("expands to more than 16 MiB"), "{error}");
 }
 
 #[test]

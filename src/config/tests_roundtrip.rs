@@ -9,7 +9,7 @@
 //! trailing spaces, control characters, Unicode line separators, and words
 //! that a YAML reader would take for a number, a boolean or null.
 
-use super::names::{check_alias, check_node_key};
+use super::names::{check_alias, check_mountpoint, check_node_key};
 use super::*;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -243,22 +243,26 @@ fn alias() -> impl Strategy<Value = String> {
 }
 
 fn mountpoint() -> impl Strategy<Value = String> {
-    prop::collection::vec(awkward(), 1..4).prop_map(|parts| {
-        let mut parts: Vec<String> = parts
-            .into_iter()
-            .map(|p| {
-                if p == ".." {
-                    "dotdot".into()
-                } else {
-                    p.replace('/', "_")
-                }
-            })
-            .collect();
-        if parts.iter().all(String::is_empty) {
-            parts.push("data".into());
-        }
-        format!("/{}", parts.join("/"))
-    })
+    prop::collection::vec(awkward(), 1..4)
+        .prop_map(|parts| {
+            let mut parts: Vec<String> = parts
+                .into_iter()
+                .map(|p| {
+                    if p == ".." {
+                        "dotdot".into()
+                    } else {
+                        p.replace('/', "_")
+                    }
+                })
+                .collect();
+            if parts.iter().all(String::is_empty) {
+                parts.push("data".into());
+            }
+            format!("/{}", parts.join("/"))
+        })
+        .prop_filter("not the reserved /.flocker", |m| {
+            check_mountpoint(m).is_ok()
+        })
 }
 
 fn uuid() -> impl Strategy<Value = String> {
@@ -342,6 +346,7 @@ fn app_seed() -> impl Strategy<Value = AppSeed> {
         mountpoint(),
         prop::option::of(size()),
         prop::option::of(uuid()),
+        any::<bool>(),
     ));
     let basics = (
         image(),
@@ -375,10 +380,13 @@ fn app_seed() -> impl Strategy<Value = AppSeed> {
                     .collect(),
                 links: Vec::new(),
                 environment,
-                volume: volume.map(|(mountpoint, maximum_size, dataset_id)| VolumeSpec {
-                    mountpoint,
-                    maximum_size,
-                    dataset_id,
+                volume: volume.map(|(mountpoint, maximum_size, dataset_id, preserve_setuid)| {
+                    VolumeSpec {
+                        mountpoint,
+                        maximum_size,
+                        dataset_id,
+                        preserve_setuid,
+                    }
                 }),
                 mem_limit,
                 cpu_shares,

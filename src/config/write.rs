@@ -114,6 +114,9 @@ fn write_app(out: &mut String, app: &AppSpec, publishers: &BTreeMap<u16, BTreeSe
         if let Some(id) = &volume.dataset_id {
             let _ = writeln!(out, "{I}  dataset_id: {}", string(id));
         }
+        if volume.preserve_setuid {
+            let _ = writeln!(out, "{I}  preserve_setuid: true");
+        }
     }
     if let Some(bytes) = app.mem_limit {
         let _ = writeln!(out, "{I}mem_limit: {}", format_size(bytes));

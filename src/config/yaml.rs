@@ -6,8 +6,9 @@
 //! `"80"` can be told apart and no YAML 1.1 guessing (`no` → false) happens.
 //! This is also where the things no format allows are refused: duplicate
 //! keys, non-scalar keys, merge keys, custom tags, more than one document.
-//! Depth, node count and alias expansion are bounded, and a panic inside the
-//! parser is turned into an error, so no input can take the process down.
+//! Depth, node count and the bytes of text the tree holds are bounded, each
+//! counting what alias expansion produces, and a panic inside the parser is
+//! turned into an error, so no input can take the process down.
 //! It does not know any Flocker key; see the format modules for that.
 
 use super::error::{quote, KeyPath, Position, Sink};
@@ -20,6 +21,13 @@ pub(crate) const MAX_DEPTH: usize = 64;
 /// Most nodes in one document, counting alias expansions (which is what
 /// stops "billion laughs" documents).
 pub(crate) const MAX_NODES: usize = 200_000;
+/// Most bytes of text (scalars and keys) in one document, counting every
+/// copy an alias makes. The node count alone let a 1 MB file of aliases to
+/// one long string expand to 1.3 GB. Four times the largest file read
+/// (`MAX_CONFIG_BYTES`), which is also the largest frame a configuration
+/// travels in: a document expanding beyond that could never be deployed,
+/// so nothing real is refused and the tree stays within a few tens of MiB.
+pub(crate) const MAX_TEXT_BYTES: usize = 4 * super::MAX_CONFIG_BYTES;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -27,6 +35,8 @@ pub(crate) struct Node {
     pub value: Value,
     /// Nodes in this subtree, itself included.
     size: usize,
+    /// Bytes of text in this subtree: scalars and map keys.
+    bytes: usize,
     /// Levels in this subtree: 1 for a scalar.
     height: usize,
 }
@@ -116,6 +126,7 @@ pub(crate) fn parse(text: &str, sink: &mut Sink) -> Option<Node> {
             frames: Vec::new(),
             anchors: HashMap::new(),
             nodes: 0,
+            bytes: 0,
             documents: 0,
             root: None,
         };
@@ -148,6 +159,8 @@ struct Builder<'s> {
     /// Anchored nodes by the parser's anchor id.
     anchors: HashMap<usize, Node>,
     nodes: usize,
+    /// Bytes of text built so far, as `Node::bytes` counts them.
+    bytes: usize,
     documents: usize,
     root: Option<Node>,
 }
@@ -219,9 +232,10 @@ impl Builder<'_> {
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_string = self.check_tag(tag.as_deref(), at)?;
                 let plain = style == ScalarStyle::Plain && !forced_string;
-                self.count(1, at)?;
+                self.count(1, text.len(), at)?;
                 let node = Node {
                     at,
+                    bytes: text.len(),
                     value: Value::Scalar(Scalar {
                         text: text.into_owned(),
                         plain,
@@ -256,6 +270,7 @@ impl Builder<'_> {
                 let (node, anchor) = match self.frames.pop() {
                     Some(Frame::Seq { at, anchor, items }) => {
                         let size = 1 + items.iter().map(|n| n.size).sum::<usize>();
+                        let bytes = items.iter().map(|n| n.bytes).sum::<usize>();
                         let height = 1 + items.iter().map(|n| n.height).max().unwrap_or(0);
                         let value = Value::Seq(items);
                         (
@@ -263,6 +278,7 @@ impl Builder<'_> {
                                 at,
                                 value,
                                 size,
+                                bytes,
                                 height,
                             },
                             anchor,
@@ -275,6 +291,10 @@ impl Builder<'_> {
                         ..
                     }) => {
                         let size = 1 + entries.iter().map(|e| 1 + e.value.size).sum::<usize>();
+                        let bytes = entries
+                            .iter()
+                            .map(|e| e.key.len() + e.value.bytes)
+                            .sum::<usize>();
                         let height = 1 + entries.iter().map(|e| e.value.height).max().unwrap_or(0);
                         let value = Value::Map(entries);
                         (
@@ -282,6 +302,7 @@ impl Builder<'_> {
                                 at,
                                 value,
                                 size,
+                                bytes,
                                 height,
                             },
                             anchor,
@@ -292,7 +313,9 @@ impl Builder<'_> {
                 self.complete(node, anchor)
             }
             Event::Alias(id) => {
-                let Some((size, height)) = self.anchors.get(&id).map(|n| (n.size, n.height)) else {
+                let Some((size, bytes, height)) =
+                    self.anchors.get(&id).map(|n| (n.size, n.bytes, n.height))
+                else {
                     return self.stop(at, "alias to an unknown anchor");
                 };
                 if self.frames.len() + height > MAX_DEPTH {
@@ -301,7 +324,8 @@ impl Builder<'_> {
                         format!("this alias nests the document deeper than {MAX_DEPTH} levels"),
                     );
                 }
-                self.count(size, at)?;
+                // Charged before the copy is made: a refused alias costs nothing.
+                self.count(size, bytes, at)?;
                 let Some(mut node) = self.anchors.get(&id).cloned() else {
                     return self.stop(at, "alias to an unknown anchor");
                 };
@@ -330,7 +354,7 @@ impl Builder<'_> {
     }
 
     fn open(&mut self, at: Position) -> Result<(), Stop> {
-        self.count(1, at)?;
+        self.count(1, 0, at)?;
         if self.frames.len() >= MAX_DEPTH {
             return self.stop(
                 at,
@@ -340,12 +364,23 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn count(&mut self, n: usize, at: Position) -> Result<(), Stop> {
-        self.nodes = self.nodes.saturating_add(n);
+    /// Charges `nodes` values and `bytes` of text against the budgets.
+    fn count(&mut self, nodes: usize, bytes: usize, at: Position) -> Result<(), Stop> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return self.stop(
                 at,
                 format!("the document has more than {MAX_NODES} values (counting aliases)"),
+            );
+        }
+        if self.bytes > MAX_TEXT_BYTES {
+            return self.stop(
+                at,
+                format!(
+                    "the document expands to more than {} MiB of text (counting every copy an alias makes)",
+                    MAX_TEXT_BYTES >> 20
+                ),
             );
         }
         Ok(())
@@ -362,7 +397,7 @@ impl Builder<'_> {
         if anchor != 0 {
             // The kept copy counts too, or nested anchors could hold many
             // copies of one large subtree.
-            self.count(node.size, node.at)?;
+            self.count(node.size, node.bytes, node.at)?;
             self.anchors.insert(anchor, node.clone());
         }
         let path = self.path();

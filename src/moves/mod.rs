@@ -58,6 +58,9 @@ pub struct MoveContext {
     pub volume_net: Arc<crate::net::Net>,
     /// Sender's limit in bytes per second; 0: none.
     pub rate_limit: u64,
+    /// Free space a receiving round must leave on the volume store's file
+    /// system (`--reserve`); 0: none.
+    pub reserve: u64,
 }
 
 /// How a handoff question ended.

@@ -10,13 +10,19 @@
 //! has applied the attempt's `Freeze`; when it has, this node proposes the
 //! handoff itself too, so the move finishes even if the source dies right
 //! after sending the last byte.
+//!
+//! What the copy may do to this host is set here, per session, from this
+//! node's settings and the applied state: setuid and setgid bits are written
+//! only if the app's volume says `preserve_setuid`, and no round may leave
+//! the file system with less than the node's `--reserve` available (the
+//! refusal names this node and reaches the source's `last_error`).
 
 use super::protocol::{ToReceiver, ToSender, MAX_VOLUME_FRAME};
 use super::MoveContext;
 use crate::ca::{Identity, Role};
 use crate::net::frame::{read_frame, write_frame};
 use crate::net::{Service, StreamHandler};
-use crate::volume::{ApplyOptions, ReceiverCopy, ScanOptions};
+use crate::volume::{ApplyOptions, ReceiverCopy, ScanOptions, VolumeError};
 use futures::future::BoxFuture;
 use quinn::{RecvStream, SendStream};
 use std::collections::HashMap;
@@ -93,8 +99,17 @@ impl Receiver {
         let (out_tx, mut out_rx) = mpsc::channel::<ToSender>(OUTBOX);
         let store = self.ctx.store.clone();
         let worker_app = app.clone();
+        let opts = self.apply_options(&app);
+        let node = self.ctx.node.clone();
         let worker = tokio::task::spawn_blocking(move || {
-            receive(&store, &worker_app, owner_epoch, epoch, in_rx, out_tx)
+            let session = Session {
+                node: &node,
+                app: &worker_app,
+                owner_epoch,
+                attempt_epoch: epoch,
+                opts,
+            };
+            receive(&store, &session, in_rx, out_tx)
         });
         let ctx = self.ctx.clone();
         let reader_app = app.clone();
@@ -156,6 +171,49 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// How rounds of `app` are written here: the app's `preserve_setuid`
+    /// as this node has applied it, and this node's reserve.
+    fn apply_options(&self, app: &str) -> ApplyOptions {
+        let preserve_setuid = self
+            .ctx
+            .sm
+            .read()
+            .state
+            .deployed
+            .config
+            .applications
+            .get(app)
+            .and_then(|spec| spec.volume.as_ref())
+            .is_some_and(|v| v.preserve_setuid);
+        ApplyOptions {
+            preserve_setuid,
+            reserve: self.ctx.reserve,
+            ..ApplyOptions::default()
+        }
+    }
+}
+
+/// What the blocking writer of one session works with.
+struct Session<'a> {
+    node: &'a str,
+    app: &'a str,
+    owner_epoch: u64,
+    attempt_epoch: u64,
+    opts: ApplyOptions,
+}
+
+impl Session<'_> {
+    /// A copy error as the source will read it: a reserve refusal names
+    /// this node, so the operator knows whose disk is short.
+    fn describe(&self, e: VolumeError) -> String {
+        match e {
+            VolumeError::Reserve(shortfall) => shortfall.describe(self.node),
+            e => e.to_string(),
+        }
+    }
+}
+
 async fn refuse(send: &mut SendStream, why: String) -> Result<(), String> {
     let _ = write_frame(send, &ToSender::Refused(why.clone()), MAX_VOLUME_FRAME).await;
     let _ = send.finish();
@@ -189,19 +247,18 @@ impl StreamHandler for Receiver {
 /// The blocking half of a session: owns this node's copy while it lasts.
 fn receive(
     store: &crate::volume::VolumeStore,
-    app: &str,
-    owner_epoch: u64,
-    attempt_epoch: u64,
+    session: &Session<'_>,
     mut inbox: mpsc::Receiver<ToReceiver>,
     outbox: mpsc::Sender<ToSender>,
 ) {
+    let app = session.app;
     let reply = |msg: ToSender| outbox.blocking_send(msg).is_ok();
     let mut copy = match ReceiverCopy::open(
         store,
         app,
-        owner_epoch,
+        session.owner_epoch,
         ScanOptions::default(),
-        ApplyOptions::default(),
+        session.opts,
     ) {
         Ok(copy) => copy,
         Err(e) => {
@@ -237,7 +294,7 @@ fn receive(
                     false
                 }
             },
-            ToReceiver::Begin => match apply_round(&mut copy, &mut inbox, attempt_epoch) {
+            ToReceiver::Begin => match apply_round(&mut copy, &mut inbox, session) {
                 Ok(done) => reply(done),
                 Err(why) => {
                     reply(ToSender::Refused(why));
@@ -265,18 +322,22 @@ fn receive(
 fn apply_round(
     copy: &mut ReceiverCopy,
     inbox: &mut mpsc::Receiver<ToReceiver>,
-    attempt_epoch: u64,
+    session: &Session<'_>,
 ) -> Result<ToSender, String> {
-    let mut round = copy
-        .begin_round()
-        .map_err(|e| format!("marking the copy incomplete: {e}"))?;
+    let attempt_epoch = session.attempt_epoch;
+    let mut round = copy.begin_round().map_err(|e| match e {
+        e @ VolumeError::Reserve(_) => session.describe(e),
+        e => format!("marking the copy incomplete: {e}"),
+    })?;
     loop {
         let msg = inbox
             .blocking_recv()
             .ok_or("the stream ended in the middle of a round")?;
         match msg {
-            ToReceiver::Item(item) => round.apply_item(item).map_err(|e| e.to_string())?,
-            ToReceiver::Chunk(chunk) => round.apply_chunk(chunk).map_err(|e| e.to_string())?,
+            ToReceiver::Item(item) => round.apply_item(item).map_err(|e| session.describe(e))?,
+            ToReceiver::Chunk(chunk) => {
+                round.apply_chunk(chunk).map_err(|e| session.describe(e))?
+            }
             ToReceiver::End {
                 end,
                 complete_epoch,
@@ -288,7 +349,7 @@ fn apply_round(
                 }
                 let outcome = round
                     .finish(&end, complete_epoch)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| session.describe(e))?;
                 return Ok(ToSender::RoundDone {
                     matched: outcome.matched,
                     complete: complete_epoch.is_some_and(|e| outcome.mark.is_complete_at(e)),

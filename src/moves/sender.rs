@@ -22,6 +22,10 @@ use tokio::sync::mpsc;
 
 /// Chunks (≤ 1 MiB each) read ahead of the stream.
 const READ_AHEAD: usize = 8;
+/// How long a failed write waits for the destination's reason (a refusal
+/// sent just before it stopped the stream), and how many frames it reads.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const REFUSAL_FRAMES: usize = 4;
 
 pub struct SenderSession {
     send: SendStream,
@@ -93,9 +97,33 @@ impl SenderSession {
     }
 
     async fn write(&mut self, msg: &ToReceiver) -> Result<(), String> {
-        write_frame(&mut self.send, msg, MAX_VOLUME_FRAME)
-            .await
-            .map_err(|e| format!("sending: {e}"))
+        match write_frame(&mut self.send, msg, MAX_VOLUME_FRAME).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.reason_for(format!("sending: {e}")).await),
+        }
+    }
+
+    /// A write failed. A destination that refuses a round (a bad message,
+    /// its disk's reserve) says why and stops the stream, usually while
+    /// this side is still writing: its reason, not "stopped by peer", is
+    /// what the operator must see in `ctl status`.
+    async fn reason_for(&mut self, failed: String) -> String {
+        let recv = &mut self.recv;
+        let refusal = tokio::time::timeout(REFUSAL_WAIT, async move {
+            for _ in 0..REFUSAL_FRAMES {
+                match read_frame::<_, ToSender>(recv, MAX_VOLUME_FRAME).await {
+                    Ok(ToSender::Refused(why)) => return Some(why),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+            None
+        })
+        .await;
+        match refusal {
+            Ok(Some(why)) => format!("the destination refused: {why}"),
+            _ => failed,
+        }
     }
 
     async fn read(&mut self) -> Result<ToSender, String> {

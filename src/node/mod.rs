@@ -3,6 +3,7 @@
 //! `--peers` or joins an existing one with `--join`; runs the leader's
 //! membership upkeep; shuts down cleanly on SIGINT/SIGTERM.
 
+pub mod data_dir;
 pub mod dispatch;
 pub mod settings;
 
@@ -85,6 +86,8 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         .with_deny_list(deny.clone());
     let advertise = settings.advertise();
     let net = Net::server(settings.listen, &tls)?;
+    data_dir::prepare(&settings.data_dir)?;
+    data_dir::warn_if_below_reserve(&settings.data_dir, settings.reserve);
     let (log_store, sm) = open_stores(&settings.data_dir.join("raft"))?;
     let raft_config = Arc::new(
         settings
@@ -232,6 +235,7 @@ fn start_movers(
         observed: agent.observed(),
         volume_net: endpoint.net.clone(),
         rate_limit: settings.volume_rate,
+        reserve: settings.reserve,
     });
     let _ = slot.set(Receiver::new(ctx.clone()));
     let bound = endpoint.local_addr()?;

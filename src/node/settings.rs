@@ -51,7 +51,17 @@ pub struct NodeSettings {
     pub volume_listen: Option<SocketAddr>,
     /// Most bytes per second this node sends of volumes; 0: no limit.
     pub volume_rate: u64,
+    /// Free space kept on the data directory's file system for Raft: a
+    /// volume round that would leave less is refused; 0: none.
+    pub reserve: u64,
 }
+
+/// Default `--reserve`: room for the Raft log to grow through a few
+/// snapshot intervals of large deploys (a snapshot interval is 10,000
+/// entries, each at most a 4 MiB frame in the worst case, far less in
+/// practice) and for RocksDB compactions, while costing little on any disk
+/// that holds volumes.
+pub const DEFAULT_RESERVE: u64 = 1 << 30;
 
 /// Default cap on volume data sent per second: above what one QUIC stream
 /// carries on this class of machine (~235 MB/s), so it binds on fast paths

@@ -22,11 +22,26 @@
 //! counts stay within `Limits`. A refused message fails the round; the copy
 //! stays Incomplete and is rescanned before the next one.
 //!
+//! Modes: every entry is recorded with the sender's mode (it is part of the
+//! root), but a regular file's setuid and setgid bits are written only when
+//! `ApplyOptions::preserve_setuid` says so (the app's `volume.preserve_setuid`):
+//! a peer must not be able to plant a setuid-root binary on this host. The
+//! difference is kept in the hash cache (`cache::ModeOverride`), so the copy
+//! still scans as the sender's, matches its root and is not sent again.
+//! Directories keep their setgid bit: there it only makes new entries inherit
+//! the group, and stripping it would change how the app's files are owned.
+//!
+//! Free space: with `ApplyOptions::reserve`, a round refuses to start, and
+//! a chunk to be written, when the file system would be left with less than
+//! the reserve available (`VolumeError::Reserve`): the node keeps room for
+//! its Raft log, and the move fails cleanly instead of the disk filling.
+//!
 //! Not done here: it does not fetch anything (chunks are pushed to it) and
 //! does not mount. Blocking I/O: drive it from `spawn_blocking`.
 
+use super::cache::ModeOverride;
 use super::cache::{HashCache, OwnerOverride, StatKey};
-use super::error::{peer, IoContext, Result, VolumeError};
+use super::error::{peer, IoContext, ReserveShortfall, Result, VolumeError};
 use super::hash::{self, Hash, BLOCK_SIZE};
 use super::manifest::{Entry, FileData, Kind, Manifest, Meta};
 use super::mark::{Mark, MarkState};
@@ -61,6 +76,11 @@ pub struct ApplyOptions {
     /// and a later move onward carries the real owner).
     pub chown: bool,
     pub limits: Limits,
+    /// Write setuid and setgid bits of regular files as the sender had them
+    /// (the app's `volume.preserve_setuid`); otherwise they are recorded only.
+    pub preserve_setuid: bool,
+    /// Bytes the file system must keep available after every write; 0: none.
+    pub reserve: u64,
 }
 
 impl Default for ApplyOptions {
@@ -68,9 +88,14 @@ impl Default for ApplyOptions {
         ApplyOptions {
             chown: sys::is_superuser(),
             limits: Limits::default(),
+            preserve_setuid: false,
+            reserve: 0,
         }
     }
 }
+
+/// The bits a received regular file loses unless its app preserves them.
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 
 pub struct ReceiverCopy {
     store: VolumeStore,
@@ -152,6 +177,7 @@ impl ReceiverCopy {
         if self.stale {
             self.refresh()?;
         }
+        self.check_reserve(0)?;
         let mark = self.store.mark_incomplete(&self.app)?;
         debug_assert_eq!(mark.state, MarkState::Incomplete);
         self.stale = true;
@@ -167,6 +193,24 @@ impl ReceiverCopy {
             stats: RoundStats::default(),
             notes: Notes::default(),
         })
+    }
+
+    /// Refuses a write of `writing` bytes that would leave less than the
+    /// reserve available on the copy's file system.
+    fn check_reserve(&self, writing: u64) -> Result<()> {
+        let reserve = self.opts.reserve;
+        if reserve == 0 {
+            return Ok(());
+        }
+        let available = sys::available_bytes(&self.data).ctx("statvfs", &self.data)?;
+        if available < reserve.saturating_add(writing) {
+            return Err(VolumeError::Reserve(ReserveShortfall {
+                reserve,
+                available,
+                writing,
+            }));
+        }
+        Ok(())
     }
 
     /// Persists the hash cache; off the critical path (after the handoff).
@@ -478,6 +522,7 @@ impl Round<'_> {
         }
         let full = p.full.clone();
         let off = c.index * BLOCK_SIZE as u64;
+        self.copy.check_reserve(c.bytes.len() as u64)?;
         self.file(idx)?
             .write_all_at(&c.bytes, off)
             .ctx("write", &full)?;
@@ -507,8 +552,10 @@ impl Round<'_> {
         let full = p.full.clone();
         let off = z.index * BLOCK_SIZE as u64;
         let len = (z.count * BLOCK_SIZE as u64).min(size - off);
-        let file = self.file(idx)?;
-        if !sys::punch_hole(file, off, len).ctx("punch hole", &full)? {
+        let punched = sys::punch_hole(self.file(idx)?, off, len).ctx("punch hole", &full)?;
+        if !punched {
+            self.copy.check_reserve(len)?;
+            let file = self.file(idx)?;
             let zeros = vec![0u8; MAX_CHUNK_BYTES.min(len as usize)];
             let mut at = off;
             while at < off + len {
@@ -627,11 +674,22 @@ impl Round<'_> {
             }
             // chmod after chown: chown clears setuid and setgid bits.
             if !m.file_type().is_symlink() {
-                std::fs::set_permissions(
-                    &p.full,
-                    std::fs::Permissions::from_mode(p.header.meta.mode),
-                )
-                .ctx("chmod", &p.full)?;
+                let want = p.header.meta.mode;
+                let strip = m.file_type().is_file() && !self.copy.opts.preserve_setuid;
+                let disk = if strip { want & !SETID_BITS } else { want };
+                std::fs::set_permissions(&p.full, std::fs::Permissions::from_mode(disk))
+                    .ctx("chmod", &p.full)?;
+                if disk == want {
+                    self.copy.cache.set_mode(&p.path, None);
+                } else {
+                    self.copy
+                        .cache
+                        .set_mode(&p.path, Some(ModeOverride { disk, want }));
+                    self.notes.push(format!(
+                        "{}: mode {want:04o} recorded, written as {disk:04o} (volume.preserve_setuid is off)",
+                        p.path
+                    ));
+                }
             }
         }
         // Last, and deepest first: nothing below changes a directory after
@@ -682,7 +740,7 @@ impl Round<'_> {
         let recorded_at = sys::now_ns();
         let copy = &mut *self.copy;
         for (idx, (p, m)) in self.pending.iter().zip(stats).enumerate() {
-            let meta = copy.cache.owner_view(&p.path, Meta::of(&m));
+            let meta = copy.cache.volume_view(&p.path, Meta::of(&m));
             let ft = m.file_type();
             let kind = if ft.is_dir() {
                 Kind::Dir

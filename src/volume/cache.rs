@@ -1,8 +1,17 @@
 //! `HashCache`: per volume, what a file's block hashes were the last time it
 //! was read (keyed by size, mtime, ctime and inode), so a rescan reads only
 //! files whose key changed; plus the owners this node was asked to give but
-//! could not (not running as root). It owns that record and its file next to
-//! the volume's `data`; it does not walk directories (`scan`).
+//! could not (not running as root), and the modes it chose not to write in
+//! full (setuid and setgid bits of received files, unless the app's volume
+//! says `preserve_setuid`). It owns that record and its file next to the
+//! volume's `data`; it does not walk directories (`scan`).
+//!
+//! Both overrides work the same way: the volume is what the sender had (its
+//! root hash counts the sender's owner and mode), the disk holds what this
+//! node could or would write, and the override maps one to the other only
+//! while the entry still has exactly what this node left on disk. A copy
+//! received with its bits stripped therefore scans as the sender's, matches
+//! its root and is not sent again; moved onward, it carries the real mode.
 //!
 //! Why ctime is in the key: the receiver sets mtimes back to the sender's
 //! after writing, so size + mtime + inode would hide its own writes after a
@@ -38,7 +47,8 @@ use std::time::Duration;
 pub const RACY_WINDOW: Duration = Duration::from_secs(1);
 
 const MAGIC: &[u8; 8] = b"FLKCACHE";
-const VERSION: u32 = 1;
+/// 2 added the mode overrides; a version 1 file is still read.
+const VERSION: u32 = 2;
 /// A cache file larger than this is not read (it would describe ~128 GiB).
 const MAX_CACHE_BYTES: u64 = 1 << 30;
 
@@ -71,6 +81,15 @@ pub struct OwnerOverride {
     pub want: (u32, u32),
 }
 
+/// The mode an entry should have (`want`, as the sender had it) while this
+/// node wrote `disk` (without setuid and setgid). Applies only while the
+/// entry still has the `disk` mode, so a later real chmod is seen as such.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeOverride {
+    pub disk: u32,
+    pub want: u32,
+}
+
 struct Cached {
     key: StatKey,
     recorded_at_ns: i64,
@@ -81,6 +100,7 @@ struct Cached {
 pub struct HashCache {
     files: BTreeMap<RelPath, Cached>,
     owners: BTreeMap<RelPath, OwnerOverride>,
+    modes: BTreeMap<RelPath, ModeOverride>,
 }
 
 impl HashCache {
@@ -134,12 +154,15 @@ impl HashCache {
             .retain(|p, _| !(p == path || path.is_ancestor_of(p)));
         self.owners
             .retain(|p, _| !(p == path || path.is_ancestor_of(p)));
+        self.modes
+            .retain(|p, _| !(p == path || path.is_ancestor_of(p)));
     }
 
     /// Keeps only the records `keep` accepts (after a scan: what exists).
     pub(crate) fn retain(&mut self, keep: impl Fn(&RelPath) -> bool) {
         self.files.retain(|p, _| keep(p));
         self.owners.retain(|p, _| keep(p));
+        self.modes.retain(|p, _| keep(p));
     }
 
     pub(crate) fn set_owner(&mut self, path: &RelPath, o: Option<OwnerOverride>) {
@@ -149,12 +172,24 @@ impl HashCache {
         };
     }
 
-    /// `meta` as the volume should see it: the recorded owner if the entry
-    /// still has the owner this node left it with.
-    pub(crate) fn owner_view(&self, path: &RelPath, mut meta: Meta) -> Meta {
+    pub(crate) fn set_mode(&mut self, path: &RelPath, o: Option<ModeOverride>) {
+        match o {
+            Some(o) => self.modes.insert(path.clone(), o),
+            None => self.modes.remove(path),
+        };
+    }
+
+    /// `meta` as the volume should see it: the recorded owner and mode where
+    /// the entry still has the owner or mode this node left it with.
+    pub(crate) fn volume_view(&self, path: &RelPath, mut meta: Meta) -> Meta {
         if let Some(o) = self.owners.get(path) {
             if o.disk == (meta.uid, meta.gid) {
                 (meta.uid, meta.gid) = o.want;
+            }
+        }
+        if let Some(o) = self.modes.get(path) {
+            if o.disk == meta.mode {
+                meta.mode = o.want;
             }
         }
         meta
@@ -162,6 +197,10 @@ impl HashCache {
 
     pub fn owner_overrides(&self) -> usize {
         self.owners.len()
+    }
+
+    pub fn mode_overrides(&self) -> usize {
+        self.modes.len()
     }
 
     /// Reads a cache file; `Ok(empty)` when there is none.
@@ -185,17 +224,19 @@ impl HashCache {
             return Err(corrupt(path, "checksum mismatch".into()));
         }
         let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
-        if version != VERSION {
-            return Err(corrupt(path, format!("version {version}")));
+        let disk: DiskCache = match version {
+            VERSION => postcard::from_bytes(&body[12..]),
+            1 => postcard::from_bytes::<DiskCacheV1>(&body[12..]).map(DiskCacheV1::upgrade),
+            _ => return Err(corrupt(path, format!("version {version}"))),
         }
-        let disk: DiskCache =
-            postcard::from_bytes(&body[12..]).map_err(|e| corrupt(path, e.to_string()))?;
+        .map_err(|e| corrupt(path, e.to_string()))?;
         let mut cache = HashCache::new();
         for f in disk.files {
             let data = FileData::new(f.size, f.leaves).map_err(|e| corrupt(path, e))?;
             cache.record(f.path, f.key, f.recorded_at_ns, Arc::new(data));
         }
         cache.owners = disk.owners.into_iter().collect();
+        cache.modes = disk.modes.into_iter().collect();
         Ok(cache)
     }
 
@@ -214,6 +255,7 @@ impl HashCache {
                 })
                 .collect(),
             owners: self.owners.iter().collect(),
+            modes: self.modes.iter().collect(),
         };
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -237,6 +279,7 @@ fn corrupt(path: &Path, why: String) -> VolumeError {
 struct DiskCacheRef<'a> {
     files: Vec<DiskFileRef<'a>>,
     owners: Vec<(&'a RelPath, &'a OwnerOverride)>,
+    modes: Vec<(&'a RelPath, &'a ModeOverride)>,
 }
 
 #[derive(Serialize)]
@@ -252,6 +295,24 @@ struct DiskFileRef<'a> {
 struct DiskCache {
     files: Vec<DiskFile>,
     owners: Vec<(RelPath, OwnerOverride)>,
+    modes: Vec<(RelPath, ModeOverride)>,
+}
+
+/// Version 1: no mode overrides (every mode was written as received).
+#[derive(Deserialize)]
+struct DiskCacheV1 {
+    files: Vec<DiskFile>,
+    owners: Vec<(RelPath, OwnerOverride)>,
+}
+
+impl DiskCacheV1 {
+    fn upgrade(self) -> DiskCache {
+        DiskCache {
+            files: self.files,
+            owners: self.owners,
+            modes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -29,7 +29,8 @@
 //! - `path`: `RelPath`, validated relative paths; `resolve_beneath`.
 //! - `hash`: block size, the hash tree and its exact definition.
 //! - `manifest`: `Manifest`, `Entry`, `Meta`, `FileData`.
-//! - `cache`: `HashCache`, what makes a rescan cheap; owners not applied.
+//! - `cache`: `HashCache`, what makes a rescan cheap; owners not applied and
+//!   setuid/setgid bits not written (the volume still sees the sender's).
 //! - `scan`: reading a copy into a `Manifest`.
 //! - `mark`: the mark file. `store`: `VolumeStore`, layout, `mountable`.
 //! - `summary`: `Summary` (what a sender knows of the receiver), `Limits`.
@@ -60,7 +61,7 @@ pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};
-pub use error::VolumeError;
+pub use error::{human_bytes, ReserveShortfall, VolumeError};
 pub use hash::{Hash, BLOCK_SIZE};
 pub use manifest::{Entry, FileData, Kind, Manifest, Meta};
 pub use mark::{Mark, MarkState};
@@ -68,6 +69,7 @@ pub use path::RelPath;
 pub use scan::{ScanOptions, ScanReport};
 pub use store::{Scanner, StaleCopy, VolumeStore};
 pub use summary::{Limits, Summary, SummaryBuilder};
+pub use sys::available_bytes;
 
 // The move protocol hands these to `spawn_blocking` and between tasks.
 const _: fn() = || {

@@ -79,7 +79,7 @@ pub fn scan(
     manifest.insert(
         root.clone(),
         Entry {
-            meta: cache.owner_view(&root, Meta::of(&root_meta)),
+            meta: cache.volume_view(&root, Meta::of(&root_meta)),
             kind: Kind::Dir,
         },
     );
@@ -175,7 +175,7 @@ pub fn scan(
                 tracing::debug!(path = %path.display(), "not a file, directory or symlink: skipped");
                 continue;
             };
-            let meta = cache.owner_view(&rel, entry.meta);
+            let meta = cache.volume_view(&rel, entry.meta);
             manifest.insert(rel, Entry { meta, ..entry });
         }
     }

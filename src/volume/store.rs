@@ -24,6 +24,7 @@ use super::manifest::Manifest;
 use super::mark::{self, Mark, MarkState};
 use super::scan::{self, ScanOptions, ScanReport};
 use super::sys;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub const DATA_DIR: &str = "data";
@@ -45,10 +46,16 @@ pub struct StaleCopy {
 }
 
 impl VolumeStore {
-    /// The store under a node's data directory (`<data-dir>/volumes`).
+    /// The store under a node's data directory (`<data-dir>/volumes`),
+    /// created private (0700: other local users must not read apps' data;
+    /// `node::data_dir` also tightens an existing one).
     pub fn open(data_dir: &Path) -> Result<VolumeStore> {
         let root = data_dir.join("volumes");
-        std::fs::create_dir_all(&root).ctx("create", &root)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .ctx("create", &root)?;
         Ok(VolumeStore { root })
     }
 

@@ -1,7 +1,7 @@
 //! The few system calls std does not offer, each wrapped once with its
 //! fallback: finding data and holes (`SEEK_DATA`/`SEEK_HOLE`), punching a
-//! hole, setting a symlink's mtime, `syncfs`, and the durable atomic
-//! replace of a small file. Nothing here knows about volumes.
+//! hole, setting a symlink's mtime, `syncfs`, free space (`statvfs`), and
+//! the durable atomic replace of a small file. Nothing here knows about volumes.
 
 use super::error::{IoContext, Result};
 use std::ffi::CString;
@@ -93,6 +93,25 @@ pub(crate) fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `path` (`statvfs`: available blocks times the fragment size).
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable
+    // memory of the right type, both outliving the call.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux, narrower on some other targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
+    Ok(blocks.saturating_mul(size))
 }
 
 /// Whether this process may chown to any owner.

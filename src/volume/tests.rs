@@ -11,6 +11,7 @@ use super::store::{Scanner, VolumeStore};
 use super::summary::{Limits, Summary, SummaryBuilder};
 use super::sys;
 use super::wire::*;
+use super::VolumeError;
 use super::{hash::BLOCK_SIZE, RelPath};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
@@ -46,15 +47,19 @@ impl Node {
         self.store.data_dir(APP).unwrap()
     }
 
+    /// A receiver that writes every mode bit, so trees compare equal: these
+    /// tests are about a faithful copy. The default (setuid and setgid not
+    /// written) has tests of its own.
     fn receiver(&self, committed_epoch: u64) -> ReceiverCopy {
-        ReceiverCopy::open(
-            &self.store,
-            APP,
-            committed_epoch,
-            scan_opts(),
-            ApplyOptions::default(),
-        )
-        .unwrap()
+        let opts = ApplyOptions {
+            preserve_setuid: true,
+            ..ApplyOptions::default()
+        };
+        self.receiver_with(committed_epoch, opts)
+    }
+
+    fn receiver_with(&self, committed_epoch: u64, opts: ApplyOptions) -> ReceiverCopy {
+        ReceiverCopy::open(&self.store, APP, committed_epoch, scan_opts(), opts).unwrap()
     }
 
     fn sender(&self) -> Sender {
@@ -899,4 +904,180 @@ fn writes_through_mmap_are_seen_by_the_next_scan() {
     unsafe { libc::munmap(map, BLOCK_SIZE) };
     assert_eq!(report.hashed_files, 1, "the mapped file is read again");
     assert_ne!(first.root(), second.root(), "and its new content is seen");
+}
+
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// A source with setuid and setgid files and a setgid directory.
+fn setid_source(a: &Node) {
+    a.store.create_empty(APP, 1).unwrap();
+    let data = a.data();
+    write(&data.join("bin/tool"), b"#!/bin/sh\n");
+    write(&data.join("bin/gtool"), b"#!/bin/sh\n");
+    fs::create_dir_all(data.join("shared")).unwrap();
+    write(&data.join("shared/plain"), b"x");
+    chmod(&data.join("bin/tool"), 0o4755);
+    chmod(&data.join("bin/gtool"), 0o2711);
+    chmod(&data.join("shared"), 0o2775);
+}
+
+#[test]
+fn setuid_bits_are_recorded_but_written_only_when_the_app_preserves_them() {
+    let (a, b) = (node(), node());
+    setid_source(&a);
+    let mut s = a.sender();
+    let mut r = b.receiver_with(1, ApplyOptions::default());
+    let res = round(&mut s, &mut r, Some(2));
+    // The copy is the sender's volume: same root, Complete at the epoch...
+    assert!(res.outcome.matched, "{res:?}");
+    assert_eq!(res.outcome.root, res.want_root);
+    assert!(b.store.mountable(APP, 2));
+    // ...but no file on this disk is setuid or setgid; a directory's setgid
+    // (group inheritance) stays.
+    assert_eq!(mode_of(&b.data().join("bin/tool")), 0o755);
+    assert_eq!(mode_of(&b.data().join("bin/gtool")), 0o711);
+    assert_eq!(mode_of(&b.data().join("shared")), 0o2775);
+    assert_eq!(
+        mode_of(&b.data().join("shared/plain")),
+        mode_of(&a.data().join("shared/plain"))
+    );
+    assert!(
+        res.outcome
+            .notes
+            .iter()
+            .any(|n| n.contains("bin/tool") && n.contains("4755")),
+        "{:?}",
+        res.outcome.notes
+    );
+
+    // The stripped bits do not make the copy differ: the next round sends
+    // nothing, and a new session (which asks the receiver what it holds)
+    // finds nothing to send either.
+    let again = round(&mut s, &mut r, Some(2));
+    assert_eq!(again.delta, DeltaStats::default());
+    assert!(again.outcome.matched);
+    r.save_cache().unwrap();
+    drop(r);
+    let mut r = b.receiver_with(1, ApplyOptions::default());
+    assert_eq!(
+        r.manifest().root(),
+        res.want_root,
+        "a rescan sees the sender's modes"
+    );
+    let mut fresh = a.sender();
+    let resumed = round(&mut fresh, &mut r, Some(3));
+    assert_eq!(resumed.delta, DeltaStats::default(), "nothing is re-sent");
+    assert!(b.store.mountable(APP, 3));
+
+    // Moved onward, the copy carries the real modes: a receiver that
+    // preserves them writes them.
+    let c = node();
+    let mut onward = Sender {
+        scanner: b.store.scanner(APP, scan_opts()).unwrap(),
+        have: None,
+    };
+    let mut rc = c.receiver_with(
+        3,
+        ApplyOptions {
+            preserve_setuid: true,
+            ..ApplyOptions::default()
+        },
+    );
+    let res = round(&mut onward, &mut rc, Some(4));
+    assert!(res.outcome.matched);
+    assert_eq!(mode_of(&c.data().join("bin/tool")), 0o4755);
+    assert_eq!(mode_of(&c.data().join("bin/gtool")), 0o2711);
+    assert!(res.outcome.notes.iter().all(|n| !n.contains("mode")));
+}
+
+#[test]
+fn a_real_chmod_of_a_stripped_file_is_a_change() {
+    let (a, b) = (node(), node());
+    setid_source(&a);
+    let mut s = a.sender();
+    let mut r = b.receiver_with(1, ApplyOptions::default());
+    let first = round(&mut s, &mut r, None);
+    assert!(first.outcome.matched);
+    chmod(&b.data().join("bin/tool"), 0o700);
+    r.refresh().unwrap();
+    assert_ne!(r.manifest().root(), first.want_root);
+    // The sender, told what the copy now holds, puts the mode back.
+    let mut fresh = a.sender();
+    let res = round(&mut fresh, &mut r, Some(2));
+    assert!(res.outcome.matched, "{res:?}");
+    assert_eq!(res.delta.send_bytes, 0, "only metadata travelled");
+    assert_eq!(mode_of(&b.data().join("bin/tool")), 0o755);
+}
+
+fn available(path: &Path) -> u64 {
+    sys::available_bytes(path).unwrap()
+}
+
+#[test]
+fn a_round_that_would_eat_into_the_reserve_is_refused() {
+    let (a, b) = (node(), node());
+    a.store.create_empty(APP, 1).unwrap();
+    write(&a.data().join("big"), &noise(9, 32 << 20));
+    let mut s = a.sender();
+
+    // Already below the reserve: the round does not even start, and the
+    // copy is left as it was (no Incomplete mark written).
+    let gib = 1u64 << 30;
+    let over = ApplyOptions {
+        reserve: available(b.store.root()) + gib,
+        ..ApplyOptions::default()
+    };
+    let mut r = b.receiver_with(1, over);
+    let err = r.begin_round().err().expect("refused");
+    assert!(matches!(err, VolumeError::Reserve(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("receiving would leave less than the ")
+            && text.contains(" reserve free on this node's disk"),
+        "{text}"
+    );
+    assert!(b.store.mark(APP).unwrap().is_none());
+
+    // Room for the start but not for the data: a chunk is refused before
+    // it is written, so the 32 MiB never land.
+    let tight = ApplyOptions {
+        reserve: available(b.store.root()).saturating_sub(4 << 20),
+        ..ApplyOptions::default()
+    };
+    let mut r = b.receiver_with(1, tight);
+    let (want, _) = s.scanner.scan().unwrap();
+    let mut summary = SummaryBuilder::new(Limits::default());
+    for item in r.summary_items().unwrap() {
+        summary.push(item).unwrap();
+    }
+    let have = summary.finish().unwrap();
+    let delta = Delta::compute(&have, &want).unwrap();
+    let refused = (|| -> std::result::Result<(), VolumeError> {
+        let mut round = r.begin_round()?;
+        for item in delta.items() {
+            round.apply_item(item)?;
+        }
+        for chunk in &mut delta.chunks(s.scanner.data_dir(), &want) {
+            round.apply_chunk(chunk?)?;
+        }
+        Ok(())
+    })()
+    .expect_err("the round crosses the reserve");
+    assert!(matches!(refused, VolumeError::Reserve(_)), "{refused}");
+    assert!(allocated(&b.data().join("big")) < 32 << 20);
+    assert!(!b.store.mountable(APP, 2));
+}
+
+#[test]
+fn the_reserve_shortfall_names_the_node() {
+    let shortfall = super::ReserveShortfall {
+        reserve: 1 << 30,
+        available: 200 << 20,
+        writing: 0,
+    };
+    assert!(shortfall
+        .describe("n2")
+        .starts_with("receiving would leave less than the 1.0 GiB reserve free on n2's disk (200.0 MiB available"));
 }
