@@ -432,10 +432,17 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         reserve: args.reserve,
     };
     let running = node::start(settings).await?;
-    wait_for_signal().await;
+    let mut fatal = running.fatal.clone();
+    let stopped_by = tokio::select! {
+        () = wait_for_signal() => None,
+        _ = fatal.wait_for(Option::is_some) => fatal.borrow().clone(),
+    };
     tracing::info!("shutting down");
     running.shutdown().await;
-    Ok(())
+    match stopped_by {
+        Some(why) => anyhow::bail!(why),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() {

@@ -4,6 +4,7 @@
 //! membership upkeep; shuts down cleanly on SIGINT/SIGTERM.
 
 pub mod data_dir;
+mod deny_watch;
 pub mod dispatch;
 pub mod settings;
 
@@ -54,6 +55,9 @@ pub struct RunningNode {
     /// Certificates this node refuses at every handshake, on both of its
     /// endpoints; replace its contents to deny more or fewer.
     pub deny: DenyList,
+    /// Becomes `Some(reason)` when the node cannot go on (its certificate
+    /// was refused by the cluster it tried to join).
+    pub fatal: tokio::sync::watch::Receiver<Option<String>>,
     net: Arc<Net>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Volume streams and movers (on their own runtime); `None` when this
@@ -161,14 +165,24 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     if !settings.peers.is_empty() {
         bootstrap(&raft, &settings.peers).await?;
     }
+    let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
     if let Some(join) = settings.join {
         tasks.push(tokio::spawn(join_loop(
             raft.clone(),
             net.clone(),
             join,
             advertise,
+            fatal_tx,
         )));
     }
+    tasks.push(tokio::spawn(deny_watch::follow(
+        sm.clone(),
+        deny.clone(),
+        [Some(net.clone()), volumes.as_ref().map(|v| v.net.clone())]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )));
     tasks.push(tokio::spawn(agent.run()));
     tasks.push(tokio::spawn(scheduler::heartbeat_loop(api.clone(), lease)));
     tasks.push(tokio::spawn(scheduler::leader_loop(api.clone(), liveness)));
@@ -190,6 +204,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         api,
         raft,
         deny,
+        fatal,
         net,
         tasks,
         volumes,
@@ -301,7 +316,15 @@ async fn bootstrap(raft: &Raft, peers: &[(String, SocketAddr)]) -> Result<()> {
 }
 
 /// Asks the cluster at `join` to add this node until it is a member.
-async fn join_loop(raft: Raft, net: Arc<Net>, join: SocketAddr, advertise: SocketAddr) {
+/// Stops (sending the reason to `fatal`) when the cluster refuses this
+/// node's certificate: a removed member's or a revoked one never gets in.
+async fn join_loop(
+    raft: Raft,
+    net: Arc<Net>,
+    join: SocketAddr,
+    advertise: SocketAddr,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+) {
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     loop {
         tick.tick().await;
@@ -332,6 +355,12 @@ async fn join_loop(raft: Raft, net: Arc<Net>, join: SocketAddr, advertise: Socke
             .await
         {
             Ok(reply) => tracing::info!(%join, "join: {reply:?}"),
+            Err(e) if e.to_string().contains("is revoked") => {
+                let why = format!("cannot join through {join}: {e}; a removed or revoked member needs a newly issued certificate (`flocker ca renew`)");
+                tracing::error!("{why}");
+                fatal.send_replace(Some(why));
+                return;
+            }
             Err(e) => tracing::warn!(%join, "join failed, will retry: {e}"),
         }
         // Wait for the membership entry to reach us before asking again.
