@@ -35,7 +35,10 @@ fn init_and_issue_write_distinguishable_certificates_with_private_keys() {
     for n in ["n1", "n2", "n3"] {
         assert_eq!(mode(&certs.key(Role::Node, n)), 0o600, "{n} key mode");
         let id = Identity::from_der(&load_cert(&certs.cert(Role::Node, n)).unwrap()).unwrap();
-        assert_eq!((id.role, id.name.as_str(), id.access), (Role::Node, n, None));
+        assert_eq!(
+            (id.role, id.name.as_str(), id.access),
+            (Role::Node, n, None)
+        );
         assert_eq!(id.fingerprint.len(), 64, "SHA-256 in hex");
     }
     assert_eq!(mode(&certs.key(Role::User, "admin")), 0o600);
