@@ -435,7 +435,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut fatal = running.fatal.clone();
     let stopped_by = tokio::select! {
         () = wait_for_signal() => None,
-        _ = fatal.wait_for(Option::is_some) => fatal.borrow().clone(),
+        why = fatal.wait_for(Option::is_some) => why.ok().and_then(|w| w.clone()),
     };
     tracing::info!("shutting down");
     running.shutdown().await;

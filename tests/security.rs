@@ -225,3 +225,246 @@ fn garbage_and_oversize_frames_close_only_their_stream() {
     assert!(c.is_running("n2"));
     still_serves(&c, "n2");
 }
+
+/// (VmRSS, VmData) of a process, in KiB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmData:"))
+}
+
+/// Opens a stream for `tag`, announces a frame of `declared` bytes and
+/// sends `sent` bytes of it, leaving the stream open.
+async fn half_frame(
+    net: &Net,
+    addr: SocketAddr,
+    tag: Service,
+    declared: usize,
+    sent: usize,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let stream = net.open(addr, None).await.expect("a stream");
+    announce(stream, tag, declared, sent).await
+}
+
+async fn announce(
+    (mut send, recv): (quinn::SendStream, quinn::RecvStream),
+    tag: Service,
+    declared: usize,
+    sent: usize,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let mut bytes = vec![tag as u8];
+    bytes.extend_from_slice(&(declared as u32).to_be_bytes());
+    bytes.push(flocker::net::frame::FRAME_VERSION);
+    bytes.resize(bytes.len() + sent.saturating_sub(1), 0xa5);
+    // A refused stream may be stopped before all of it is written.
+    let _ = send.write_all(&bytes).await;
+    (send, recv)
+}
+
+async fn refusal(recv: &mut quinn::RecvStream) -> String {
+    read_frame::<_, Result<(), String>>(recv, MAX_CLIENT_FRAME)
+        .await
+        .expect("the node answers with a frame")
+        .expect_err("a refusal")
+}
+
+#[test]
+fn a_users_stream_flood_costs_the_node_little() {
+    use flocker::net::endpoint::{
+        MAX_CONNECTIONS_PER_USER, REQUEST_TIMEOUT, USER_STREAMS_PER_CONNECTION,
+    };
+    use futures::future::join_all;
+    use futures::FutureExt;
+
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &[]);
+    c.wait_for_leader(T);
+    // The flood comes from its own user, so the admin's `ctl` stays usable.
+    let out = std::process::Command::new(BIN)
+        .args(["ca", "issue", "--dir"])
+        .arg(c.certs())
+        .args(["--user", "flood"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = c.addr("n1");
+    let pid = c.nodes[c.index("n1")].child.as_ref().unwrap().id();
+    still_serves(&c, "n1");
+    let before = memory_of(pid);
+
+    let certs = CertsDir::new(c.certs());
+    let tls = TlsMaterial::load(&certs, Role::User, "flood").unwrap();
+    let rt = rt();
+    // Endpoints bind inside a runtime.
+    let _inside = rt.enter();
+    let per_conn = USER_STREAMS_PER_CONNECTION as usize;
+    // All but a few connections hold client streams that announce almost
+    // 4 MiB and send 1 KiB; the rest try Raft and peer streams announcing
+    // 32 MiB, which are refused before their frame is read.
+    let refusing = 6;
+    let nets: Vec<std::sync::Arc<Net>> = (0..MAX_CONNECTIONS_PER_USER)
+        .map(|_| Net::client(&tls, addr).unwrap())
+        .collect();
+    let nodes = || ClientEnvelope {
+        hops: 0,
+        user: None,
+        request: ClientRequest::Nodes { stale: true },
+    };
+    let (flood, refused) = rt.block_on(async {
+        let flood = join_all(nets[refusing..].iter().map(|net| async move {
+            // One ordinary call first: the node has admitted the connection.
+            net.call::<_, ClientReply>(addr, None, Service::Client, &nodes(), MAX_CLIENT_FRAME, T)
+                .await
+                .expect("a connection within the user's limit is served");
+            // Then as many streams as the connection allows at once: the
+            // first stream ended, so the node may have granted one more.
+            let mut streams = Vec::new();
+            while let Some(stream) = net.open(addr, None).now_or_never() {
+                let stream = stream.expect("a stream");
+                streams.push(announce(stream, Service::Client, MAX_CLIENT_FRAME - 1, 1024).await);
+                assert!(
+                    streams.len() <= per_conn,
+                    "more than {per_conn} streams open at once on a user connection"
+                );
+            }
+            assert!(
+                streams.len() >= per_conn - 1,
+                "only {} streams",
+                streams.len()
+            );
+            streams
+        }))
+        .await;
+        let refused = join_all(nets[..refusing].iter().map(|net| async move {
+            let mut reasons = Vec::new();
+            for i in 0..per_conn {
+                let tag = if i % 2 == 0 {
+                    Service::Raft
+                } else {
+                    Service::Peer
+                };
+                let (_send, mut recv) = half_frame(net, addr, tag, MAX_RAFT_FRAME, 1024).await;
+                reasons.push((tag, refusal(&mut recv).await));
+            }
+            reasons
+        }))
+        .await;
+        (flood, refused)
+    });
+    for (tag, reason) in refused.iter().flatten() {
+        let expected = match tag {
+            Service::Raft => "Raft streams need a node certificate",
+            _ => "peer streams need a node certificate",
+        };
+        assert!(
+            reason.contains(expected) && reason.contains("user 'flood'"),
+            "{reason}"
+        );
+    }
+
+    // One connection more than a user may hold is refused with the reason.
+    let extra = Net::client(&tls, addr).unwrap();
+    let err = rt
+        .block_on(extra.call::<_, ClientReply>(
+            addr,
+            None,
+            Service::Client,
+            &nodes(),
+            MAX_CLIENT_FRAME,
+            T,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Unreachable { reason, .. }
+            if reason.contains("refused this connection")
+                && reason.contains(&format!("{MAX_CONNECTIONS_PER_USER} connections"))),
+        "{err}"
+    );
+
+    // During the flood the node serves an operator, and holds little.
+    still_serves(&c, "n1");
+    let during = memory_of(pid);
+    let streams: usize = flood.iter().map(Vec::len).sum::<usize>() + refusing * per_conn;
+    eprintln!(
+        "flood of {streams} streams on {} connections, announcing {} MiB: node RSS {} -> {} KiB (+{} KiB), VmData {} -> {} KiB (+{} KiB)",
+        MAX_CONNECTIONS_PER_USER,
+        (flood.iter().map(Vec::len).sum::<usize>() * MAX_CLIENT_FRAME
+            + refusing * per_conn * MAX_RAFT_FRAME)
+            >> 20,
+        before.0,
+        during.0,
+        during.0.saturating_sub(before.0),
+        before.1,
+        during.1,
+        during.1.saturating_sub(before.1),
+    );
+    assert!(
+        during.0 < before.0 + 64 * 1024,
+        "RSS grew from {} to {} KiB",
+        before.0,
+        during.0
+    );
+    // Announced lengths are never reserved: no buffer of their size exists.
+    assert!(
+        during.1 < before.1 + 256 * 1024,
+        "VmData grew from {} to {} KiB",
+        before.1,
+        during.1
+    );
+
+    // Every slow stream is timed out with the reason, and the connection
+    // then carries a normal request.
+    let reasons = rt.block_on(join_all(flood.into_iter().flatten().map(
+        // The sending half stays open (dropping it would end the stream).
+        |(send, mut recv)| async move {
+            let reason = refusal(&mut recv).await;
+            drop(send);
+            reason
+        },
+    )));
+    for reason in &reasons {
+        assert!(
+            reason.contains("stream timed out") && reason.contains("1024 of 4194303 bytes"),
+            "{reason}"
+        );
+    }
+    let reply = rt
+        .block_on(nets[refusing].call::<_, ClientReply>(
+            addr,
+            None,
+            Service::Client,
+            &nodes(),
+            MAX_CLIENT_FRAME,
+            T + REQUEST_TIMEOUT,
+        ))
+        .unwrap();
+    assert!(
+        matches!(reply, ClientReply::Nodes(ref v) if v.len() == 3),
+        "{reply:?}"
+    );
+    let after = memory_of(pid);
+    eprintln!(
+        "after the flood timed out: node RSS {} KiB, VmData {} KiB",
+        after.0, after.1
+    );
+    let log = c.log("n1");
+    assert!(
+        log.contains("refused connection"),
+        "the node logs the refusal"
+    );
+    assert!(
+        log.contains("stream timed out"),
+        "the node logs the timeouts"
+    );
+    assert!(c.is_running("n1"));
+}

@@ -92,9 +92,8 @@ fn forged_commands_roles_and_limits_are_refused_and_change_nothing() {
             .iter()
             .any(|e| {
                 e["summary"]
-                    .as_str()?
-                    .contains("authorization enforced")
-                    .then_some(())?
+                    .as_str()
+                    .is_some_and(|s| s.contains("authorization enforced"))
             })
             .then_some(())
     });

@@ -4,22 +4,105 @@
 //!
 //! One stream carries one call: a service tag byte, one request frame, one
 //! reply frame (`Result<Reply, String>`, the error being a refusal in words).
+//!
+//! Everything a peer can make this side hold is bounded before it is held:
+//! handshakes in progress, accepted connections (in all, for users, per
+//! identity), concurrent streams per connection (fewer for users), the time
+//! a stream may take to deliver its request, and the memory of request
+//! bodies (read as they arrive; users' large bodies draw on one budget).
+//! The accepted connections are registered with their identity so that a
+//! revoked certificate's connections can be closed
+//! ([`Net::close_connections_of`]).
 
-use super::frame::{read_frame, write_encoded, write_frame, FrameError};
+use super::frame::{read_frame, write_encoded, write_frame, FrameError, PartialFrame};
 use super::tls::{server_name, TlsMaterial};
-use crate::ca::Identity;
+use crate::ca::{Identity, Role};
 use anyhow::{Context, Result};
 use futures::future::BoxFuture;
-use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
+use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// How long establishing a connection (QUIC + TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connections a node accepts at once, all peers together. Sized for a few
+/// hundred nodes (each keeps one pooled connection to every node it calls,
+/// and a reconnect may overlap the old one for the 3 s idle timeout) plus
+/// the user connections below; an idle connection costs a few KiB.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Of those, connections with user certificates, all users together: a few
+/// operators, their scripts and `flocker bench raft` (64 clients, one
+/// connection each). Keeps users from crowding out nodes.
+pub const MAX_USER_CONNECTIONS: usize = 128;
+/// Connections one user (by name) may hold: each `ctl` run opens one, and a
+/// `ctl` that exits without closing leaves it for the 3 s idle timeout, so a
+/// busy script needs some dozens. Beyond it the node refuses with a reason.
+pub const MAX_CONNECTIONS_PER_USER: usize = 96;
+/// Connections one node (by name) may hold. A node pools one connection per
+/// address; more appear only when it redials after a timeout or restart,
+/// and then the oldest one is closed as superseded rather than the new one
+/// refused, so a restarted node never waits for its dead connections.
+pub const MAX_CONNECTIONS_PER_NODE: usize = 8;
+/// Handshakes in progress at once (before any identity is known); more are
+/// refused at once, so a handshake flood cannot hold unbounded state.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// Concurrent streams on a user connection: `ctl` uses one per run; a
+/// program may pipeline a few. This is also what the QUIC handshake
+/// advertises to everyone, before the peer's identity is known.
+pub const USER_STREAMS_PER_CONNECTION: u32 = 16;
+/// Concurrent streams on a node connection, raised once the certificate
+/// says it is a node: Raft replication, votes, heartbeats, probes and the
+/// writes a node forwards for its users all share it.
+pub const NODE_STREAMS_PER_CONNECTION: u32 = 256;
+/// Connection-level flow control window until the peer is known to be a
+/// node (QUIC's default is unlimited): what one user connection can make
+/// QUIC buffer on this side. Node connections are raised to unlimited.
+pub const USER_RECEIVE_WINDOW: u32 = 2 << 20;
+
+/// Time a stream gets to deliver its service tag, and the base of the time
+/// it gets for its request frame.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The rate a request (or reply) must at least keep on top of
+/// [`REQUEST_TIMEOUT`]: a legitimate 32 MiB Raft frame gets 42 s, which a
+/// link of 1 MiB/s meets; a 4 MiB client request gets 14 s.
+pub const MIN_TRANSFER_RATE: u64 = 1 << 20;
+
+/// Bytes of a user's request body that are free; bytes beyond them are
+/// held against [`USER_BODY_BUDGET`] until the reply is sent. Most requests
+/// are far smaller, so ordinary use never waits on the budget.
+const FREE_BODY_BYTES: usize = 16 << 10;
+/// Memory all user request bodies together may hold beyond their free
+/// bytes: 16 full-size deploys. A stream that cannot get budget waits (and
+/// times out like any slow stream).
+const USER_BODY_BUDGET_BYTES: usize = 64 << 20;
+static USER_BODY_BUDGET: Semaphore = Semaphore::const_new(USER_BODY_BUDGET_BYTES);
+
+/// Application close codes, readable by the peer with the reason text.
+/// The connection was refused after the handshake; nothing was read from it.
+pub const CLOSE_REFUSED: u32 = 1;
+/// The peer's certificate was revoked while the connection was open.
+pub const CLOSE_REVOKED: u32 = 2;
+/// A newer connection from the same node replaced this one.
+pub const CLOSE_SUPERSEDED: u32 = 3;
+
+/// Stream error codes (QUIC RESET_STREAM / STOP_SENDING).
+/// The service refused the stream without reading its request.
+pub const STREAM_REFUSED: u32 = 1;
+/// The request or the reply did not move within its time bound.
+pub const STREAM_TIMED_OUT: u32 = 2;
+
+/// How long a request or reply of `len` bytes may take to cross.
+pub fn transfer_bound(len: usize) -> Duration {
+    REQUEST_TIMEOUT + Duration::from_secs((len as u64).div_ceil(MIN_TRANSFER_RATE))
+}
 
 /// What a stream is for; the first byte of every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +119,28 @@ pub enum Service {
 }
 
 impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Raft => "Raft",
+            Service::Client => "client",
+            Service::Peer => "peer",
+            Service::Volume => "volume",
+        }
+    }
+
+    /// Who may open streams of this service: clients anyone with a
+    /// certificate of this cluster, everything else nodes only. Checked
+    /// right after the service tag, before a byte of the request is read.
+    pub fn admits(self, peer: &Identity) -> Result<(), String> {
+        match (self, peer.role) {
+            (Service::Client, _) | (_, Role::Node) => Ok(()),
+            (service, Role::User) => Err(format!(
+                "refused: {} streams need a node certificate, and this is the certificate of {peer}",
+                service.name()
+            )),
+        }
+    }
+
     fn from_byte(b: u8) -> Option<Service> {
         match b {
             1 => Some(Service::Raft),
@@ -91,6 +196,112 @@ pub struct Net {
     pool: Mutex<HashMap<SocketAddr, (Connection, Identity)>>,
     /// Our own certificate, to explain a peer's refusal of it.
     own: Option<Identity>,
+    accepted: Arc<Mutex<Accepted>>,
+}
+
+/// The connections this endpoint accepted, with who is on the other end.
+#[derive(Default)]
+struct Accepted {
+    /// By `Connection::stable_id`, with the order they were admitted in.
+    conns: HashMap<usize, (Connection, Identity, u64)>,
+    admitted: u64,
+    handshaking: usize,
+}
+
+impl Accepted {
+    /// Registers `conn` or says why it is refused. Returns the connections
+    /// it supersedes (a node's oldest, beyond its per-node limit).
+    fn admit(&mut self, conn: &Connection, peer: &Identity) -> Result<Vec<Connection>, String> {
+        if self.conns.len() >= MAX_CONNECTIONS {
+            return Err(format!(
+                "this node already has {MAX_CONNECTIONS} connections open, its limit"
+            ));
+        }
+        let same = |other: &Identity| other.role == peer.role && other.name == peer.name;
+        let mut superseded = Vec::new();
+        match peer.role {
+            Role::User => {
+                let users = self
+                    .conns
+                    .values()
+                    .filter(|(_, id, _)| id.role == Role::User)
+                    .count();
+                if users >= MAX_USER_CONNECTIONS {
+                    return Err(format!(
+                        "this node already serves {MAX_USER_CONNECTIONS} user connections, its limit"
+                    ));
+                }
+                let own = self.conns.values().filter(|(_, id, _)| same(id)).count();
+                if own >= MAX_CONNECTIONS_PER_USER {
+                    return Err(format!(
+                        "{peer} already has {own} connections open to this node, the limit per user"
+                    ));
+                }
+            }
+            Role::Node => {
+                let mut own: Vec<(u64, usize)> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, (_, id, _))| same(id))
+                    .map(|(key, (_, _, order))| (*order, *key))
+                    .collect();
+                own.sort_unstable();
+                let excess = (own.len() + 1).saturating_sub(MAX_CONNECTIONS_PER_NODE);
+                for (_, key) in own.into_iter().take(excess) {
+                    if let Some((old, _, _)) = self.conns.remove(&key) {
+                        superseded.push(old);
+                    }
+                }
+            }
+        }
+        self.admitted += 1;
+        self.conns.insert(
+            conn.stable_id(),
+            (conn.clone(), peer.clone(), self.admitted),
+        );
+        Ok(superseded)
+    }
+}
+
+/// Forgets an accepted connection when its serving task ends.
+struct Registered {
+    accepted: Arc<Mutex<Accepted>>,
+    key: usize,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.accepted).conns.remove(&self.key);
+    }
+}
+
+/// Counts a handshake in progress for as long as it lives.
+struct Handshake(Arc<Mutex<Accepted>>);
+
+impl Handshake {
+    fn begin(accepted: &Arc<Mutex<Accepted>>) -> Option<Handshake> {
+        let mut a = lock(accepted);
+        if a.handshaking >= MAX_HANDSHAKES {
+            return None;
+        }
+        a.handshaking += 1;
+        Some(Handshake(accepted.clone()))
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        lock(&self.0).handshaking -= 1;
+    }
+}
+
+/// The registry's lock. Its holders never panic while holding it, but a
+/// poisoned lock must not take the endpoint down either: the data is still
+/// a consistent map.
+fn lock(accepted: &Mutex<Accepted>) -> std::sync::MutexGuard<'_, Accepted> {
+    accepted
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Net {
@@ -103,6 +314,7 @@ impl Net {
             client: tls.client_config()?,
             pool: Mutex::new(HashMap::new()),
             own: tls.own_identity(),
+            accepted: Arc::default(),
         }))
     }
 
@@ -120,6 +332,7 @@ impl Net {
             client: tls.client_config()?,
             pool: Mutex::new(HashMap::new()),
             own: tls.own_identity(),
+            accepted: Arc::default(),
         }))
     }
 
@@ -128,17 +341,30 @@ impl Net {
     }
 
     /// Accepts connections until the endpoint closes, handing every stream to
-    /// `handler`. Connections that fail authentication are logged and dropped.
+    /// `handler`. Connections that fail authentication or exceed a limit are
+    /// logged and closed with the reason.
     pub fn serve(self: &Arc<Self>, handler: Arc<dyn StreamHandler>) -> tokio::task::JoinHandle<()> {
         let endpoint = self.endpoint.clone();
         let own = self.own.clone();
+        let accepted = self.accepted.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let remote = incoming.remote_address();
+                let Some(handshake) = Handshake::begin(&accepted) else {
+                    tracing::warn!(
+                        %remote,
+                        "refused connection: {MAX_HANDSHAKES} handshakes already under way"
+                    );
+                    incoming.refuse();
+                    continue;
+                };
                 let handler = handler.clone();
                 let own = own.clone();
+                let accepted = accepted.clone();
                 tokio::spawn(async move {
-                    let remote = incoming.remote_address();
-                    let conn = match incoming.await {
+                    let conn = incoming.await;
+                    drop(handshake);
+                    let conn = match conn {
                         Ok(conn) => conn,
                         Err(e) => {
                             tracing::warn!(%remote, "refused connection: {}", explain(own.as_ref(), &e));
@@ -149,14 +375,91 @@ impl Net {
                         Ok(id) => id,
                         Err(e) => {
                             tracing::warn!(%remote, "refused connection: {e:#}");
-                            conn.close(1u32.into(), b"unusable certificate");
+                            conn.close(CLOSE_REFUSED.into(), b"unusable certificate");
                             return;
                         }
                     };
+                    let admitted = lock(&accepted).admit(&conn, &identity);
+                    match admitted {
+                        Err(why) => {
+                            tracing::warn!(%remote, peer = %identity, "refused connection: {why}");
+                            conn.close(CLOSE_REFUSED.into(), why.as_bytes());
+                            return;
+                        }
+                        Ok(superseded) => {
+                            for old in superseded {
+                                tracing::info!(
+                                    peer = %identity,
+                                    old = %old.remote_address(),
+                                    "closing a connection superseded by a newer one from the same node"
+                                );
+                                old.close(
+                                    CLOSE_SUPERSEDED.into(),
+                                    b"superseded by a newer connection from the same node",
+                                );
+                            }
+                        }
+                    }
+                    let _registered = Registered {
+                        accepted,
+                        key: conn.stable_id(),
+                    };
+                    if identity.role == Role::Node {
+                        // The handshake advertised users' limits to everyone.
+                        conn.set_max_concurrent_bi_streams(NODE_STREAMS_PER_CONNECTION.into());
+                        conn.set_receive_window(VarInt::MAX);
+                    }
                     serve_connection(conn, identity, handler).await;
                 });
             }
         })
+    }
+
+    /// Closes every connection, accepted or pooled, whose peer certificate
+    /// has one of `fingerprints` (SHA-256 of the DER, lowercase hex, as in
+    /// [`Identity::fingerprint`]) with the reason "certificate revoked", and
+    /// forgets them. Streams in progress on them end with it. Returns how
+    /// many connections were closed.
+    pub fn close_connections_of(&self, fingerprints: &HashSet<String>) -> usize {
+        let mut closed = Vec::new();
+        {
+            let mut accepted = lock(&self.accepted);
+            let revoked: Vec<usize> = accepted
+                .conns
+                .iter()
+                .filter(|(_, (_, id, _))| fingerprints.contains(&id.fingerprint))
+                .map(|(key, _)| *key)
+                .collect();
+            for key in revoked {
+                if let Some((conn, id, _)) = accepted.conns.remove(&key) {
+                    closed.push((conn, id));
+                }
+            }
+        }
+        {
+            let mut pool = self.pool.lock().expect("pool lock");
+            pool.retain(|_, (conn, id)| {
+                let revoked = fingerprints.contains(&id.fingerprint);
+                if revoked {
+                    closed.push((conn.clone(), id.clone()));
+                }
+                !revoked
+            });
+        }
+        for (conn, id) in &closed {
+            tracing::warn!(
+                peer = %id,
+                remote = %conn.remote_address(),
+                "closing the connection of a revoked certificate"
+            );
+            conn.close(CLOSE_REVOKED.into(), b"certificate revoked");
+        }
+        closed.len()
+    }
+
+    /// How many accepted connections are open now (tests and diagnostics).
+    pub fn accepted_connections(&self) -> usize {
+        lock(&self.accepted).conns.len()
     }
 
     /// A pooled connection to `addr`, opened if needed, whose certificate must
@@ -225,8 +528,9 @@ impl Net {
         let (conn, mut send, mut recv) = self.open_on(addr, expect).await?;
         let broken = |reason: String| match conn.close_reason() {
             // The peer refused our certificate after our side finished the
-            // TLS 1.3 handshake: it never read the request.
-            Some(close) if is_tls_refusal(&close) => CallError::Unreachable {
+            // TLS 1.3 handshake, or refused the connection past a limit: it
+            // never read the request.
+            Some(close) if is_tls_refusal(&close) || is_refusal(&close) => CallError::Unreachable {
                 addr,
                 reason: self.explain(&close),
             },
@@ -331,7 +635,7 @@ fn explain(own: Option<&Identity>, e: &ConnectionError) -> String {
 
 async fn serve_connection(conn: Connection, identity: Identity, handler: Arc<dyn StreamHandler>) {
     loop {
-        let (send, mut recv) = match conn.accept_bi().await {
+        let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
             Err(_) => return,
         };
@@ -339,30 +643,129 @@ async fn serve_connection(conn: Connection, identity: Identity, handler: Arc<dyn
         let identity = identity.clone();
         tokio::spawn(async move {
             let mut tag = [0u8; 1];
-            if recv.read_exact(&mut tag).await.is_err() {
-                return;
+            match timeout(REQUEST_TIMEOUT, recv.read_exact(&mut tag)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(peer = %identity, "stream timed out: no service tag within {REQUEST_TIMEOUT:?}");
+                    let _ = recv.stop(STREAM_TIMED_OUT.into());
+                    let _ = send.reset(STREAM_TIMED_OUT.into());
+                    return;
+                }
             }
             match Service::from_byte(tag[0]) {
                 Some(service) => handler.handle(identity, service, send, recv).await,
                 None => {
-                    let mut send = send;
                     tracing::warn!(peer = %identity, tag = tag[0], "unknown service tag");
-                    let reply: Result<(), String> = Err(format!("unknown service tag {}", tag[0]));
-                    let _ = write_frame(&mut send, &reply, 1024).await;
-                    let _ = send.finish();
+                    refuse_stream(send, recv, format!("unknown service tag {}", tag[0])).await;
                 }
             }
         });
     }
 }
 
+/// Answers a stream with a refusal (a `Result<(), String>` error frame)
+/// without reading its request, and asks the peer to stop sending it.
+pub async fn refuse_stream(mut send: SendStream, mut recv: RecvStream, why: String) {
+    let _ = recv.stop(STREAM_REFUSED.into());
+    let reply: Result<(), String> = Err(why);
+    match timeout(REQUEST_TIMEOUT, write_frame(&mut send, &reply, 64 << 10)).await {
+        Ok(_) => {
+            let _ = send.finish();
+            let _ = timeout(REQUEST_TIMEOUT, send.stopped()).await;
+        }
+        Err(_) => {
+            let _ = send.reset(STREAM_REFUSED.into());
+        }
+    }
+}
+
+/// Why a request was not read.
+enum RequestError {
+    Frame(FrameError),
+    TimedOut {
+        bound: Duration,
+        received: usize,
+        declared: Option<usize>,
+    },
+}
+
+/// A request read within its time bound, and the user budget its body holds.
+struct Request<T> {
+    message: T,
+    _budget: Option<SemaphorePermit<'static>>,
+}
+
+/// Reads one request frame as its bytes arrive: the length prefix within
+/// [`REQUEST_TIMEOUT`], the whole frame within [`transfer_bound`] of its
+/// declared length. A user's body bytes beyond [`FREE_BODY_BYTES`] are held
+/// against the user body budget.
+async fn read_request<T: DeserializeOwned>(
+    peer: &Identity,
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Request<T>, RequestError> {
+    let started = Instant::now();
+    let head = timeout_at(started + REQUEST_TIMEOUT, PartialFrame::start(recv, max))
+        .await
+        .map_err(|_| RequestError::TimedOut {
+            bound: REQUEST_TIMEOUT,
+            received: 0,
+            declared: None,
+        })?;
+    let mut frame = head.map_err(RequestError::Frame)?;
+    let bound = transfer_bound(frame.declared());
+    let deadline = started + bound;
+    let timed_out = |frame: &PartialFrame| RequestError::TimedOut {
+        bound,
+        received: frame.received(),
+        declared: Some(frame.declared()),
+    };
+    let mut held: Option<SemaphorePermit<'static>> = None;
+    while !frame.is_complete() {
+        let step = frame.next_step();
+        let charged = peer.role == Role::User && frame.received() + step > FREE_BODY_BYTES;
+        let mut reserved = if charged {
+            // Steps are at most READ_STEP bytes, far below u32::MAX.
+            let permits = u32::try_from(step).unwrap_or(u32::MAX);
+            match timeout_at(deadline, USER_BODY_BUDGET.acquire_many(permits)).await {
+                Ok(Ok(permit)) => Some(permit),
+                // The budget is never closed.
+                Ok(Err(_)) => None,
+                Err(_) => return Err(timed_out(&frame)),
+            }
+        } else {
+            None
+        };
+        let n = match timeout_at(deadline, frame.read_more(recv)).await {
+            Ok(read) => read.map_err(RequestError::Frame)?,
+            Err(_) => return Err(timed_out(&frame)),
+        };
+        // Keep budget for the bytes that came; the rest goes back.
+        if let Some(kept) = reserved.as_mut().and_then(|r| r.split(n)) {
+            match held.as_mut() {
+                Some(h) => h.merge(kept),
+                None => held = Some(kept),
+            }
+        }
+    }
+    let message = frame.decode().map_err(RequestError::Frame)?;
+    Ok(Request {
+        message,
+        _budget: held,
+    })
+}
+
 /// Serves one request/reply stream: reads a request (refusing bad frames with
-/// a reason, which closes only this stream), runs `f`, writes its reply.
+/// a reason, which closes only this stream, and timing out slow ones), runs
+/// `f`, writes its reply. The request may be at most `max_request` bytes, the
+/// reply `max_reply`.
 pub async fn serve_call<Req, Resp, F, Fut>(
     peer: &Identity,
     mut send: SendStream,
     mut recv: RecvStream,
-    max_frame: usize,
+    max_request: usize,
+    max_reply: usize,
     f: F,
 ) where
     Req: DeserializeOwned,
@@ -370,21 +773,53 @@ pub async fn serve_call<Req, Resp, F, Fut>(
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, String>>,
 {
-    let reply = match read_frame::<_, Req>(&mut recv, max_frame).await {
-        Ok(req) => f(req).await,
-        Err(e) => {
+    let (reply, _budget) = match read_request::<Req>(peer, &mut recv, max_request).await {
+        Ok(Request { message, _budget }) => (f(message).await, _budget),
+        Err(RequestError::Frame(e)) => {
             tracing::warn!(%peer, "bad frame: {}", describe_frame_error(&e));
-            Err(format!("bad frame: {}", describe_frame_error(&e)))
+            (
+                Err(format!("bad frame: {}", describe_frame_error(&e))),
+                None,
+            )
+        }
+        Err(RequestError::TimedOut {
+            bound,
+            received,
+            declared,
+        }) => {
+            let progress = match declared {
+                Some(declared) => format!("{received} of {declared} bytes arrived"),
+                None => "not even its length arrived".to_string(),
+            };
+            let why = format!("stream timed out: no whole request within {bound:?} ({progress})");
+            tracing::warn!(%peer, "{why}");
+            let _ = recv.stop(STREAM_TIMED_OUT.into());
+            (Err(why), None)
         }
     };
-    if let Err(e) = write_frame(&mut send, &reply, max_frame).await {
-        tracing::warn!(%peer, "could not send reply: {e}");
-        let refusal: Result<Resp, String> = Err(format!("reply not sendable: {e}"));
-        let _ = write_frame(&mut send, &refusal, max_frame).await;
+    let body = super::frame::encode(&reply);
+    let body = if body.len() > max_reply {
+        tracing::warn!(%peer, "reply of {} bytes exceeds the limit of {max_reply}", body.len());
+        super::frame::encode(&Err::<Resp, String>(format!(
+            "reply not sendable: {} bytes exceed the limit of {max_reply}",
+            body.len()
+        )))
+    } else {
+        body
+    };
+    let bound = transfer_bound(body.len());
+    match timeout(bound, write_encoded(&mut send, &body)).await {
+        Ok(Ok(())) => {
+            let _ = send.finish();
+            // Let the reply drain before the stream is dropped.
+            let _ = timeout(REQUEST_TIMEOUT, send.stopped()).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, "could not send reply: {e}"),
+        Err(_) => {
+            tracing::warn!(%peer, "stream timed out: the reply was not taken within {bound:?}");
+            let _ = send.reset(STREAM_TIMED_OUT.into());
+        }
     }
-    let _ = send.finish();
-    // Let the reply drain before the stream is dropped.
-    let _ = send.stopped().await;
 }
 
 fn describe_frame_error(e: &FrameError) -> String {
@@ -398,6 +833,12 @@ fn peer_identity(conn: &Connection) -> Result<Identity> {
         .context("peer presented no certificate")?;
     let leaf = certs.first().context("peer presented an empty chain")?;
     Identity::from_der(leaf)
+}
+
+/// True when the node refused the connection after the handshake (a limit).
+fn is_refusal(e: &ConnectionError) -> bool {
+    matches!(e, ConnectionError::ApplicationClosed(close)
+        if close.error_code == VarInt::from(CLOSE_REFUSED))
 }
 
 /// True when the connection was closed with a TLS alert (a crypto error code).
@@ -459,6 +900,10 @@ pub fn describe(e: &ConnectionError) -> String {
             )
         }
         ConnectionError::TransportError(t) => format!("TLS/QUIC handshake failed: {t}"),
+        ConnectionError::ApplicationClosed(close) if is_refusal(e) => format!(
+            "the node refused this connection: {}",
+            String::from_utf8_lossy(&close.reason)
+        ),
         ConnectionError::ApplicationClosed(close) => format!(
             "connection closed by peer: {}",
             String::from_utf8_lossy(&close.reason)

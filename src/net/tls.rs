@@ -24,8 +24,14 @@ pub const ALPN: &[u8] = b"flocker/1";
 /// every [`KEEP_ALIVE`] keep idle but healthy connections open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
-/// Bound on concurrent streams a peer may open on one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// What a node advertises in every handshake, before it knows who the peer
+/// is: users' stream and flow-control limits (raised for nodes once their
+/// certificate is read; see `endpoint.rs`).
+const SERVER_STREAMS: u32 = super::endpoint::USER_STREAMS_PER_CONNECTION;
+const SERVER_RECEIVE_WINDOW: u32 = super::endpoint::USER_RECEIVE_WINDOW;
+/// Nodes never open streams on connections they accepted, so the calling
+/// side accepts none.
+const CLIENT_STREAMS: u32 = 0;
 
 /// A certificate and key (or none, to test that nodes refuse it) plus the
 /// CA, and the deny list both sides of every handshake consult.
@@ -99,7 +105,7 @@ impl TlsMaterial {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(transport());
+        config.transport_config(transport(SERVER_STREAMS, Some(SERVER_RECEIVE_WINDOW)));
         Ok(config)
     }
 
@@ -126,7 +132,7 @@ impl TlsMaterial {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport());
+        config.transport_config(transport(CLIENT_STREAMS, None));
         Ok(config)
     }
 }
@@ -145,13 +151,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+fn transport(streams: u32, receive_window: Option<u32>) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         IDLE_TIMEOUT.try_into().expect("idle timeout is in range"),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    t.max_concurrent_bidi_streams(MAX_CONCURRENT_STREAMS.into());
+    t.max_concurrent_bidi_streams(streams.into());
+    if let Some(window) = receive_window {
+        t.receive_window(window.into());
+    }
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
 }

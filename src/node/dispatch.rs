@@ -1,10 +1,17 @@
 //! Routes every accepted stream to its service: Raft RPCs to openraft, client
 //! and peer requests to the API.
+//!
+//! The peer's role is checked against the service right after the service
+//! tag, before a byte of the request is read: a user's Raft, peer or volume
+//! stream is refused at once and costs nothing. Each service reads requests
+//! up to its own limit: Raft [`MAX_RAFT_FRAME`] (entry batches), client
+//! [`MAX_CLIENT_FRAME`] (deployments), peer [`MAX_PEER_REQUEST`] (small
+//! node-to-node requests; their replies may be client-sized).
 
 use crate::api::{Api, ClientEnvelope, ClientReply, PeerReply, PeerRequest};
 use crate::ca::Identity;
-use crate::net::endpoint::serve_call;
-use crate::net::frame::{MAX_CLIENT_FRAME, MAX_RAFT_FRAME};
+use crate::net::endpoint::{refuse_stream, serve_call};
+use crate::net::frame::{MAX_CLIENT_FRAME, MAX_PEER_REQUEST, MAX_RAFT_FRAME};
 use crate::net::{Service, StreamHandler};
 use crate::raft::{serve_raft_rpc, Raft, RaftRpc};
 use futures::future::BoxFuture;
@@ -31,11 +38,21 @@ impl StreamHandler for Dispatcher {
         recv: RecvStream,
     ) -> BoxFuture<'static, ()> {
         Box::pin(async move {
+            if let Err(why) = service.admits(&peer) {
+                tracing::warn!(%peer, "{why}");
+                refuse_stream(send, recv, why).await;
+                return;
+            }
             match service {
                 Service::Raft => {
-                    serve_call(&peer, send, recv, MAX_RAFT_FRAME, |rpc: RaftRpc| {
-                        serve_raft_rpc(&self.raft, &peer, rpc)
-                    })
+                    serve_call(
+                        &peer,
+                        send,
+                        recv,
+                        MAX_RAFT_FRAME,
+                        MAX_RAFT_FRAME,
+                        |rpc: RaftRpc| serve_raft_rpc(&self.raft, &peer, rpc),
+                    )
                     .await
                 }
                 Service::Client => {
@@ -43,6 +60,7 @@ impl StreamHandler for Dispatcher {
                         &peer,
                         send,
                         recv,
+                        MAX_CLIENT_FRAME,
                         MAX_CLIENT_FRAME,
                         |env: ClientEnvelope| async {
                             Ok::<ClientReply, String>(self.api.handle_client(&peer, env).await)
@@ -55,6 +73,7 @@ impl StreamHandler for Dispatcher {
                         &peer,
                         send,
                         recv,
+                        MAX_PEER_REQUEST,
                         MAX_CLIENT_FRAME,
                         |req: PeerRequest| async {
                             let reply: Result<PeerReply, String> =
@@ -66,11 +85,11 @@ impl StreamHandler for Dispatcher {
                 }
                 Service::Volume => {
                     // Volume data has its own endpoint (invariant 7).
-                    serve_call(&peer, send, recv, MAX_CLIENT_FRAME, |_: ()| async {
-                        Err::<(), String>(
-                            "volume streams go to the node's volume endpoint, not this one".into(),
-                        )
-                    })
+                    refuse_stream(
+                        send,
+                        recv,
+                        "volume streams go to the node's volume endpoint, not this one".into(),
+                    )
                     .await
                 }
             }

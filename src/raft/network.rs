@@ -154,8 +154,11 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
     }
 }
 
-/// Serves one Raft RPC from `peer`. Refuses user certificates, and RPCs whose
-/// claimed sender is not the node named in the certificate: n3 cannot act as n1.
+/// Serves one Raft RPC from `peer`. Refuses RPCs whose claimed sender is not
+/// the node named in the certificate: n3 cannot act as n1. User certificates
+/// are refused by the dispatcher right after the service tag, before their
+/// frame is read (`Service::admits`); the check here keeps this function
+/// safe to call from anywhere.
 pub async fn serve_raft_rpc(
     raft: &Raft,
     peer: &Identity,
