@@ -435,7 +435,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let mut fatal = running.fatal.clone();
     let stopped_by = tokio::select! {
         () = wait_for_signal() => None,
-        why = fatal.wait_for(Option::is_some) => why.ok().and_then(|w| w.clone()),
+        why = async {
+            match fatal.wait_for(Option::is_some).await {
+                Ok(why) => why.clone(),
+                // No task can report a fatal error any more: only a signal stops us.
+                Err(_) => std::future::pending().await,
+            }
+        } => why,
     };
     tracing::info!("shutting down");
     running.shutdown().await;

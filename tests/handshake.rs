@@ -71,7 +71,7 @@ impl StreamHandler for Pong {
         recv: quinn::RecvStream,
     ) -> futures::future::BoxFuture<'static, ()> {
         Box::pin(async move {
-            serve_call(&peer, send, recv, 1024, |_: String| async {
+            serve_call(&peer, send, recv, 1024, 1024, |_: String| async {
                 Ok("pong".to_string())
             })
             .await

@@ -315,11 +315,7 @@ fn a_users_stream_flood_costs_the_node_little() {
     let nets: Vec<std::sync::Arc<Net>> = (0..MAX_CONNECTIONS_PER_USER)
         .map(|_| Net::client(&tls, addr).unwrap())
         .collect();
-    let nodes = || ClientEnvelope {
-        hops: 0,
-        user: None,
-        request: ClientRequest::Nodes { stale: true },
-    };
+    let nodes = || ClientEnvelope::new(ClientRequest::Nodes { stale: true });
     let (flood, refused) = rt.block_on(async {
         let flood = join_all(nets[refusing..].iter().map(|net| async move {
             // One ordinary call first: the node has admitted the connection.

@@ -146,29 +146,39 @@ fn forged_commands_roles_and_limits_are_refused_and_change_nothing() {
                 .unwrap_err();
             assert!(why.contains("permission denied"), "{command:?}: {why}");
         }
-        // A node certificate cannot act for another node.
-        let n2_tls = TlsMaterial::load(&CertsDir::new(c.bundle("n2")), Role::Node, "n2").unwrap();
-        let as_n2 = Client::with_tls(&n2_tls, c.addr(&leader)).unwrap();
+        // A node certificate cannot act for another node, nor for the
+        // leader when it is not the leader.
+        let follower = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != leader)
+            .unwrap();
+        let other = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != follower)
+            .unwrap();
+        let tls =
+            TlsMaterial::load(&CertsDir::new(c.bundle(follower)), Role::Node, follower).unwrap();
+        let as_follower = Client::with_tls(&tls, c.addr(&leader)).unwrap();
         for (i, command) in [
             Command::Released {
                 app: "web".into(),
-                node: "n1".into(),
+                node: other.into(),
             },
             Command::RegisterNode {
-                node: "n1".into(),
+                node: other.into(),
                 publish_ip: "10.9.9.9".into(),
                 capacity: Capacity::default(),
                 command_kinds: 1,
             },
             Command::SetNodeDown {
-                node: "n3".into(),
+                node: other.into(),
                 down: true,
             },
         ]
         .into_iter()
         .enumerate()
         {
-            let why = send(&as_n2, &format!("node-forge-{i}"), command.clone())
+            let why = send(&as_follower, &format!("node-forge-{i}"), command.clone())
                 .await
                 .unwrap_err();
             assert!(why.contains("permission denied"), "{command:?}: {why}");

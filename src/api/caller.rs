@@ -49,6 +49,17 @@ impl Caller {
                     principal: principal.clone(),
                     via: Some(via.clone()),
                 }),
+                // A joining node's request, passed on by the member it
+                // reached (which authenticated it), is the one exception.
+                Some(Forwarded {
+                    principal: principal @ Principal::Node { name },
+                    via,
+                }) if matches!(&env.request, ClientRequest::MembersAdd { name: joining, .. } if joining == name) => {
+                    Ok(Caller {
+                        principal: principal.clone(),
+                        via: Some(via.clone()),
+                    })
+                }
                 Some(Forwarded {
                     principal: Principal::Node { name },
                     ..
@@ -199,8 +210,17 @@ mod tests {
             principal: Principal::Node { name: "n3".into() },
             via: "n2".into(),
         });
-        let refused = Caller::of(&node("n2"), &env(as_n3, None), &state).unwrap_err();
+        let refused = Caller::of(&node("n2"), &env(as_n3.clone(), None), &state).unwrap_err();
         assert!(refused.contains("may not act for node n3"), "{refused}");
+        // Except to pass on n3's own request to join.
+        let join = ClientEnvelope {
+            forwarded: as_n3,
+            ..ClientEnvelope::new(ClientRequest::MembersAdd {
+                name: "n3".into(),
+                address: "127.0.0.1:3".into(),
+            })
+        };
+        assert!(Caller::of(&node("n2"), &join, &state).is_ok());
     }
 
     #[test]
