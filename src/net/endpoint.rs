@@ -927,3 +927,99 @@ fn tls_alert_name(alert: u8) -> String {
     };
     format!("TLS alert {alert}: {name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{self, CertsDir};
+    use crate::net::tls::load_cert;
+
+    /// Answers every call with the caller's name, as its certificate says.
+    struct Echo;
+
+    impl StreamHandler for Echo {
+        fn handle(
+            self: Arc<Self>,
+            peer: Identity,
+            _service: Service,
+            send: SendStream,
+            recv: RecvStream,
+        ) -> BoxFuture<'static, ()> {
+            Box::pin(async move {
+                let name = peer.name.clone();
+                serve_call(&peer, send, recv, 1024, 1024, |_: ()| async move {
+                    Ok::<String, String>(name)
+                })
+                .await
+            })
+        }
+    }
+
+    fn fingerprint(certs: &CertsDir, role: Role, name: &str) -> String {
+        Identity::from_der(&load_cert(&certs.cert(role, name)).unwrap())
+            .unwrap()
+            .fingerprint
+    }
+
+    /// The connection `net` holds to `addr` (without redialling a closed one).
+    fn pooled(net: &Net, addr: SocketAddr) -> Connection {
+        net.pool.lock().unwrap()[&addr].0.clone()
+    }
+
+    async fn hello(net: &Net, addr: SocketAddr) -> Result<String, CallError> {
+        net.call::<_, String>(addr, None, Service::Client, &(), 1024, CONNECT_TIMEOUT)
+            .await
+    }
+
+    #[tokio::test]
+    async fn revoked_certificates_lose_their_connections_and_nodes_supersede_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        ca::init(dir.path(), &["n1".into(), "n2".into()], &["alice".into()]).unwrap();
+        let certs = CertsDir::new(dir.path());
+        let tls = |role, name| TlsMaterial::load(&certs, role, name).unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let n1 = Net::server(local, &tls(Role::Node, "n1")).unwrap();
+        n1.serve(Arc::new(Echo));
+        let n2 = Net::server(local, &tls(Role::Node, "n2")).unwrap();
+        n2.serve(Arc::new(Echo));
+        let (a1, a2) = (n1.local_addr().unwrap(), n2.local_addr().unwrap());
+
+        let alice = Net::client(&tls(Role::User, "alice"), a1).unwrap();
+        assert_eq!(hello(&alice, a1).await.unwrap(), "alice");
+        // n1 calls n2 (a pooled connection), n2 calls n1 (an accepted one).
+        assert_eq!(hello(&n1, a2).await.unwrap(), "n1");
+        assert_eq!(hello(&n2, a1).await.unwrap(), "n2");
+        assert_eq!(n1.accepted_connections(), 2);
+
+        let revoked: HashSet<String> = [
+            fingerprint(&certs, Role::User, "alice"),
+            fingerprint(&certs, Role::Node, "n2"),
+        ]
+        .into();
+        // Alice's and n2's accepted connections, and n1's pooled one to n2.
+        assert_eq!(n1.close_connections_of(&revoked), 3);
+        assert_eq!(n1.accepted_connections(), 0);
+        let err = pooled(&alice, a1).closed().await;
+        assert!(describe(&err).contains("certificate revoked"), "{err}");
+        assert_eq!(
+            n1.close_connections_of(&revoked),
+            0,
+            "nothing left to close"
+        );
+
+        // A node past its per-node limit: its oldest connection gives way.
+        let mut n2s = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_NODE + 1 {
+            let net = Net::client(&tls(Role::Node, "n2"), a1).unwrap();
+            assert_eq!(hello(&net, a1).await.unwrap(), "n2");
+            n2s.push(net);
+        }
+        let err = pooled(&n2s[0], a1).closed().await;
+        assert!(describe(&err).contains("superseded"), "{err}");
+        assert_eq!(n1.accepted_connections(), MAX_CONNECTIONS_PER_NODE);
+        assert_eq!(
+            hello(&n2s[MAX_CONNECTIONS_PER_NODE], a1).await.unwrap(),
+            "n2"
+        );
+    }
+}
