@@ -974,7 +974,13 @@ mod tests {
     #[tokio::test]
     async fn revoked_certificates_lose_their_connections_and_nodes_supersede_their_own() {
         let dir = tempfile::tempdir().unwrap();
-        ca::init(dir.path(), &["n1".into(), "n2".into()], &["alice".into()]).unwrap();
+        ca::init(
+            dir.path(),
+            &["n1".into(), "n2".into()],
+            &[ca::Subject::user("alice")],
+            ca::Validity::default(),
+        )
+        .unwrap();
         let certs = CertsDir::new(dir.path());
         let tls = |role, name| TlsMaterial::load(&certs, role, name).unwrap();
         let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
