@@ -241,6 +241,10 @@ fn main() -> ExitCode {
         Top::Ctl(args) => {
             init_logging("warn");
             let exit: Exit = runtime.block_on(ctl::run(args));
+            // The client closed its connection on the way out; let the
+            // close reach the node before the runtime stops.
+            runtime
+                .block_on(async { tokio::time::sleep(flocker::net::endpoint::CLOSE_FLUSH).await });
             ExitCode::from(exit as u8)
         }
         Top::Ca { action } => match run_ca(action) {

@@ -62,3 +62,14 @@ impl Client {
         &self.net
     }
 }
+
+impl Drop for Client {
+    /// Closes the connection rather than leave it to the node's idle
+    /// timeout: until then it counts against the user's connection limit.
+    /// (`ctl` gives the close a moment to leave before the process exits.)
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.net) == 1 {
+            self.net.close();
+        }
+    }
+}

@@ -32,6 +32,11 @@ use tokio::time::{timeout, timeout_at, Instant};
 /// How long establishing a connection (QUIC + TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a process that closed its endpoint gives the close packets to
+/// leave before it exits (a connection not closed stays open on the node,
+/// counting against the limits below, until the 3 s idle timeout).
+pub const CLOSE_FLUSH: Duration = Duration::from_millis(20);
+
 /// Connections a node accepts at once, all peers together. Sized for a few
 /// hundred nodes (each keeps one pooled connection to every node it calls,
 /// and a reconnect may overlap the old one for the 3 s idle timeout) plus
