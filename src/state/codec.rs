@@ -108,6 +108,41 @@ mod tests {
         assert!(Proposal::unsigned("r", "admin", &Command::EnforceAuthorization).is_err());
     }
 
+    /// A request first applied unsigned and retried signed (the client
+    /// retried across the upgrade) gets its first outcome, not a refusal.
+    #[test]
+    fn a_retry_across_the_upgrade_is_the_same_request() {
+        use crate::state::Principal;
+        let mut s = State::default();
+        s.apply_membership([("n1", "127.0.0.1:1")].into_iter());
+        let drain = Command::SetDrained {
+            node: "n1".into(),
+            drained: true,
+        };
+        let first = Batch {
+            proposed_at_ms: 1,
+            proposals: vec![Proposal::unsigned("d", "admin", &drain).unwrap()],
+        };
+        let admin = Principal::User {
+            name: "admin".into(),
+            access: crate::ca::Access::Admin,
+        };
+        let retry = |c: &Command| Batch {
+            proposed_at_ms: 2,
+            proposals: vec![Proposal::signed("d", admin.clone(), Some("n2"), c)],
+        };
+        assert!(s.apply_batch(1, 0, &first).unwrap()[0].result.is_ok());
+        let again = s.apply_batch(2, 0, &retry(&drain)).unwrap().remove(0);
+        assert!(again.replayed && again.index == 1, "{again:?}");
+        let other = Command::SetDrained {
+            node: "n1".into(),
+            drained: false,
+        };
+        let reused = s.apply_batch(3, 0, &retry(&other)).unwrap().remove(0);
+        assert!(reused.result.is_err());
+        assert!(s.nodes["n1"].drained);
+    }
+
     /// A first-release snapshot state decodes, and encodes in today's format.
     #[test]
     fn first_release_state_still_decodes() {

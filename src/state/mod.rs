@@ -148,7 +148,7 @@ impl State {
     ) -> Result<Outcome, CommandDecodeError> {
         let fingerprint = proposal.fingerprint();
         if let Some(seen) = self.requests.get(&proposal.request_id) {
-            if seen.fingerprint == fingerprint {
+            if seen.fingerprint == fingerprint || same_as_unsigned(proposal, seen.fingerprint) {
                 let mut outcome = seen.outcome.clone();
                 outcome.replayed = true;
                 return Ok(outcome);
@@ -475,6 +475,21 @@ impl State {
         let nodes = &self.nodes;
         self.releases.retain(|_, holder| nodes.contains_key(holder));
     }
+}
+
+/// Whether a signed proposal is the retry of a request first applied in
+/// the unsigned format (a client retrying across the upgrade): the same
+/// command, written as the first release would have. Checked only when the
+/// fingerprints differ, so the common path never re-encodes.
+fn same_as_unsigned(proposal: &Proposal, seen: [u8; 32]) -> bool {
+    if proposal.command.first() != Some(&COMMAND_FORMAT) {
+        return false;
+    }
+    proposal
+        .decode()
+        .ok()
+        .and_then(|d| Proposal::unsigned(&proposal.request_id, "", &d.command).ok())
+        .is_some_and(|old| old.fingerprint() == seen)
 }
 
 /// The leader the tests' entries name.
