@@ -48,11 +48,34 @@ pub(super) fn command_to_v1(command: &Command) -> Result<v1::Command, CommandDec
 }
 
 impl State {
-    /// The state as a snapshot holds it.
+    /// The state as a snapshot holds it: in the first release's format
+    /// while that format holds it exactly (a first-release member that
+    /// needs this snapshot can still read it during a rolling upgrade),
+    /// else in this build's.
     pub fn encode(&self) -> Vec<u8> {
+        if let Some(old) = self.as_first_release() {
+            let mut bytes = vec![STATE_FORMAT_V1];
+            postcard::to_io(&old, &mut bytes).expect("the state is postcard-serializable");
+            return bytes;
+        }
         let mut bytes = vec![STATE_FORMAT];
         serde_json::to_writer(&mut bytes, self).expect("the state is JSON-serializable");
         bytes
+    }
+
+    /// The first release's form of this state, when it loses nothing.
+    fn as_first_release(&self) -> Option<v1::State> {
+        // Cheap refusals first: anything of the trust model is new.
+        if self.authorization_from.is_some()
+            || !self.denied.is_empty()
+            || !self.certificates.is_empty()
+        {
+            return None;
+        }
+        let old: v1::State = carry(self).ok()?;
+        let mut back: State = carry(&old).ok()?;
+        back.requests.recount();
+        (back == *self).then_some(old)
     }
 
     /// Reads a snapshot's state in this format or the first release's.
@@ -166,6 +189,13 @@ mod tests {
         postcard::to_io(&old, &mut bytes).unwrap();
         let back = State::decode(&bytes).unwrap();
         assert_eq!(back, s);
-        assert_eq!(State::decode(&back.encode()).unwrap(), s);
+        // Still representable in format 1, so written that way.
+        assert_eq!(back.encode(), bytes);
+        // Once it holds what format 1 cannot, it is written in format 2.
+        let mut newer = back.clone();
+        newer.authorization_from = Some(4);
+        let encoded = newer.encode();
+        assert_eq!(encoded[0], STATE_FORMAT);
+        assert_eq!(State::decode(&encoded).unwrap(), newer);
     }
 }
