@@ -282,6 +282,18 @@ fn removed_members_stay_out_and_revoked_users_are_cut_off() {
     let removed = c.ctl("n2", &["members", "remove", "n4"]);
     assert_eq!(removed.code, 0, "{}", removed.stderr);
     assert!(removed.stdout.contains("revoked"), "{}", removed.stdout);
+    // The members closed the connections n4 still had open.
+    let closed = wait_until(T, || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .any(|n| {
+                let log = c.log(n);
+                log.contains("closing the connection of a revoked certificate")
+                    && log.contains("node 'n4'")
+            })
+            .then_some(())
+    });
+    assert!(closed.is_some(), "no member closed n4's connections");
     // n4 is gone for good: started afresh with the same certificate, its
     // --join is refused and it exits 1 saying why.
     c.kill("n4");

@@ -73,6 +73,7 @@ impl RunningNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        self.api.sm.quiesce();
         self.net.close();
         drop(self.volumes);
     }

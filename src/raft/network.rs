@@ -184,14 +184,12 @@ pub async fn serve_raft_rpc(
         // election: votes go only to members of this node's latest
         // membership. (Log replication is not filtered: a lagging node must
         // be able to hear from a leader it does not know yet.)
-        let member = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&node_id_for(&peer.name))
-            .is_some();
-        if !member {
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        // An uninitialised node (a cluster being founded from --peers) has
+        // no membership yet to check against.
+        let known = membership.nodes().next().is_some();
+        if known && membership.get_node(&node_id_for(&peer.name)).is_none() {
             return Err(format!(
                 "refused: {peer} asked for a vote but is not a member of this node's latest membership"
             ));

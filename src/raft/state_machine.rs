@@ -75,6 +75,17 @@ impl StateMachineStore {
         Ok(store)
     }
 
+    /// Makes the database safe to leave without closing it: the WAL synced
+    /// (every acknowledged write already is) and RocksDB's background work
+    /// stopped. After this the process may end without running RocksDB's
+    /// destructors.
+    pub fn quiesce(&self) {
+        if let Err(e) = self.db.flush_wal(true) {
+            tracing::warn!("syncing the RocksDB WAL at shutdown: {e}");
+        }
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Read access to the applied state. Hold it briefly: apply waits on it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.applied.read().expect("state lock poisoned")
