@@ -234,3 +234,94 @@ fn deploy_is_one_versioned_change_read_back_from_any_node() {
         text.stdout
     );
 }
+
+/// The last configurations are kept: shown by version, compared, and
+/// rolled back to (a new version, through the same plan, in history).
+#[test]
+fn earlier_versions_are_shown_compared_and_rolled_back_to() {
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &["--engine", "sim"]);
+    c.wait_for_leader(T);
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
+    // Versions are kept once every voter runs a build that keeps them.
+    let enforced = wait_until(T, || {
+        let h = json(&c.ctl("n1", &["history", "-o", "json"]));
+        h.as_array()?
+            .iter()
+            .any(|e| {
+                e["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("authorization enforced"))
+            })
+            .then_some(())
+    });
+    assert!(enforced.is_some());
+    let dir = c.dir.path().to_path_buf();
+    let dep = write(&dir, "deployment.yml", "version: 1\nnodes:\n  n1: [web]\n");
+    let v1 = write(
+        &dir,
+        "v1.yml",
+        "version: 1\napplications:\n  web:\n    image: busybox:1\n",
+    );
+    let v2 = write(
+        &dir,
+        "v2.yml",
+        "version: 1\napplications:\n  web:\n    image: busybox:2\n    environment:\n      MODE: new\n",
+    );
+    assert_eq!(c.ctl("n2", &["deploy", s(&dep), s(&v1)]).code, 0);
+    assert_eq!(c.ctl("n2", &["deploy", s(&dep), s(&v2)]).code, 0);
+
+    let old = json(&c.ctl("n3", &["config", "show", "--version", "1", "-o", "json"]));
+    assert_eq!(old["version"], 1);
+    assert_eq!(
+        old["configuration"]["applications"]["web"]["image"]["tag"],
+        "1"
+    );
+    let diff = c.ctl("n1", &["config", "diff", "1", "2"]);
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(
+        diff.stdout.contains("~web: environment, image"),
+        "{}",
+        diff.stdout
+    );
+    let missing = c.ctl("n1", &["config", "show", "--version", "9"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("not kept"), "{}", missing.stderr);
+
+    // A dry run commits nothing; a stale --if-version is refused.
+    let dry = c.ctl("n1", &["rollback", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("rollback to version 1"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        json(&c.ctl("n1", &["config", "show", "-o", "json"]))["version"],
+        2
+    );
+    let stale = c.ctl("n1", &["rollback", "--if-version", "1"]);
+    assert_eq!(stale.code, 1, "{}", stale.stderr);
+
+    let back = c.ctl(
+        "n3",
+        &["rollback", "--if-version", "2", "--request-id", "rb1"],
+    );
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    let now = json(&c.ctl("n2", &["config", "show", "-o", "json"]));
+    assert_eq!(now["version"], 3);
+    assert_eq!(now["configuration"], old["configuration"]);
+    let history = json(&c.ctl("n1", &["history", "-o", "json"]));
+    let entry = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["request_id"] == "rb1")
+        .expect("the rollback is in history");
+    assert!(
+        entry["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback to version 1"),
+        "{entry}"
+    );
+}

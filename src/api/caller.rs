@@ -117,6 +117,7 @@ impl Caller {
             ClientRequest::Nodes { .. }
             | ClientRequest::PlanDeploy { .. }
             | ClientRequest::ShowConfig
+            | ClientRequest::ShowConfigVersion { .. }
             | ClientRequest::Status
             | ClientRequest::History
             | ClientRequest::HistoryPage { .. }

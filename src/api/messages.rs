@@ -105,6 +105,8 @@ pub enum ClientRequest {
     /// A page of committed changes: up to `limit` entries older than index
     /// `before` (the newest when `None`), oldest first.
     HistoryPage { limit: u32, before: Option<u64> },
+    /// The configuration deployed as `version` (the current or a kept one).
+    ShowConfigVersion { version: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

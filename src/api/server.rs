@@ -155,6 +155,19 @@ impl Api {
                 }
                 Err(e) => ClientReply::unknown(e),
             },
+            ClientRequest::ShowConfigVersion { version } => match self.read_barrier().await {
+                Ok(()) => {
+                    let applied = self.sm.read();
+                    match applied.state.configuration_at(*version) {
+                        Ok(configuration) => ClientReply::Config {
+                            version: *version,
+                            configuration: configuration.clone(),
+                        },
+                        Err(why) => ClientReply::refused(why),
+                    }
+                }
+                Err(e) => ClientReply::unknown(e),
+            },
             ClientRequest::Status => self.app_status().await,
             ClientRequest::History => self.history(DEFAULT_HISTORY_PAGE, None).await,
             ClientRequest::HistoryPage { limit, before } => {

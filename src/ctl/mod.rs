@@ -4,6 +4,7 @@
 mod moving;
 mod output;
 mod trust;
+mod versions;
 
 use crate::api::client::Client;
 use crate::api::{ClientReply, ClientRequest};
@@ -164,6 +165,20 @@ pub enum CtlCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Deploy an earlier configuration version again (the one before the
+    /// current unless --to), through the same plan as a deploy.
+    Rollback {
+        #[arg(long, value_name = "VERSION")]
+        to: Option<u64>,
+        /// Print what would change; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse unless the deployed configuration is at this version.
+        #[arg(long)]
+        if_version: Option<u64>,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// The deployed configuration.
     Config {
         #[command(subcommand)]
@@ -200,6 +215,16 @@ pub enum ConfigAction {
         /// (ready for `ctl deploy`) instead of printing them.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// An earlier version (the last 50 are kept) instead of the current.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// What changed from configuration version FROM to version TO.
+    Diff {
+        from: u64,
+        to: u64,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
     },
 }
 
@@ -396,13 +421,24 @@ pub async fn run(args: CtlArgs) -> Exit {
             }
             other => report_failure(other),
         },
+        CtlCommand::Rollback {
+            to,
+            dry_run,
+            if_version,
+            request_id,
+        } => versions::rollback(&client, to, dry_run, if_version, request_id).await,
         CtlCommand::Config {
-            action: ConfigAction::Show { output, dir },
-        } => match client.request(ClientRequest::ShowConfig).await {
-            ClientReply::Config {
-                version,
-                configuration,
-            } => {
+            action: ConfigAction::Diff { from, to, output },
+        } => versions::diff(&client, from, to, output).await,
+        CtlCommand::Config {
+            action:
+                ConfigAction::Show {
+                    output,
+                    dir,
+                    version,
+                },
+        } => match versions::fetch(&client, version).await {
+            Ok((version, configuration)) => {
                 match output {
                     OutputFormat::Json => println!(
                         "{}",
@@ -437,7 +473,7 @@ pub async fn run(args: CtlArgs) -> Exit {
                 }
                 Exit::Ok
             }
-            other => report_failure(other),
+            Err(exit) => exit,
         },
         CtlCommand::Members { action } => {
             let request = match action {

@@ -87,9 +87,10 @@ impl State {
     ) -> Result<(), String> {
         let needs = match command {
             Command::SetLabels { node, .. } => Needs::UserOrNode(Access::Operator, node),
-            Command::Deploy { .. } | Command::MoveApp { .. } | Command::SetDrained { .. } => {
-                Needs::User(Access::Operator)
-            }
+            Command::Deploy { .. }
+            | Command::Rollback { .. }
+            | Command::MoveApp { .. }
+            | Command::SetDrained { .. } => Needs::User(Access::Operator),
             Command::RecoverVolume { .. } | Command::Revoke { .. } => Needs::User(Access::Admin),
             Command::RegisterNode { node, .. }
             | Command::Released { node, .. }

@@ -69,6 +69,7 @@ impl State {
         if self.authorization_from.is_some()
             || !self.denied.is_empty()
             || !self.certificates.is_empty()
+            || !self.configurations.versions().is_empty()
         {
             return None;
         }

@@ -94,6 +94,9 @@ pub enum Command {
         /// epoch), after which the entry is dropped; `None` keeps it.
         not_after: Option<i64>,
     },
+    /// An operator deploys an earlier configuration version again, through
+    /// the same plan as a deploy (a new version; history says rollback).
+    Rollback { to: u64, if_version: Option<u64> },
 }
 
 /// The steps of a volume move that go through Raft.
@@ -125,7 +128,7 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 13;
+pub const COMMAND_KINDS: u16 = 14;
 
 /// The first count that includes the signed format and its commands: a
 /// leader enforces authorization once every voter knows this many kinds.
@@ -152,6 +155,7 @@ impl Command {
             Command::EnforceAuthorization => 10,
             Command::NodeCertificate { .. } => 11,
             Command::Revoke { .. } => 12,
+            Command::Rollback { .. } => 13,
         }
     }
 
@@ -171,6 +175,7 @@ impl Command {
             Command::EnforceAuthorization => "enforce authorization",
             Command::NodeCertificate { .. } => "report a node certificate",
             Command::Revoke { .. } => "revoke a certificate",
+            Command::Rollback { .. } => "roll back the configuration",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! state. Time-based decisions are taken by the leader and arrive here as
 //! commands. This module knows nothing of Raft, the network or Docker.
 
+mod archive;
 mod authz;
 mod codec;
 mod command;
@@ -17,6 +18,7 @@ mod requests;
 mod trust;
 mod v1;
 
+pub use archive::{ArchivedConfig, ConfigArchive, ARCHIVE_CAPACITY};
 pub use authz::{check_request_id, Principal, MAX_REQUEST_ID, MEMBERSHIP_ACCESS};
 pub use codec::STATE_FORMAT;
 pub use command::{
@@ -100,6 +102,9 @@ pub struct State {
     /// The certificate each member node reported it runs with, by node.
     #[serde(default)]
     pub certificates: BTreeMap<String, CertificateRecord>,
+    /// The last deployed configurations (`archive.rs`).
+    #[serde(default)]
+    pub configurations: ConfigArchive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,6 +426,7 @@ impl State {
             Command::EnforceAuthorization
             | Command::NodeCertificate { .. }
             | Command::Revoke { .. } => self.execute_trust(command, index, now_ms),
+            Command::Rollback { .. } => self.execute_rollback(command, now_ms),
         }
     }
 
@@ -449,6 +455,7 @@ impl State {
         if plan.config_changed {
             self.deployed.version += 1;
             self.deployed.config = configuration.clone();
+            self.archive_current();
         }
         let before = std::mem::replace(&mut self.deployed.placements, plan.placements.clone());
         self.assign_new_volumes();
@@ -690,11 +697,9 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let last = Command::Revoke {
-            fingerprint: "0".repeat(64),
-            subject: String::new(),
-            reason: String::new(),
-            not_after: None,
+        let last = Command::Rollback {
+            to: 1,
+            if_version: None,
         };
         assert_eq!(
             last.kind_index(),
