@@ -11,7 +11,7 @@ use crate::config::Configuration;
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
-use crate::scheduler::{waiting_reason, Liveness, HEARTBEAT_INTERVAL, NODE_LEASE};
+use crate::scheduler::{waiting_reason, Liveness, DOWN_GRACE, HEARTBEAT_INTERVAL, NODE_LEASE};
 use crate::state::{check_request_id, plan, Command, Outcome, Proposal, AUTHORIZATION_KINDS};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
@@ -292,9 +292,17 @@ impl Api {
                 self.observed.read().expect("observed lock").clone(),
             )),
             PeerRequest::Heartbeat => {
-                self.liveness.heard(&peer.name);
+                // A node that is no longer a member (removed) gets no lease:
+                // the cluster may already be starting its apps elsewhere.
+                let member = self.sm.read().state.nodes.contains_key(&peer.name);
+                if member {
+                    self.liveness.heard(&peer.name);
+                }
                 Ok(PeerReply::HeartbeatAck {
-                    quorum_age_ms: self.quorum_age().map(|d| d.as_millis() as u64),
+                    quorum_age_ms: self
+                        .quorum_age()
+                        .filter(|_| member)
+                        .map(|d| d.as_millis() as u64),
                     leader_applied: self
                         .raft
                         .metrics()
@@ -879,6 +887,11 @@ impl Api {
             Ok(said) => said,
             Err(reply) => return reply,
         };
+        // Its lease may have been renewed just before the revocation: once
+        // it leaves the membership its apps are placed elsewhere at once,
+        // so first wait until it has certainly stopped them (the same
+        // grace after which a silent node is declared down; invariant 3).
+        tokio::time::sleep(DOWN_GRACE).await;
         match self.raft.change_membership(change, false).await {
             Ok(_) => ClientReply::Done(format!("{name} removed; {revoked}")),
             Err(e) => self.membership_error(e),

@@ -13,6 +13,7 @@ mod command;
 mod deploy;
 mod history;
 mod moves;
+mod refound;
 mod releases;
 mod requests;
 mod trust;

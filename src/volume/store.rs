@@ -101,6 +101,20 @@ impl VolumeStore {
 
     /// A new, empty volume owned by this node from `epoch` on (its first
     /// placement). Refuses if a marked copy exists.
+    /// Re-marks a copy that is Complete at `from` as Complete at `to` with
+    /// the same root (a recovered cluster's fresh epoch for the copies it
+    /// already owned). Returns whether it did.
+    pub fn remark_complete(&self, app: &str, from: u64, to: u64) -> Result<bool> {
+        let dir = self.volume_dir(app)?;
+        match mark::read_mark(&dir)? {
+            Some(mark) if mark.is_complete_at(from) => {
+                mark::write_mark(&dir, &Mark { epoch: to, ..mark })?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     pub fn create_empty(&self, app: &str, epoch: u64) -> Result<Mark> {
         let dir = self.volume_dir(app)?;
         // A corrupt mark refuses too: that copy may hold the only data.
