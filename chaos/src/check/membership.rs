@@ -70,10 +70,20 @@ pub fn check(dir: &Path) -> InvariantResult {
             details,
         );
     }
+    // Refused all the same, but flocker should have exited 1.
+    let aborted = refused
+        .iter()
+        .filter(|e| e.detail.contains("not exit 1"))
+        .count();
+    let note = if aborted > 0 {
+        format!(" ({aborted} probe(s) ended by a signal instead of exit 1)")
+    } else {
+        String::new()
+    };
     InvariantResult::new(
         Validity::Valid,
         format!(
-            "{} member(s) removed; each old certificate was refused on rejoining",
+            "{} member(s) removed; each old certificate was refused on rejoining{note}",
             removed.len()
         ),
         details,

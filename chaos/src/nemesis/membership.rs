@@ -63,11 +63,13 @@ impl Probe {
     }
 }
 
-/// Judges the probe's exit code and output.
-pub fn judge_probe(code: Option<i32>, output: &str) -> Probe {
+/// Judges the probe's output and whether it ended by itself (`exited`):
+/// refused when it gave up because its certificate is revoked. How it
+/// exited (1, or a signal) is in the probe's detail, not the judgement.
+pub fn judge_probe(exited: bool, output: &str) -> Probe {
     if output.contains("join complete") {
         Probe::Admitted
-    } else if code == Some(1) && output.contains("revoked") {
+    } else if exited && output.contains("cannot join") && output.contains("is revoked") {
         Probe::Refused
     } else {
         Probe::Undecided
@@ -191,7 +193,7 @@ impl Nemesis {
             );
         }
         let deadline = began + duration.max(out_for) + VOTER_GRACE;
-        let back = rejoined.is_ok() && self.wait_for_voter(&target, deadline);
+        let back = rejoined.is_ok() && self.wait_for_voter(&target, deadline, stop);
         let took = began.elapsed().as_secs_f64();
         self.event(
             "membership",
@@ -280,9 +282,10 @@ impl Nemesis {
         None
     }
 
-    /// Polls until `target` is a reachable voter, or `deadline`.
-    fn wait_for_voter(&self, target: &str, deadline: Instant) -> bool {
-        while Instant::now() < deadline {
+    /// Polls until `target` is a reachable voter, or `deadline` or `stop`
+    /// (an interrupted run checks what it recorded, not convergence).
+    fn wait_for_voter(&self, target: &str, deadline: Instant, stop: &dyn Fn() -> bool) -> bool {
+        while Instant::now() < deadline && !stop() {
             for (name, addr) in &self.env.nodes {
                 if name == target {
                     continue;
@@ -345,13 +348,14 @@ impl Nemesis {
                 )
             }
         };
-        let text = format!("{}{}", out.stdout, out.stderr);
+        let text = strip_colour(&format!("{}{}", out.stdout, out.stderr));
         let _ = std::fs::write(&log, &text);
-        let probe = judge_probe(out.code, &text);
+        let probe = judge_probe(!out.timed_out, &text);
         let how = match (out.timed_out, out.code) {
             (true, _) => format!("still running after {PROBE_BOUND:?}"),
             (false, Some(c)) => format!("exit {c}"),
-            (false, None) => "killed by a signal".into(),
+            // flocker should exit 1; an abort on the way out is its bug.
+            (false, None) => "ended by a signal, not exit 1".into(),
         };
         let line = text
             .lines()
@@ -375,12 +379,30 @@ impl Nemesis {
     }
 }
 
+/// `text` without terminal colour sequences (ESC [ ... m).
+fn strip_colour(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first line of `path` after byte `from` that tells of a revoked
 /// certificate, cut to a readable length.
 fn refusal_in_log(path: &Path, from: u64) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     let tail = bytes.get(from as usize..)?;
-    let text = String::from_utf8_lossy(tail);
+    let text = strip_colour(&String::from_utf8_lossy(tail));
     let line = text.lines().find(|l| l.contains("revoked"))?;
     Some(line.chars().take(240).collect())
 }
@@ -391,21 +413,25 @@ mod tests {
 
     #[test]
     fn probe_judgement() {
+        let refused = "ERROR cannot join through X: our certificate (node 'n2') is revoked";
+        assert_eq!(judge_probe(true, refused), Probe::Refused);
+        assert_eq!(judge_probe(false, refused), Probe::Undecided);
         assert_eq!(
-            judge_probe(Some(1), "ERROR cannot join: certificate ... is revoked"),
-            Probe::Refused
-        );
-        assert_eq!(
-            judge_probe(None, "INFO member of the cluster; join complete"),
+            judge_probe(false, "INFO member of the cluster; join complete"),
             Probe::Admitted
         );
+        assert_eq!(judge_probe(true, "error: address in use"), Probe::Undecided);
         assert_eq!(
-            judge_probe(Some(1), "error: address in use"),
+            judge_probe(false, "join failed, will retry"),
             Probe::Undecided
         );
+    }
+
+    #[test]
+    fn colour_is_stripped() {
         assert_eq!(
-            judge_probe(None, "join failed, will retry"),
-            Probe::Undecided
+            strip_colour("\u{1b}[2ma\u{1b}[0m b \u{1b}[31mERROR"),
+            "a b ERROR"
         );
     }
 
