@@ -27,6 +27,11 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// libfaketime reads the node's clock offset ("+0", "+90", "-45") here.
     pub faketime_file: PathBuf,
+    /// Set once the node was removed and came back: it starts with
+    /// `--join` through this member instead of `--peers`.
+    join: Option<String>,
+    /// Certificates this node has had (1 at first, +1 per renewal).
+    pub generation: u32,
     child: Option<Child>,
     stopped: bool,
 }
@@ -89,6 +94,8 @@ impl Cluster {
                 addr: format!("{}:{PORT}", topo.slot.node_ip(i)),
                 data_dir,
                 faketime_file,
+                join: None,
+                generation: 1,
                 child: None,
                 stopped: false,
             });
@@ -158,8 +165,11 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--certs")
-            .arg(&certs)
-            .args(["--peers", &self.peers]);
+            .arg(&certs);
+        match &node.join {
+            Some(via) => cmd.args(["--join", via]),
+            None => cmd.args(["--peers", &self.peers]),
+        };
         if let Some(bug) = &self.plant_bug {
             cmd.args(["--plant-bug", bug]);
         }
@@ -205,6 +215,50 @@ impl Cluster {
             let _ = child.wait();
         }
         self.nodes[i].stopped = false;
+    }
+
+    /// Brings back node `i` after its removal, as an operator would a
+    /// host: `flocker ca renew` (new key and certificate, same name), a new
+    /// bundle (the old one is kept as `<node>.revoked-<generation>`), an
+    /// empty data dir, and a start with `--join via`. The node must be
+    /// stopped.
+    pub fn rejoin(&mut self, topo: &Topology, i: usize, via: &str) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            bail!("{} still runs: kill it first", self.nodes[i].name);
+        }
+        let name = self.nodes[i].name.clone();
+        let renewed = crate::sh::run(
+            Command::new(&self.bin)
+                .args(["ca", "renew", "--dir"])
+                .arg(&self.certs)
+                .args(["--node", &name]),
+            Duration::from_secs(30),
+        )?;
+        if !renewed.ok() {
+            bail!("flocker ca renew --node {name}: {}", renewed.why());
+        }
+        let old = self.bundles.join(&name);
+        if old.exists() {
+            let kept = self
+                .bundles
+                .join(format!("{name}.revoked-{}", self.nodes[i].generation));
+            std::fs::rename(&old, &kept)
+                .with_context(|| format!("moving {} aside", old.display()))?;
+        }
+        bundle(&self.bin, &self.certs, "--node", &name, &old)?;
+        self.nodes[i].generation += 1;
+        let data = &self.nodes[i].data_dir;
+        if data.exists() {
+            std::fs::remove_dir_all(data).with_context(|| format!("wiping {}", data.display()))?;
+        }
+        std::fs::create_dir_all(data)?;
+        self.nodes[i].join = Some(via.to_string());
+        self.start(topo, i)
+    }
+
+    /// The bundle node `i` runs with now.
+    pub fn bundle_dir(&self, i: usize) -> PathBuf {
+        self.bundles.join(&self.nodes[i].name)
     }
 
     /// SIGSTOP (true) or SIGCONT (false).

@@ -107,14 +107,20 @@ pub const FENCED_BEFORE_START: i64 = 75;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NemesisEvent {
     pub time_ns: u64,
-    /// "partition", "kill", "pause", "clock", "link".
+    /// "partition", "kill", "pause", "clock", "link", "membership".
     pub nemesis: String,
-    /// "start" or "stop".
+    /// "start" or "stop"; the membership nemesis also records its steps
+    /// in between ("removed", "cut-off", "killed", "probe", "rejoin",
+    /// "lifted").
     pub phase: String,
     /// In words: "isolate leader n2", "n1,n2 | n3", "kill -9 n3", ...
     pub detail: String,
     /// The nodes affected.
     pub nodes: Vec<String>,
+    /// On a membership "probe": what became of the removed node's old
+    /// certificate — "refused", "admitted" or "undecided".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 /// One line of `moves.jsonl`: a volume move the harness watched.

@@ -27,8 +27,8 @@ struct Args {
     /// Cluster size: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Comma-separated: partition,kill,pause,clock,link.
-    #[arg(long, default_value = "partition,kill,pause,clock,link")]
+    /// Comma-separated: partition,kill,pause,clock,link,membership.
+    #[arg(long, default_value = "partition,kill,pause,clock,link,membership")]
     nemesis: String,
     /// Passed to every node (`flocker node --plant-bug NAME`); the run uses
     /// the schedule that exposes it: stale-reads or no-fencing.

@@ -5,6 +5,9 @@
 //! (iptables `statistic`) and slow links (`tbf`). Each fault is logged in
 //! `nemesis.jsonl` when it starts and when it heals.
 //!
+//! The membership nemesis (`membership.rs`) is one self-contained cycle:
+//! remove a follower, keep it out, bring it back with a new certificate.
+//!
 //! Healing is one idempotent step, [`Nemesis::heal_all`]: flush every
 //! node's rules and queueing discipline, reset every clock, continue
 //! stopped nodes and restart killed ones. A node that exited on its own is
@@ -25,6 +28,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod membership;
+pub use membership::{judge_probe, Probe};
 
 /// How long the nemesis looks for the leader before choosing blindly.
 const FIND_LEADER: Duration = Duration::from_secs(10);
@@ -76,6 +82,7 @@ impl Nemesis {
             phase: phase.to_string(),
             detail: detail.to_string(),
             nodes: nodes.to_vec(),
+            probe: None,
         });
     }
 
@@ -85,6 +92,14 @@ impl Nemesis {
         for step in steps {
             if !sleep_until(start + step.at, stop) {
                 return;
+            }
+            if let Fault::Member { pick, isolated } = step.fault {
+                let ended = self.member_cycle(pick, isolated, step.duration, step.with_move, stop);
+                self.heal_all();
+                if !ended {
+                    return;
+                }
+                continue;
             }
             let (detail, nodes) = self.begin(&step.fault);
             self.event(step.fault.nemesis(), "start", &detail, &nodes);
@@ -252,6 +267,8 @@ impl Nemesis {
                     vec![lonely],
                 )
             }
+            // Run by `member_cycle`, never begun here.
+            Fault::Member { .. } => (String::from("membership"), Vec::new()),
             Fault::FencingTrap => {
                 let node = self
                     .placement_of(BEACON)

@@ -365,6 +365,7 @@ fn nemesis_colour(n: &str) -> &'static str {
         "pause" => "#6a4c93",
         "clock" => "#2a9d8f",
         "link" => "#e9c46a",
+        "membership" => "#264653",
         _ => "#999999",
     }
 }
@@ -412,6 +413,20 @@ fn time_axis(h: &mut String, inputs: &Inputs, y: f64) {
 /// Shaded nemesis periods over a chart from `top` to `bottom`.
 fn shade_nemeses(h: &mut String, inputs: &Inputs, top: f64, bottom: f64, labels: bool) {
     let Ok(events) = &inputs.nemesis else { return };
+    // A fault's steps between its start and stop (the membership nemesis's
+    // removal, probe, rejoin): a thin line each, described on hover.
+    for e in events
+        .iter()
+        .filter(|e| e.phase != "start" && e.phase != "stop")
+    {
+        let x = inputs.x(e.time_ns);
+        let _ = write!(
+            h,
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{}\" stroke-dasharray=\"2,3\" opacity=\"0.6\"><title>{}</title></line>",
+            nemesis_colour(&e.nemesis),
+            esc(&format!("{} {}: {}", e.nemesis, e.phase, e.detail))
+        );
+    }
     for (i, (start, stop, name, detail)) in nemesis_periods(events).iter().enumerate() {
         let a = inputs.x(*start);
         let b = inputs.x(stop.unwrap_or(inputs.t_max));
@@ -710,7 +725,8 @@ mod tests {
         std::fs::write(
             d.join("nemesis.jsonl"),
             r#"{"time_ns":2000000,"nemesis":"partition","phase":"start","detail":"n1 | n2,n3","nodes":["n1"]}
-{"time_ns":8000000,"nemesis":"partition","phase":"stop","detail":"heal","nodes":[]}"#,
+{"time_ns":8000000,"nemesis":"partition","phase":"stop","detail":"heal","nodes":[]}
+{"time_ns":8500000,"nemesis":"membership","phase":"probe","detail":"n2 <old>","nodes":["n2"],"probe":"refused"}"#,
         )
         .unwrap();
         std::fs::write(
@@ -734,6 +750,7 @@ mod tests {
         assert!(html.contains("&lt;db&gt;"));
         assert!(!html.contains("<db>"));
         assert!(html.contains("stale&amp;"));
+        assert!(html.contains("membership probe: n2 &lt;old&gt;"));
         assert!(html.contains("Linearizability failure"));
         assert!(html.contains("MISMATCH"));
         assert!(html.contains("<circle"));

@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// The kinds of faults, as named on the command line.
-pub const ALL_NEMESES: [&str; 5] = ["partition", "kill", "pause", "clock", "link"];
+pub const ALL_NEMESES: [&str; 6] = ["partition", "kill", "pause", "clock", "link", "membership"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -38,6 +38,11 @@ pub enum Fault {
     Lossy { pick: u64, percent: u32 },
     /// Throttle a node's outgoing traffic with a token bucket.
     Slow { pick: u64, kbit: u32 },
+    /// Remove a follower from the membership (its certificate revoked),
+    /// keep it out, then bring it back with a newly issued certificate and
+    /// an empty data dir; `isolated`: cut it off from its peers first, and
+    /// start its return while it is still cut off.
+    Member { pick: u64, isolated: bool },
     /// Planted stale-reads: one non-leader cut off from its peers (not from
     /// the clients) while writes go to the others and reads to it.
     StaleReadTrap,
@@ -60,6 +65,7 @@ impl Fault {
             Fault::PauseLeader => "pause",
             Fault::Clock { .. } => "clock",
             Fault::Lossy { .. } | Fault::Slow { .. } => "link",
+            Fault::Member { .. } => "membership",
         }
     }
 }
@@ -146,6 +152,15 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: &str) -> (Fault, Duration) {
             let offset_s = if rng.random() { magnitude } else { -magnitude };
             (Fault::Clock { pick, offset_s }, secs(rng, 5, 12))
         }
+        // The whole cycle: out for about half of it, then the return (new
+        // certificate, empty data dir, join, promotion to voter).
+        "membership" => (
+            Fault::Member {
+                pick,
+                isolated: rng.random(),
+            },
+            secs(rng, 16, 28),
+        ),
         _ => {
             let fault = if rng.random() {
                 Fault::Lossy {
@@ -218,7 +233,11 @@ mod tests {
     fn every_nemesis_once_before_any_twice_and_within_time() {
         let time = Duration::from_secs(300);
         let s = schedule(1, time, &all(), None);
-        let first: Vec<&str> = s.iter().take(5).map(|st| st.fault.nemesis()).collect();
+        let first: Vec<&str> = s
+            .iter()
+            .take(ALL_NEMESES.len())
+            .map(|st| st.fault.nemesis())
+            .collect();
         for n in ALL_NEMESES {
             assert!(first.contains(&n), "{n} missing from {first:?}");
         }

@@ -252,6 +252,26 @@ pub fn remove_containers(cluster_id: &str) {
     }
 }
 
+/// Removes one node's containers of this cluster (running or not), as
+/// wiping that host would.
+pub fn remove_node_containers(cluster_id: &str, node: &str) -> Result<usize> {
+    if cluster_id.is_empty() {
+        return Ok(0);
+    }
+    let cluster = format!("label=flocker.cluster={cluster_id}");
+    let owner = format!("label=flocker.node={node}");
+    let ids = sh::must(&[
+        "docker", "ps", "-aq", "--filter", &cluster, "--filter", &owner,
+    ])?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut cmd = vec!["docker", "rm", "-f"];
+        cmd.extend(ids.iter().copied());
+        sh::must(&cmd)?;
+    }
+    Ok(ids.len())
+}
+
 /// The live network of one run; dropping it removes it all.
 pub struct Topology {
     pub slot: Slot,

@@ -112,6 +112,36 @@ pub fn status_apps(json: &str) -> Option<Vec<AppView>> {
     )
 }
 
+/// `status -o json` → the nodes that hold or are about to hold `app`'s data:
+/// its volume's owner, where it is placed, and both ends of a move.
+pub fn data_holders(json: &str, app: &str) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let a = v["apps"].as_array()?.iter().find(|a| a["name"] == app)?;
+    let mut out: Vec<String> = [
+        &a["volume"]["owner"],
+        &a["desired_node"],
+        &a["move"]["from"],
+        &a["move"]["to"],
+    ]
+    .into_iter()
+    .filter_map(|n| n.as_str().map(str::to_string))
+    .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// `nodes -o json` → `name`'s membership ("voter", "learner") when it is a
+/// member that answered the probe; `None` when it is not a member.
+pub fn membership_of(json: &str, name: &str) -> Option<(String, bool)> {
+    let nodes: Vec<Value> = serde_json::from_str(json).ok()?;
+    let n = nodes.iter().find(|n| n["name"] == name)?;
+    Some((
+        n["membership"].as_str().unwrap_or("?").to_string(),
+        n["reachable"] == true,
+    ))
+}
+
 /// Whether every app in `expected` runs exactly once, where it is placed.
 pub fn all_apps_placed_once(apps: &[AppView], expected: &[String]) -> Result<(), String> {
     for name in expected {
@@ -157,5 +187,15 @@ mod tests {
         assert_eq!(apps[0].running_on, ["n2"]);
         assert!(all_apps_placed_once(&apps, &["a".into()]).is_ok());
         assert!(all_apps_placed_once(&apps, &["b".into()]).is_err());
+
+        let status = r#"{"apps":[{"name":"ledger","desired_node":"n2","instances":[],
+            "move":{"from":"n2","to":"n3"},"volume":{"owner":"n2","epoch":4}}]}"#;
+        assert_eq!(data_holders(status, "ledger").unwrap(), ["n2", "n3"]);
+        assert_eq!(data_holders(status, "beacon"), None);
+        let nodes = r#"[{"name":"n1","membership":"voter","reachable":true},
+                        {"name":"n2","membership":"learner","reachable":false}]"#;
+        assert_eq!(membership_of(nodes, "n1"), Some(("voter".into(), true)));
+        assert_eq!(membership_of(nodes, "n2"), Some(("learner".into(), false)));
+        assert_eq!(membership_of(nodes, "n3"), None);
     }
 }

@@ -7,6 +7,7 @@
 pub mod convergence;
 pub mod linearizable;
 pub mod lost_writes;
+pub mod membership;
 pub mod ops;
 pub mod single_instance;
 pub mod volume;
@@ -18,12 +19,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The invariant names, as keys of `verdict.json`'s `invariants`.
-pub const INVARIANTS: [&str; 5] = [
+pub const INVARIANTS: [&str; 6] = [
     "linearizable",
     "no-lost-writes",
     "single-instance",
     "volume-integrity",
     "convergence",
+    "removed-stay-out",
 ];
 
 /// A wall-clock deadline shared by every checker of one run, so the whole
@@ -159,6 +161,7 @@ pub fn check_run(dir: &Path, budget: Duration) -> Verdict {
         single_instance::check(dir, &budget),
     );
     inv.insert("volume-integrity".into(), volume::check(dir, &budget));
+    inv.insert("removed-stay-out".into(), membership::check(dir));
     match &history {
         Ok(h) => {
             inv.insert(
