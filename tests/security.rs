@@ -369,17 +369,28 @@ fn a_users_stream_flood_costs_the_node_little() {
     }
 
     // One connection more than a user may hold is refused with the reason.
-    let extra = Net::client(&tls, addr).unwrap();
-    let err = rt
-        .block_on(extra.call::<_, ClientReply>(
+    // (On a loaded machine a flood connection may already have ended, so a
+    // few more may be let in first: each new one is kept open.)
+    let mut extras = Vec::new();
+    let err = loop {
+        let extra = Net::client(&tls, addr).unwrap();
+        let call = rt.block_on(extra.call::<_, ClientReply>(
             addr,
             None,
             Service::Client,
             &nodes(),
             MAX_CLIENT_FRAME,
             T,
-        ))
-        .unwrap_err();
+        ));
+        match call {
+            Err(err) => break err,
+            Ok(_) if extras.len() < refusing => extras.push(extra),
+            Ok(_) => panic!(
+                "{} connections beyond the flood were served; the limit is {MAX_CONNECTIONS_PER_USER}",
+                extras.len() + 1
+            ),
+        }
+    };
     assert!(
         matches!(&err, CallError::Unreachable { reason, .. }
             if reason.contains("refused this connection")
