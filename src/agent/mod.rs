@@ -748,3 +748,49 @@ fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone_after(seen: Option<Seen>) -> bool {
+        removed_from_outside(&Track {
+            started: true,
+            seen,
+            ..Track::default()
+        })
+    }
+
+    #[test]
+    fn a_removal_is_told_from_an_exit_the_policy_decided_on() {
+        assert!(
+            gone_after(None),
+            "started, then gone before any pass saw it"
+        );
+        assert!(gone_after(Some(Seen {
+            live: true,
+            finished_at: None
+        })));
+        // `docker rm -f`: a pass may see it killed just before it vanishes.
+        let just_now = UnixNanos(UnixNanos::now().0 - 500_000_000);
+        assert!(gone_after(Some(Seen {
+            live: false,
+            finished_at: Some(just_now)
+        })));
+        // Exited a minute ago and left stopped, then cleaned up: not drift.
+        let a_minute_ago = UnixNanos(UnixNanos::now().0 - 60_000_000_000);
+        assert!(!gone_after(Some(Seen {
+            live: false,
+            finished_at: Some(a_minute_ago)
+        })));
+        assert!(removed_from_outside(&Track {
+            started: true,
+            replaced: true,
+            seen: Some(Seen {
+                live: false,
+                finished_at: Some(a_minute_ago)
+            }),
+            ..Track::default()
+        }));
+    }
+}
