@@ -1,7 +1,8 @@
 //! The agent on the real Docker engine: three nodes sharing it, each on its
 //! own publish IP. Deployed apps run with their settings; a changed app is
 //! recreated alone; an agent restart adopts running containers; containers
-//! killed or removed from outside follow the restart policy; undeployed apps
+//! killed from outside follow the restart policy, removed ones are recreated
+//! (more in `drift_docker.rs`); undeployed apps
 //! are removed; failures (missing image, taken port, unreachable engine) are
 //! reported. Assertions go through `docker inspect`, not through our adapter.
 //! Needs a Docker engine: fails loudly without one.

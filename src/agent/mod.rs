@@ -84,7 +84,26 @@ struct Track {
     /// No action for this app before this instant.
     next_restart: Option<Instant>,
     last_error: Option<String>,
+    /// Its container as the last pass saw it: what tells a removal from
+    /// outside apart from an exit the restart policy already decided on.
+    seen: Option<Seen>,
+    /// A container with its name but other settings was found: someone
+    /// replaced it from outside (the removal is ours, the drift is not).
+    replaced: bool,
+    /// The last drift repair, shown in `ctl status` while nothing else is.
+    drift: Option<String>,
 }
+
+#[derive(Debug, Clone)]
+struct Seen {
+    live: bool,
+    finished_at: Option<UnixNanos>,
+}
+
+/// A container that vanished this soon after it stopped was killed by its
+/// removal (`docker rm -f`); one that had exited earlier and was removed
+/// later was already left stopped by its restart policy.
+const REMOVAL_KILL_WINDOW: Duration = Duration::from_secs(3);
 
 enum Action {
     Remove(ContainerId, String),
@@ -417,17 +436,57 @@ impl Agent {
             }
             let waiting = track.next_restart.is_some_and(|at| at > now);
             let mut current = None;
+            let mut name_taken = false;
             for c in by_app.remove(d.app.as_str()).unwrap_or_default() {
                 let matches =
                     c.labels.get(LABEL_SPEC) == Some(&d.spec_hash) && c.name == d.spec.name;
                 if matches && current.is_none() {
                     current = Some(c);
                 } else {
+                    // Our name with other settings than the ones this agent
+                    // gave it (the track's hash is the desired one): it was
+                    // replaced from outside.
+                    if c.name == d.spec.name {
+                        name_taken = true;
+                        track.replaced |= track.started;
+                    }
                     // Outdated settings or a duplicate: only the current one stays.
                     actions.push(Action::Remove(c.id.clone(), d.app.clone()));
                 }
             }
+            if let Some(c) = current {
+                track.seen = Some(Seen {
+                    live: c.state.is_live(),
+                    finished_at: c.finished_at,
+                });
+            }
             match current {
+                None if track.started && removed_from_outside(track) => {
+                    // The restart policy governs exits, not removals: the
+                    // app is still placed here, so it runs again at once,
+                    // through the same checks (lease, volume, releases) as
+                    // any start, since `desired` has passed them. Not while
+                    // this pass still removes the replacement that holds
+                    // its name: its removal's events bring the next pass.
+                    if !waiting && !name_taken {
+                        let how = if track.replaced {
+                            "replaced from outside (other settings)"
+                        } else {
+                            "removed from outside"
+                        };
+                        let note = format!(
+                            "recreated: its container was {how} at {}",
+                            rfc3339(UnixNanos::now())
+                        );
+                        tracing::warn!(app = %d.app, "{note}");
+                        track.drift = Some(note);
+                        track.started = false;
+                        track.replaced = false;
+                        track.seen = None;
+                        track.next_restart = None;
+                        actions.push(Action::Run(Box::new(d.clone())));
+                    }
+                }
                 Some(c) if c.state.is_live() => {
                     track.started = true;
                     track.next_restart = None;
@@ -516,6 +575,22 @@ impl Agent {
             }
         }
         self.observed.write().expect("observed lock").instances = instances;
+    }
+}
+
+/// Whether the app's container, gone now, was taken away rather than left
+/// stopped by its restart policy: it was last seen live (or never seen since
+/// this agent started it), or it stopped just before it vanished.
+fn removed_from_outside(track: &Track) -> bool {
+    if track.replaced {
+        return true;
+    }
+    match &track.seen {
+        None => true,
+        Some(seen) if seen.live => true,
+        Some(seen) => seen.finished_at.is_none_or(|f| {
+            UnixNanos::now().0.saturating_sub(f.0) < REMOVAL_KILL_WINDOW.as_nanos() as i64
+        }),
     }
 }
 
@@ -618,7 +693,8 @@ fn instance(
         last_error: track
             .last_error
             .clone()
-            .or_else(|| c.and_then(|c| c.error.clone())),
+            .or_else(|| c.and_then(|c| c.error.clone()))
+            .or_else(|| track.drift.clone()),
         observed_at: observed_at.to_string(),
     }
 }
@@ -670,5 +746,51 @@ fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result
         Err(format!(
             "its volume here is not a complete copy at epoch {epoch}; it will not be mounted"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone_after(seen: Option<Seen>) -> bool {
+        removed_from_outside(&Track {
+            started: true,
+            seen,
+            ..Track::default()
+        })
+    }
+
+    #[test]
+    fn a_removal_is_told_from_an_exit_the_policy_decided_on() {
+        assert!(
+            gone_after(None),
+            "started, then gone before any pass saw it"
+        );
+        assert!(gone_after(Some(Seen {
+            live: true,
+            finished_at: None
+        })));
+        // `docker rm -f`: a pass may see it killed just before it vanishes.
+        let just_now = UnixNanos(UnixNanos::now().0 - 500_000_000);
+        assert!(gone_after(Some(Seen {
+            live: false,
+            finished_at: Some(just_now)
+        })));
+        // Exited a minute ago and left stopped, then cleaned up: not drift.
+        let a_minute_ago = UnixNanos(UnixNanos::now().0 - 60_000_000_000);
+        assert!(!gone_after(Some(Seen {
+            live: false,
+            finished_at: Some(a_minute_ago)
+        })));
+        assert!(removed_from_outside(&Track {
+            started: true,
+            replaced: true,
+            seen: Some(Seen {
+                live: false,
+                finished_at: Some(a_minute_ago)
+            }),
+            ..Track::default()
+        }));
     }
 }

@@ -122,6 +122,7 @@ impl Caller {
             | ClientRequest::History
             | ClientRequest::HistoryPage { .. }
             | ClientRequest::WhoAmI
+            | ClientRequest::Logs(_)
             | ClientRequest::Write { .. } => return Ok(()),
             ClientRequest::MembersAdd { name, .. } => {
                 // A node asks to join for itself (`--join`).

@@ -107,6 +107,8 @@ pub enum ClientRequest {
     HistoryPage { limit: u32, before: Option<u64> },
     /// The configuration deployed as `version` (the current or a kept one).
     ShowConfigVersion { version: u64 },
+    /// A page of an app's container output, from the node that runs it.
+    Logs(LogsRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +130,7 @@ pub enum ClientReply {
         unknown: bool,
         message: String,
     },
+    Logs(LogsPage),
 }
 
 impl ClientReply {
@@ -200,6 +203,8 @@ pub enum PeerRequest {
     Heartbeat,
     /// Where this node's volume endpoint listens.
     VolumeAddress,
+    /// A page of an app's output from this node's own engine (never passed on).
+    Logs(LogsRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +222,7 @@ pub enum PeerReply {
         leader_applied: u64,
     },
     VolumeAddress(Option<String>),
+    Logs(LogsPage),
 }
 
 /// A node's report on itself, from its Raft metrics.
@@ -334,4 +340,28 @@ pub struct MoveReport {
     /// The handoff was committed.
     pub handed_off_ms: u64,
     pub finished_ms: u64,
+}
+
+/// `ctl logs`: which lines of an app's output to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub app: String,
+    /// Only lines stamped after this (the last line already shown), in
+    /// nanoseconds since the Unix epoch on the engine's clock.
+    pub after_ns: Option<i64>,
+    /// Only the last this many lines.
+    pub tail: Option<u32>,
+}
+
+/// One bounded page of an app's output (see `runtime::logs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsPage {
+    /// The node whose engine answered; `None` when no node runs the app.
+    pub node: Option<String>,
+    pub lines: Vec<crate::runtime::LogLine>,
+    /// The page filled up: ask again from its last line for more.
+    pub more: bool,
+    /// Why there are no lines to be had right now (not placed, no
+    /// container yet), for the operator.
+    pub note: Option<String>,
 }

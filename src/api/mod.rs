@@ -6,11 +6,13 @@
 
 mod caller;
 pub mod client;
+mod logs;
 mod messages;
 mod proposer;
 mod server;
 mod upkeep_trust;
 
 pub use caller::Caller;
+pub use logs::LogSource;
 pub use messages::*;
 pub use server::{reply_for_call_error, Api};

@@ -52,6 +52,8 @@ pub struct Api {
     /// The certificate this node runs with, reported to the cluster.
     pub certificate: std::sync::OnceLock<crate::state::CertificateRecord>,
     quorum: QuorumWatch,
+    /// This node's engine, for `ctl logs`; set once the engine is made.
+    pub log_source: std::sync::OnceLock<super::LogSource>,
 }
 
 /// The leader's last quorum contact as openraft reported it, stamped with
@@ -113,6 +115,7 @@ impl Api {
             volume_addr: std::sync::OnceLock::new(),
             certificate: std::sync::OnceLock::new(),
             quorum,
+            log_source: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,6 +176,7 @@ impl Api {
             ClientRequest::HistoryPage { limit, before } => {
                 self.history(*limit as usize, *before).await
             }
+            ClientRequest::Logs(request) => self.logs(request).await,
             // Answered in `handle_client`, which knows the certificate.
             ClientRequest::WhoAmI => ClientReply::refused("whoami is answered by the first node"),
             ClientRequest::Write {
@@ -323,6 +327,7 @@ impl Api {
                     )),
                 }
             }
+            PeerRequest::Logs(request) => self.local_logs(&request).await.map(PeerReply::Logs),
             PeerRequest::Join { address } => {
                 let env = ClientEnvelope::new(ClientRequest::MembersAdd {
                     name: peer.name.clone(),
@@ -788,7 +793,7 @@ impl Api {
 
     /// One node-to-node request to `member`, whose certificate must carry
     /// its name.
-    async fn ask(
+    pub(super) async fn ask(
         &self,
         member: &NodeInfo,
         request: &PeerRequest,

@@ -1,6 +1,7 @@
 //! `flocker ctl`: the operator's commands against any node. Owns argument
 //! meaning, output (tables or `-o json`) and exit codes; the wire is `api::client`.
 
+mod logs;
 mod moving;
 mod output;
 mod trust;
@@ -52,6 +53,19 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
+    /// An app's container output, from whichever node runs it.
+    Logs {
+        app: String,
+        /// Keep printing new lines, following the app when it moves.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+        /// Only lines since T: an RFC 3339 time or an age (90s, 10m, 2h, 1d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+    },
     /// Members with their role, term, leader and progress.
     Nodes {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -391,6 +405,20 @@ pub async fn run(args: CtlArgs) -> Exit {
             other => report_failure(other),
         },
         CtlCommand::Whoami { output } => trust::whoami(&client, output).await,
+        CtlCommand::Logs {
+            app,
+            follow,
+            tail,
+            since,
+        } => {
+            let args = logs::LogsArgs {
+                app,
+                follow,
+                tail,
+                since,
+            };
+            logs::logs(&client, args).await
+        }
         CtlCommand::Revoke {
             cert,
             fingerprint,

@@ -125,6 +125,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         fence_dir,
     };
     let labels = node_ctx.ownership_labels();
+    let node_ctx_cluster_id = node_ctx.cluster_id.clone();
     let runtime = engine(&settings)?;
     let agent = Agent::new(node_ctx, runtime.clone(), sm.clone(), lease.clone());
     let api = Arc::new(Api::new(
@@ -139,6 +140,10 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     if let Some(mine) = own_certificate(&tls) {
         let _ = api.certificate.set(mine);
     }
+    let _ = api.log_source.set(crate::api::LogSource {
+        runtime: runtime.clone(),
+        cluster_id: node_ctx_cluster_id.clone(),
+    });
     let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {

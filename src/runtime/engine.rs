@@ -7,7 +7,9 @@
 //! anything: restarts, fencing and placement are the agent's and the
 //! cluster's; a runtime never restarts a container by itself.
 
-use super::{ContainerId, ContainerInfo, ContainerSpec, EventStream, Labels, RuntimeError};
+use super::{
+    ContainerId, ContainerInfo, ContainerSpec, EventStream, Labels, LogPage, LogQuery, RuntimeError,
+};
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -68,6 +70,21 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// is established later, so "subscribe, then list" misses nothing. See
     /// [`EventStream`] for the stream's contract.
     fn events<'a>(&'a self, labels: &'a Labels) -> RuntimeFuture<'a, EventStream>;
+
+    /// One bounded page of a container's output (see `runtime::logs`). An
+    /// engine that keeps no logs says so.
+    fn logs<'a>(
+        &'a self,
+        _id: &'a ContainerId,
+        _query: &'a LogQuery,
+    ) -> RuntimeFuture<'a, LogPage> {
+        Box::pin(async move {
+            Err(RuntimeError::Other(format!(
+                "the engine at {} keeps no container logs",
+                self.endpoint()
+            )))
+        })
+    }
 }
 
 /// Conveniences built only from the trait's methods, for every runtime

@@ -13,6 +13,7 @@ mod engine;
 mod error;
 mod event;
 mod info;
+pub mod logs;
 pub mod sim;
 mod spec;
 
@@ -21,5 +22,6 @@ pub use engine::{ContainerRuntime, ContainerRuntimeExt, RuntimeFuture};
 pub use error::{RuntimeError, MAX_ERROR_MESSAGE};
 pub use event::{labels_match, ContainerEvent, EventAction, EventStream, EVENT_BUFFER};
 pub use info::{ContainerId, ContainerInfo, ContainerState, UnixNanos};
+pub use logs::{LogLine, LogPage, LogQuery};
 pub use sim::{SimOp, SimRuntime};
 pub use spec::{Bind, ContainerSpec, Labels, PortBinding, Protocol};

@@ -15,13 +15,16 @@ mod test_image;
 
 pub use test_image::{build_busybox_image, BUSYBOX_PATH, TEST_IMAGE};
 
+use crate::runtime::logs::{self, PageBuilder};
 use crate::runtime::{
-    ContainerId, ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, Labels, RuntimeError,
-    RuntimeFuture, UnixNanos,
+    ContainerId, ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, Labels, LogLine,
+    LogPage, LogQuery, RuntimeError, RuntimeFuture, UnixNanos,
 };
+use bollard::container::LogOutput;
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use errors::{map_error, Subject};
@@ -453,6 +456,62 @@ impl ContainerRuntime for DockerRuntime {
                 self.endpoint.clone(),
                 BOLLARD_BACKSTOP,
             ))
+        })
+    }
+
+    fn logs<'a>(&'a self, id: &'a ContainerId, query: &'a LogQuery) -> RuntimeFuture<'a, LogPage> {
+        Box::pin(async move {
+            // Docker's `since` counts whole seconds: the lines of the
+            // cursor's second come again and are skipped here.
+            let since = query.after.map_or(0, |t| {
+                i32::try_from(t.0.div_euclid(1_000_000_000)).unwrap_or(i32::MAX)
+            });
+            let tail = query.tail.map_or("all".to_string(), |n| n.to_string());
+            let options = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .timestamps(true)
+                .follow(false)
+                .since(since)
+                .tail(&tail)
+                .build();
+            let after = query.after;
+            self.call(
+                "logs",
+                Subject::Container(id.as_str()),
+                self.timeouts.call,
+                |d| async move {
+                    let mut source = Box::pin(d.logs(id.as_str(), Some(options)));
+                    let mut page = PageBuilder::default();
+                    while let Some(chunk) = source.next().await {
+                        let (stderr, bytes) = match chunk? {
+                            LogOutput::StdErr { message } => (true, message),
+                            LogOutput::StdOut { message }
+                            | LogOutput::Console { message }
+                            | LogOutput::StdIn { message } => (false, message),
+                        };
+                        let text = String::from_utf8_lossy(&bytes);
+                        for raw in text.lines() {
+                            let Some((at, text)) = logs::split_timestamped(raw) else {
+                                continue;
+                            };
+                            if after.is_some_and(|after| at <= after) {
+                                continue;
+                            }
+                            let line = LogLine {
+                                at,
+                                stderr,
+                                text: text.to_string(),
+                            };
+                            if !page.push(line) {
+                                return Ok(page.finish());
+                            }
+                        }
+                    }
+                    Ok(page.finish())
+                },
+            )
+            .await
         })
     }
 }
