@@ -12,6 +12,7 @@ pub mod net;
 pub mod node;
 pub mod plant;
 pub mod raft;
+pub mod recover;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;

@@ -36,11 +36,37 @@ enum Top {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Disaster recovery on a stopped node: a single-member cluster from
+    /// this node's state (--force-new-cluster) or from a snapshot file.
+    Recover(RecoverCli),
     /// Benchmarks against anchors measured in the same run.
     Bench {
         #[command(subcommand)]
         which: BenchWhich,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RecoverCli {
+    /// The stopped node's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The node's name (its certificate's).
+    #[arg(long)]
+    name: String,
+    /// The node's bundle (asks former members how far their logs go).
+    #[arg(long)]
+    certs: PathBuf,
+    /// The address it will listen on (default: the one it had).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Refounds the cluster on this member; refused while a reachable
+    /// former member has a longer log.
+    #[arg(long, conflicts_with = "from_snapshot")]
+    force_new_cluster: bool,
+    /// Builds a first member from a `ctl snapshot save` file.
+    #[arg(long, value_name = "FILE")]
+    from_snapshot: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +287,26 @@ fn main() -> ExitCode {
                     application,
                 },
         } => ExitCode::from(flocker::config::run_check(&deployment, &application)),
+        Top::Recover(args) => {
+            init_logging("warn");
+            let args = flocker::recover::RecoverArgs {
+                data_dir: args.data_dir,
+                name: args.name,
+                certs: args.certs,
+                listen: args.listen,
+                force_new_cluster: args.force_new_cluster,
+                from_snapshot: args.from_snapshot,
+            };
+            let code = match runtime.block_on(flocker::recover::run(args)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            };
+            // It opened RocksDB: leave as a node does.
+            leave_node_process(code)
+        }
         Top::Bench { which } => {
             init_logging("warn");
             let result = match which {

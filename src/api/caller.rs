@@ -132,16 +132,27 @@ impl Caller {
                 MEMBERSHIP_ACCESS
             }
             ClientRequest::MembersRemove { .. } => MEMBERSHIP_ACCESS,
+            // The whole state, environment values included: a backup.
+            ClientRequest::SnapshotSave => MEMBERSHIP_ACCESS,
         };
         match &self.principal {
             Principal::User { access, .. } if *access >= needs => Ok(()),
             Principal::User { name, access } => Err(format!(
-                "permission denied: user {name} has role {access}; changing membership needs role {needs}"
+                "permission denied: user {name} has role {access}; {} needs role {needs}",
+                request_name(request)
             )),
             Principal::Node { name } => Err(format!(
-                "permission denied: node {name} may not change membership for others; that needs a user with role {needs}"
+                "permission denied: node {name} may not do this for others: {} needs a user with role {needs}",
+                request_name(request)
             )),
         }
+    }
+}
+
+fn request_name(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::SnapshotSave => "saving a snapshot",
+        _ => "changing membership",
     }
 }
 

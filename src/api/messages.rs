@@ -109,6 +109,8 @@ pub enum ClientRequest {
     ShowConfigVersion { version: u64 },
     /// A page of an app's container output, from the node that runs it.
     Logs(LogsRequest),
+    /// The whole replicated state, read linearizably (admin).
+    SnapshotSave,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,14 +125,23 @@ pub enum ClientReply {
     },
     Status(StatusView),
     History(Vec<HistoryEntry>),
-    /// The caller's certificate as the node sees it.
-    Identity(CallerView),
     /// Nothing was done (`unknown == false`), or the outcome is unknown.
     Failed {
         unknown: bool,
         message: String,
     },
+    // Variants are only appended: the index is part of the encoding, and
+    // old and new builds decode each other's replies.
+    /// The caller's certificate as the node sees it.
+    Identity(CallerView),
     Logs(LogsPage),
+    /// The whole replicated state at a log position (`ctl snapshot save`).
+    Snapshot {
+        index: u64,
+        term: u64,
+        #[serde(with = "serde_bytes")]
+        state: Vec<u8>,
+    },
 }
 
 impl ClientReply {

@@ -177,6 +177,26 @@ impl Api {
                 self.history(*limit as usize, *before).await
             }
             ClientRequest::Logs(request) => self.logs(request).await,
+            ClientRequest::SnapshotSave => match self.read_barrier().await {
+                Ok(()) => {
+                    let applied = self.sm.read();
+                    let state = applied.state.encode();
+                    let last = applied.last_applied;
+                    drop(applied);
+                    if state.len() > MAX_CLIENT_FRAME - 4096 {
+                        return ClientReply::refused(format!(
+                            "the state is {} bytes, more than one reply carries ({MAX_CLIENT_FRAME}); back up a stopped node's data dir instead",
+                            state.len()
+                        ));
+                    }
+                    ClientReply::Snapshot {
+                        index: last.map_or(0, |l| l.index),
+                        term: last.map_or(0, |l| l.leader_id.term),
+                        state,
+                    }
+                }
+                Err(e) => ClientReply::unknown(e),
+            },
             // Answered in `handle_client`, which knows the certificate.
             ClientRequest::WhoAmI => ClientReply::refused("whoami is answered by the first node"),
             ClientRequest::Write {

@@ -193,6 +193,11 @@ pub enum CtlCommand {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Backups of the replicated state.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// The deployed configuration.
     Config {
         #[command(subcommand)]
@@ -243,6 +248,13 @@ pub enum ConfigAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SnapshotAction {
+    /// Write a consistent, checksummed copy of the replicated state
+    /// (linearizable; admin) for `flocker recover --from-snapshot`.
+    Save { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MembersAction {
     /// Add a member: a learner first, then a voter once caught up while there
     /// are fewer voters than the cluster's --max-voters.
@@ -260,7 +272,7 @@ pub async fn run(args: CtlArgs) -> Exit {
         eprintln!("error: no certs directory given: pass --certs DIR or set FLOCKER_CERTS");
         return Exit::Usage;
     };
-    let client = match Client::new(&CertsDir::new(certs), &args.user, node) {
+    let client = match Client::new(&CertsDir::new(&certs), &args.user, node) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -405,6 +417,9 @@ pub async fn run(args: CtlArgs) -> Exit {
             other => report_failure(other),
         },
         CtlCommand::Whoami { output } => trust::whoami(&client, output).await,
+        CtlCommand::Snapshot {
+            action: SnapshotAction::Save { file },
+        } => save_snapshot(&client, &certs, &file).await,
         CtlCommand::Logs {
             app,
             follow,
@@ -519,6 +534,30 @@ pub async fn run(args: CtlArgs) -> Exit {
                 other => report_failure(other),
             }
         }
+    }
+}
+
+/// `ctl snapshot save FILE`.
+async fn save_snapshot(client: &Client, certs: &std::path::Path, file: &std::path::Path) -> Exit {
+    match client.request(ClientRequest::SnapshotSave).await {
+        ClientReply::Snapshot { index, term, state } => {
+            let cluster = crate::node::cluster_id(&CertsDir::new(certs)).unwrap_or_default();
+            match crate::recover::file::write_snapshot(file, index, term, &cluster, &state) {
+                Ok(()) => {
+                    println!(
+                        "snapshot at index {index} (term {term}), {} bytes, written to {}",
+                        state.len(),
+                        file.display()
+                    );
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Exit::Refused
+                }
+            }
+        }
+        other => report_failure(other),
     }
 }
 
