@@ -153,10 +153,21 @@ struct NodeArgs {
     /// fails, and the node warns at start when there is already less.
     #[arg(long, default_value = "1G", value_parser = parse_rate)]
     reserve: u64,
+    /// How log lines are written to stderr: `text` (colour only when stderr
+    /// is a terminal) or `json` (one object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Chaos testing only: switch off one safety mechanism (repeatable) so
     /// the chaos suite can show its checkers catch the result.
     #[arg(long = "plant-bug", value_enum, value_name = "BUG")]
     plant_bugs: Vec<flocker::plant::PlantedBug>,
+}
+
+/// The shape of a node's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,7 +276,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command {
         Top::Ctl(args) => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             let exit: Exit = runtime.block_on(ctl::run(args));
             // The client closed its connection on the way out; let the
             // close reach the node before the runtime stops.
@@ -288,7 +299,7 @@ fn main() -> ExitCode {
                 },
         } => ExitCode::from(flocker::config::run_check(&deployment, &application)),
         Top::Recover(args) => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             let args = flocker::recover::RecoverArgs {
                 data_dir: args.data_dir,
                 name: args.name,
@@ -308,7 +319,7 @@ fn main() -> ExitCode {
             leave_node_process(code)
         }
         Top::Bench { which } => {
-            init_logging("warn");
+            init_logging("warn", LogFormat::Text);
             let result = match which {
                 BenchWhich::Raft(args) => runtime.block_on(flocker::bench::raft::run(args)),
                 BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
@@ -325,7 +336,7 @@ fn main() -> ExitCode {
             }
         }
         Top::Node(args) => {
-            init_logging("info");
+            init_logging("info", args.log_format);
             let code = match runtime.block_on(run_node(args)) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -354,13 +365,19 @@ fn leave_node_process(code: i32) -> ExitCode {
     unsafe { libc::_exit(code) }
 }
 
-fn init_logging(default: &str) {
+/// Logs go to stderr. Colour codes only reach a terminal: a log file or
+/// journald gets plain text.
+fn init_logging(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOCKER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=warn")));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 fn run_ca(action: CaAction) -> anyhow::Result<()> {

@@ -308,3 +308,36 @@ fn a_rolling_restart_under_load_loses_no_acknowledged_write() {
         assert_eq!(n1["labels"][format!("w{}", i % 50)], "v", "write {i} lost");
     }
 }
+
+/// Node logs written to a file carry no colour codes, and `--log-format
+/// json` writes one JSON object per line with the level and the message.
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let mut c = Cluster::start_each(&["n1", "n2"], &[], |name| {
+        let mut args = vec!["--engine".to_string(), "sim".to_string()];
+        if name == "n1" {
+            args.extend(["--log-format".to_string(), "json".to_string()]);
+        }
+        args
+    });
+    c.wait_for_leader(T);
+    let r = c.ctl("n2", &["label", "n1", "logged=yes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let text = c.log("n2");
+    assert!(text.contains(" INFO "), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text}"
+    );
+
+    let json_log = c.log("n1");
+    let lines: Vec<&str> = json_log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "n1 logged nothing");
+    for line in lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+        assert!(entry["fields"]["message"].is_string(), "{line}");
+    }
+}

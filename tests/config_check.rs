@@ -46,6 +46,18 @@ fn shipped_examples_pass_in_both_forms() {
     }
 }
 
+/// The demo's files (cluster-examples/demo deploys them) are valid as shipped.
+#[test]
+fn demo_apps_pass() {
+    let demo = examples().join("demo-apps");
+    let out = check(&[&demo.join("deployment.yml"), &demo.join("application.yml")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "ok: 2 applications (1 pinned on 1 node, 1 anywhere), application file in Flocker form\n"
+    );
+}
+
 #[test]
 fn every_error_in_both_files_is_listed_with_its_place() {
     let dir = tempfile::tempdir().unwrap();

@@ -325,3 +325,48 @@ fn earlier_versions_are_shown_compared_and_rolled_back_to() {
         "{entry}"
     );
 }
+
+/// `flocker node --engine sim` runs any image reference (there is nothing
+/// to pull from), so placement, status and moves can be shown without
+/// Docker.
+#[test]
+fn under_engine_sim_any_image_runs_and_moves_with_its_volume() {
+    let mut c = Cluster::start(&["n1", "n2", "n3"], &[], &["--engine", "sim"]);
+    c.wait_for_leader(T);
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
+    let dir = c.dir.path().to_path_buf();
+    let apps = write(
+        &dir,
+        "application.yml",
+        "version: 1\napplications:\n  kv:\n    image: example.org/never-pushed/kv:3\n    \
+         ports:\n      - internal: 8080\n        external: 18090\n    \
+         volume:\n      mountpoint: /data\n",
+    );
+    let dep = write(&dir, "deployment.yml", "version: 1\nnodes:\n  n1: [kv]\n");
+    let r = c.ctl("n2", &["deploy", s(&dep), s(&apps)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let running_on = |c: &Cluster| -> Option<String> {
+        let status = json(&c.ctl("n3", &["status", "-o", "json"]));
+        let kv = status["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "kv")?;
+        let running: Vec<&Value> = kv["instances"]
+            .as_array()?
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .collect();
+        match running.as_slice() {
+            [one] => one["node"].as_str().map(str::to_string),
+            _ => None,
+        }
+    };
+    let on = wait_until(T, || running_on(&c)).expect("kv runs under sim");
+    assert_eq!(on, "n1");
+
+    let r = c.ctl("n1", &["move", "kv", "n3", "--wait", "--timeout", "60"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let on = wait_until(T, || running_on(&c).filter(|n| n == "n3"));
+    assert_eq!(on.as_deref(), Some("n3"));
+}

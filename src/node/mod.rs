@@ -127,6 +127,12 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let labels = node_ctx.ownership_labels();
     let node_ctx_cluster_id = node_ctx.cluster_id.clone();
     let runtime = engine(&settings)?;
+    // Operators find (and clean up after) a cluster's containers by this label.
+    tracing::info!(
+        "engine {}; this cluster's containers carry the label flocker.cluster={}",
+        runtime.endpoint(),
+        node_ctx.cluster_id
+    );
     let agent = Agent::new(node_ctx, runtime.clone(), sm.clone(), lease.clone());
     let api = Arc::new(Api::new(
         settings.name.clone(),
@@ -384,7 +390,7 @@ pub fn cluster_id(certs: &CertsDir) -> Result<String> {
 
 fn engine(settings: &NodeSettings) -> Result<Arc<dyn ContainerRuntime>> {
     Ok(match settings.engine.as_deref() {
-        Some("sim") => Arc::new(SimRuntime::new(&settings.name)),
+        Some("sim") => Arc::new(SimRuntime::with_every_image(&settings.name)),
         Some(endpoint) => Arc::new(
             DockerRuntime::new(endpoint, DockerTimeouts::default())
                 .map_err(|e| anyhow::anyhow!("--engine: {e}"))?,

@@ -63,6 +63,9 @@ struct Sim {
     images: BTreeMap<String, String>,
     /// Images a pull would find; the registry is reachable only for these.
     registry: BTreeMap<String, String>,
+    /// A pull finds every reference (the engine `flocker node --engine sim`
+    /// runs), not only those in `registry`.
+    registry_has_everything: bool,
     /// Host ports held by processes outside the engine.
     occupied: BTreeSet<(IpAddr, u16)>,
     engine_down: bool,
@@ -79,7 +82,9 @@ pub struct SimRuntime {
 }
 
 impl SimRuntime {
-    /// An engine named `sim:<name>` with no images and no containers.
+    /// An engine named `sim:<name>` with no images and no containers, whose
+    /// registry has only what `add_registry_image` puts there: simulations
+    /// decide which images exist.
     pub fn new(name: &str) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         SimRuntime {
@@ -87,6 +92,15 @@ impl SimRuntime {
             sim: Mutex::new(Sim::default()),
             events,
         }
+    }
+
+    /// An engine whose registry has every image reference: a pull of any
+    /// reference succeeds, so every app can run. This is what `flocker node
+    /// --engine sim` uses, where nothing could ever add an image.
+    pub fn with_every_image(name: &str) -> Self {
+        let runtime = SimRuntime::new(name);
+        runtime.lock().registry_has_everything = true;
+        runtime
     }
 
     fn lock(&self) -> MutexGuard<'_, Sim> {
@@ -520,7 +534,12 @@ impl ContainerRuntime for SimRuntime {
         Box::pin(async move {
             self.enter(SimOp::Pull).await?;
             let mut sim = self.lock();
-            match sim.registry.get(image).cloned() {
+            let found = match sim.registry.get(image) {
+                Some(id) => Some(id.clone()),
+                None if sim.registry_has_everything => Some(image_id_for(image)),
+                None => None,
+            };
+            match found {
                 Some(id) => {
                     sim.images.insert(image.to_string(), id.clone());
                     Ok(id)

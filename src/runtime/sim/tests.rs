@@ -134,6 +134,28 @@ async fn missing_image_then_pull_from_registry() {
     rt.create(&spec("web", "n1")).await.unwrap();
 }
 
+/// The engine `flocker node --engine sim` runs: any reference can be pulled,
+/// an image is still absent until pulled (the agent's path), and the same
+/// reference always gets the same id.
+#[tokio::test]
+async fn an_engine_with_every_image_pulls_any_reference() {
+    let rt = SimRuntime::with_every_image("n1");
+    let reference = "example.org/made-up/app:7";
+    assert!(!rt.image_present(reference).await.unwrap());
+    let id = rt.pull_image(reference).await.unwrap();
+    assert_eq!(rt.image_id(reference).await.unwrap(), Some(id.clone()));
+    assert_eq!(
+        SimRuntime::with_every_image("n2")
+            .pull_image(reference)
+            .await
+            .unwrap(),
+        id
+    );
+    let mut web = spec("web", "n1");
+    web.image = reference.into();
+    rt.create(&web).await.unwrap();
+}
+
 #[tokio::test]
 async fn port_conflicts_between_containers_and_outside_processes() {
     let rt = sim();

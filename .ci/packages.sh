@@ -1,0 +1,33 @@
+# The Debian packages flocker's build, tests, benchmarks and demo need: the
+# one list, sourced by .ci/run and cluster-examples/demo.
+#
+# librocksdb-dev: RocksDB 7.8 linked by the rocksdb crate (no 25-minute C++ build);
+# clang/libclang-dev: bindgen for librocksdb-sys; etcd-server: the benchmark's anchor;
+# busybox-static: the one binary in the FROM-scratch image Docker tests and the demo
+#   build (no registry).
+# faketime, jq, iproute2: the chaos suite (clock nemesis, verdicts, network namespaces);
+# netcat-openbsd, rsync: the volume benchmark's anchors; curl: the demo talks to its apps.
+# docker.io: the engine the agent tests drive (machines usually have one already).
+
+flocker_packages() {
+  FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
+    faketime jq iproute2 netcat-openbsd rsync curl)
+  command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
+}
+
+# Installs whichever of the packages are missing (apt-get, through sudo
+# unless root); says nothing when all are there.
+flocker_install_packages() {
+  flocker_packages
+  local missing=() p
+  for p in "${FLOCKER_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
