@@ -207,20 +207,13 @@ fn sigterm_stops_leader_and_follower_with_exit_zero() {
         .unwrap()
         .to_string();
     for name in [follower.clone(), leader.clone()] {
-        c.signal(&name, "-TERM");
-        let i = c.index(&name);
-        let status = wait_until(T, || {
-            let child = c.nodes[i].child.as_mut()?;
-            child.try_wait().ok().flatten()
-        })
-        .unwrap_or_else(|| panic!("{name} did not stop on SIGTERM"));
+        let status = c.terminate(&name, T);
         assert_eq!(status.code(), Some(0), "{name}: {}", c.log(&name));
         assert!(
             !c.log(&name).contains("terminate called"),
             "{}",
             c.log(&name)
         );
-        c.nodes[i].child = None;
         c.restart(&name);
         c.wait_for_leader(T);
         let r = c.ctl(&name, &["label", "n1", &format!("after-{name}=yes")]);
@@ -265,12 +258,8 @@ fn a_rolling_restart_under_load_loses_no_acknowledged_write() {
     };
     std::thread::sleep(Duration::from_secs(1));
     for name in ["n1", "n2", "n3"] {
-        c.signal(name, "-TERM");
-        let i = c.index(name);
-        let status = wait_until(T, || c.nodes[i].child.as_mut()?.try_wait().ok().flatten())
-            .unwrap_or_else(|| panic!("{name} did not stop"));
+        let status = c.terminate(name, T);
         assert_eq!(status.code(), Some(0), "{}", c.log(name));
-        c.nodes[i].child = None;
         c.restart(name);
         c.wait_for_leader(T);
         std::thread::sleep(Duration::from_millis(500));

@@ -243,18 +243,12 @@ fn earlier_versions_are_shown_compared_and_rolled_back_to() {
     c.wait_for_leader(T);
     c.wait_for_registration(&["n1", "n2", "n3"], T);
     // Versions are kept once every voter runs a build that keeps them.
-    let enforced = wait_until(T, || {
-        let h = json(&c.ctl("n1", &["history", "-o", "json"]));
-        h.as_array()?
-            .iter()
-            .any(|e| {
-                e["summary"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("authorization enforced"))
-            })
-            .then_some(())
-    });
-    assert!(enforced.is_some());
+    assert!(wait_for_history(
+        c.addr("n1"),
+        &c.admin_certs(),
+        "authorization enforced",
+        T
+    ));
     let dir = c.dir.path().to_path_buf();
     let dep = write(&dir, "deployment.yml", "version: 1\nnodes:\n  n1: [web]\n");
     let v1 = write(

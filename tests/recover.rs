@@ -37,12 +37,8 @@ fn recover(c: &Cluster, name: &str, extra: &[&str]) -> std::process::Output {
 }
 
 fn stop(c: &mut Cluster, name: &str) {
-    c.signal(name, "-TERM");
-    let i = c.index(name);
-    let status = wait_until(T, || c.nodes[i].child.as_mut()?.try_wait().ok().flatten())
-        .unwrap_or_else(|| panic!("{name} did not stop"));
+    let status = c.terminate(name, T);
     assert_eq!(status.code(), Some(0), "{}", c.log(name));
-    c.nodes[i].child = None;
 }
 
 fn status_of(c: &Cluster, via: &str, app: &str) -> Value {

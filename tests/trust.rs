@@ -87,18 +87,9 @@ fn forged_commands_roles_and_limits_are_refused_and_change_nothing() {
     c.wait_for_registration(&["n1", "n2", "n3"], T);
     // Once every voter registered a build that reads signed commands, the
     // leader turns on apply-time authorization.
-    let enforced = wait_until(T, || {
-        history(&c, "n1")
-            .iter()
-            .any(|e| {
-                e["summary"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("authorization enforced"))
-            })
-            .then_some(())
-    });
+    let enforced = wait_for_history(c.addr("n1"), &c.admin_certs(), "authorization enforced", T);
     assert!(
-        enforced.is_some(),
+        enforced,
         "authorization never enforced: {:?}",
         history(&c, "n1")
     );

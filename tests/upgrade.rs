@@ -129,22 +129,13 @@ fn this_build_carries_on_from_a_first_release_data_dir() {
     assert_eq!(reuse.code, 1, "{}", reuse.stderr);
 
     // The new build turns on signed commands and writes on.
-    let enforced = wait_until(T, || {
-        let h = json(dir, &["history", "-o", "json"]);
-        h.as_array()?
-            .iter()
-            .any(|e| {
-                e["summary"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("authorization enforced"))
-            })
-            .then_some(())
-    });
-    assert!(
-        enforced.is_some(),
-        "authorization never enforced: {}",
-        log()
+    let enforced = wait_for_history(
+        ADDR.parse().unwrap(),
+        &dir.join("certs"),
+        "authorization enforced",
+        T,
     );
+    assert!(enforced, "authorization never enforced: {}", log());
     for i in 0..12 {
         let r = ctl(dir, &["label", "n1", &format!("new{i}=yes")]);
         assert_eq!(r.code, 0, "{}", r.stderr);

@@ -184,6 +184,18 @@ impl Cluster {
         self.start_node(i);
     }
 
+    /// SIGTERM, then waits for the process to end; returns how it ended.
+    pub fn terminate(&mut self, name: &str, timeout: Duration) -> std::process::ExitStatus {
+        self.signal(name, "-TERM");
+        let i = self.index(name);
+        let status = wait_until(timeout, || {
+            self.nodes[i].child.as_mut()?.try_wait().ok().flatten()
+        })
+        .unwrap_or_else(|| panic!("{name} did not stop on SIGTERM within {timeout:?}"));
+        self.nodes[i].child = None;
+        status
+    }
+
     pub fn is_running(&mut self, name: &str) -> bool {
         let i = self.index(name);
         match self.nodes[i].child.as_mut() {
@@ -324,6 +336,21 @@ pub fn ctl_at(addr: SocketAddr, certs: &Path, args: &[&str]) -> CtlResult {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Waits until the history read through `addr` has a change whose summary
+/// contains `text` (e.g. "authorization enforced": every voter reads signed
+/// commands, the leader switched them on).
+pub fn wait_for_history(addr: SocketAddr, certs: &Path, text: &str, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        let r = ctl_at(addr, certs, &["history", "-o", "json", "--limit", "1000"]);
+        let entries: Vec<Value> = serde_json::from_str(&r.stdout).ok()?;
+        entries
+            .iter()
+            .any(|e| e["summary"].as_str().is_some_and(|s| s.contains(text)))
+            .then_some(())
+    })
+    .is_some()
 }
 
 /// Polls `f` every 100 ms until it returns Some, or the timeout passes.
