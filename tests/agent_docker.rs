@@ -192,8 +192,12 @@ fn agents_converge_docker_and_follow_restart_policies() {
         "db not restarted"
     );
 
-    // An agent restart adopts its running container without restarting it.
-    c.kill("n2");
+    // A clean stop (SIGTERM) leaves the container running, and the
+    // restarted agent adopts it without restarting it.
+    let stopped = c.terminate("n2", T);
+    assert_eq!(stopped.code(), Some(0), "{}", c.log("n2"));
+    let during = running(&c.container("n2", "db")).expect("db runs while its node is stopped");
+    assert_eq!(during["State"]["StartedAt"], db["State"]["StartedAt"]);
     c.restart("n2");
     c.wait_for_leader(T);
     std::thread::sleep(Duration::from_secs(2));

@@ -640,7 +640,11 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
                 Arc::new(RwLock::new(Observed::default())),
                 Arc::new(Liveness::default()),
             ));
-            let server = serving.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())));
+            let server = serving.serve(Arc::new(Dispatcher::new(
+                raft.clone(),
+                api.clone(),
+                Arc::default(),
+            )));
             Ok((raft, api, server))
         })
         .await?;

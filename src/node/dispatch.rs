@@ -16,16 +16,61 @@ use crate::net::{Service, StreamHandler};
 use crate::raft::{serve_raft_rpc, Raft, RaftRpc};
 use futures::future::BoxFuture;
 use quinn::{RecvStream, SendStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Dispatcher {
     raft: Raft,
     api: Arc<Api>,
+    drain: Arc<Drain>,
 }
 
 impl Dispatcher {
-    pub fn new(raft: Raft, api: Arc<Api>) -> Dispatcher {
-        Dispatcher { raft, api }
+    pub fn new(raft: Raft, api: Arc<Api>, drain: Arc<Drain>) -> Dispatcher {
+        Dispatcher { raft, api, drain }
+    }
+}
+
+/// Client requests being served, so that a stopping node refuses new ones
+/// (the client tries another node: nothing happened) and lets those in
+/// flight answer before Raft stops. Raft and peer streams are not held
+/// back: an in-flight write needs them to commit.
+#[derive(Default)]
+pub struct Drain {
+    in_flight: AtomicUsize,
+    closing: AtomicBool,
+}
+
+/// Counts one client request for as long as it lives.
+pub struct Serving<'a>(&'a Drain);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drain {
+    /// Counts a client request in, unless the node is stopping.
+    pub fn begin(&self) -> Option<Serving<'_>> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let serving = Serving(self);
+        (!self.closing.load(Ordering::SeqCst)).then_some(serving)
+    }
+
+    /// Refuses new client requests and waits (at most `limit`) until those
+    /// in flight have answered; returns how many had not.
+    pub async fn close_and_wait(&self, limit: Duration) -> usize {
+        self.closing.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = self.in_flight.load(Ordering::SeqCst);
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -56,6 +101,12 @@ impl StreamHandler for Dispatcher {
                     .await
                 }
                 Service::Client => {
+                    let Some(_serving) = self.drain.begin() else {
+                        let why =
+                            "refused: this node is shutting down; send the request to another node";
+                        refuse_stream(send, recv, why.to_string()).await;
+                        return;
+                    };
                     serve_call(
                         &peer,
                         send,

@@ -63,10 +63,21 @@ pub struct RunningNode {
     /// Volume streams and movers (on their own runtime); `None` when this
     /// node's volume store is unusable.
     volumes: Option<crate::moves::endpoint::VolumeEndpoint>,
+    drain: Arc<dispatch::Drain>,
 }
 
+/// How long a stopping node lets client requests in flight answer.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+
 impl RunningNode {
+    /// Stops cleanly: new client requests are refused, those in flight may
+    /// answer (up to [`DRAIN_LIMIT`]), then Raft stops and the database is
+    /// quiesced. Containers keep running.
     pub async fn shutdown(self) {
+        let left = self.drain.close_and_wait(DRAIN_LIMIT).await;
+        if left > 0 {
+            tracing::warn!(left, "stopping with client requests still in flight");
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -150,7 +161,9 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         runtime: runtime.clone(),
         cluster_id: node_ctx_cluster_id.clone(),
     });
-    let mut tasks = vec![net.serve(Arc::new(Dispatcher::new(raft.clone(), api.clone())))];
+    let drain = Arc::new(dispatch::Drain::default());
+    let dispatcher = Dispatcher::new(raft.clone(), api.clone(), drain.clone());
+    let mut tasks = vec![net.serve(Arc::new(dispatcher))];
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {
             let listen = settings
@@ -217,6 +230,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         raft,
         deny,
         fatal,
+        drain,
         net,
         tasks,
         volumes,
