@@ -136,9 +136,34 @@ impl Lease {
 pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {
     let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_done = Instant::now();
+    let mut no_renewal_until: Option<Instant> = None;
     loop {
         tick.tick().await;
         let sent = Instant::now();
+        // A stall of this process (SIGSTOP, starved threads) makes every
+        // figure it held stale, the leader's quorum contact included: a
+        // report openraft published just before the stall is only seen
+        // after it, and would look fresh. After a stall longer than the
+        // margin between lease and grace allows, renew nothing for a whole
+        // lease (chaos: a leader resumed from SIGSTOP started an app 77 ms
+        // after the new leader's node did).
+        // (The wait for this tick is at most one interval; the round's own
+        // awaits renew relative to `sent`, so a stall inside them only
+        // shortens the lease.)
+        let waited = sent.duration_since(last_done);
+        if waited > HEARTBEAT_INTERVAL + STALL_LIMIT {
+            tracing::warn!(
+                waited_ms = waited.as_millis() as u64,
+                "this process stalled: no lease renewal for {NODE_LEASE:?}"
+            );
+            no_renewal_until = Some(sent + NODE_LEASE);
+        }
+        if no_renewal_until.is_some_and(|until| sent < until) {
+            lease.refresh();
+            last_done = Instant::now();
+            continue;
+        }
         if let Some((quorum_age, catch_up_to)) = api.heartbeat_leader().await {
             // A node cut off for a while holds an old state (an app placed
             // here that has since moved): it may act on it again only once
@@ -154,8 +179,15 @@ pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {
             }
         }
         lease.refresh();
+        last_done = Instant::now();
     }
 }
+
+/// A wait for the next heartbeat round longer than one interval plus this
+/// means the process stalled. It is under `DOWN_GRACE - NODE_LEASE`, the
+/// margin that absorbs a quorum figure this much staler than it looks.
+const STALL_LIMIT: Duration = Duration::from_millis(500);
+const _: () = assert!(STALL_LIMIT.as_millis() < DOWN_GRACE.as_millis() - NODE_LEASE.as_millis());
 
 /// Every node; acts only while it is the leader: declares nodes down or up
 /// and commits placements of `anywhere` apps.
