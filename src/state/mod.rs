@@ -143,33 +143,35 @@ pub const MAX_LABEL_VALUE: usize = 253;
 impl State {
     /// Applies one proposal of the entry committed at log `index`. A retried
     /// request id returns the outcome of its first application and changes
-    /// nothing. Fails only when the command cannot be decoded: the caller
-    /// must then stop applying (invariant 8), never skip the entry.
+    /// nothing. `decoded` is the proposal's content, decoded by
+    /// `apply_batch` (which stops on an undecodable one, invariant 8).
     fn apply(
         &mut self,
         index: u64,
         leader_id: u64,
         proposed_at_ms: u64,
         proposal: &Proposal,
-    ) -> Result<Outcome, CommandDecodeError> {
+        decoded: &Decoded,
+    ) -> Outcome {
         let fingerprint = proposal.fingerprint();
         if let Some(seen) = self.requests.get(&proposal.request_id) {
-            if seen.fingerprint == fingerprint || same_as_unsigned(proposal, seen.fingerprint) {
+            if seen.fingerprint == fingerprint
+                || same_as_unsigned(proposal, decoded, seen.fingerprint)
+            {
                 let mut outcome = seen.outcome.clone();
                 outcome.replayed = true;
-                return Ok(outcome);
+                return outcome;
             }
-            return Ok(Outcome::refused(
+            return Outcome::refused(
                 index,
                 format!(
                     "request id '{}' was already used for a different request (at index {})",
                     proposal.request_id, seen.outcome.index
                 ),
-            ));
+            );
         }
-        let decoded = proposal.decode()?;
         let executed = self
-            .admit(&decoded, &proposal.request_id, leader_id)
+            .admit(decoded, &proposal.request_id, leader_id)
             .and_then(|()| self.execute(&decoded.command, index, proposed_at_ms));
         let outcome = match executed {
             Ok(Effect { message, changed }) => {
@@ -189,7 +191,7 @@ impl State {
         };
         self.requests
             .remember(proposal.request_id.clone(), fingerprint, outcome.clone());
-        Ok(outcome)
+        outcome
     }
 
     /// Applies a batch committed as one entry: whole, or (when any command
@@ -202,15 +204,20 @@ impl State {
         leader_id: u64,
         batch: &Batch,
     ) -> Result<Vec<Outcome>, CommandDecodeError> {
-        if let Some(e) = batch.proposals.iter().find_map(|p| p.decode().err()) {
-            return Err(e);
-        }
-        self.forget_expired_denials(batch.proposed_at_ms);
-        batch
+        // Decoded once, all before any applies: a batch applies whole or
+        // not at all.
+        let decoded = batch
             .proposals
             .iter()
-            .map(|p| self.apply(index, leader_id, batch.proposed_at_ms, p))
-            .collect()
+            .map(Proposal::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.forget_expired_denials(batch.proposed_at_ms);
+        Ok(batch
+            .proposals
+            .iter()
+            .zip(&decoded)
+            .map(|(p, d)| self.apply(index, leader_id, batch.proposed_at_ms, p, d))
+            .collect())
     }
 
     /// Whether a decoded proposal may apply at all: signed ones by the
@@ -489,15 +496,10 @@ impl State {
 /// the unsigned format (a client retrying across the upgrade): the same
 /// command, written as the first release would have. Checked only when the
 /// fingerprints differ, so the common path never re-encodes.
-fn same_as_unsigned(proposal: &Proposal, seen: [u8; 32]) -> bool {
-    if proposal.command.first() != Some(&COMMAND_FORMAT) {
-        return false;
-    }
-    proposal
-        .decode()
-        .ok()
-        .and_then(|d| Proposal::unsigned(&proposal.request_id, "", &d.command).ok())
-        .is_some_and(|old| old.fingerprint() == seen)
+fn same_as_unsigned(proposal: &Proposal, decoded: &Decoded, seen: [u8; 32]) -> bool {
+    decoded.principal.is_some()
+        && Proposal::unsigned(&proposal.request_id, "", &decoded.command)
+            .is_ok_and(|old| old.fingerprint() == seen)
 }
 
 /// The leader the tests' entries name.

@@ -148,14 +148,9 @@ pub fn short(fingerprint: &str) -> &str {
 }
 
 fn clip(text: &str) -> String {
-    if text.len() <= MAX_TEXT {
-        return text.to_string();
-    }
-    let mut end = MAX_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    let mut text = text.to_string();
+    super::requests::clip_text(&mut text, MAX_TEXT);
+    text
 }
 
 #[cfg(test)]
