@@ -76,6 +76,7 @@ impl State {
         let old: v1::State = carry(self).ok()?;
         let mut back: State = carry(&old).ok()?;
         back.requests.recount();
+        back.history.recount();
         (back == *self).then_some(old)
     }
 
@@ -93,6 +94,7 @@ impl State {
             other => bail!("state format {other} is newer than this build reads ({STATE_FORMAT})"),
         };
         state.requests.recount();
+        state.history.recount();
         Ok(state)
     }
 }

@@ -33,6 +33,10 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     entries: VecDeque<HistoryEntry>,
+    /// What `entries` holds, by [`HistoryEntry::bytes`]; recounted after
+    /// decoding (it is not stored).
+    #[serde(skip)]
+    bytes: usize,
 }
 
 impl HistoryEntry {
@@ -49,15 +53,20 @@ impl HistoryEntry {
 impl History {
     pub fn record(&mut self, mut entry: HistoryEntry) {
         super::requests::clip_text(&mut entry.summary, MAX_SUMMARY);
-        let mut bytes: usize = self.entries.iter().map(HistoryEntry::bytes).sum();
         while self.entries.len() >= HISTORY_CAPACITY
-            || (!self.entries.is_empty() && bytes + entry.bytes() > HISTORY_BYTES)
+            || (!self.entries.is_empty() && self.bytes + entry.bytes() > HISTORY_BYTES)
         {
             if let Some(gone) = self.entries.pop_front() {
-                bytes -= gone.bytes();
+                self.bytes -= gone.bytes();
             }
         }
+        self.bytes += entry.bytes();
         self.entries.push_back(entry);
+    }
+
+    /// Recomputes the byte count after decoding.
+    pub fn recount(&mut self) {
+        self.bytes = self.entries.iter().map(HistoryEntry::bytes).sum();
     }
 
     /// Up to `limit` entries older than index `before` (all when `None`),
