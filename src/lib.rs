@@ -13,6 +13,7 @@ pub mod node;
 pub mod plant;
 pub mod raft;
 pub mod recover;
+pub mod routing;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;

@@ -153,6 +153,11 @@ struct NodeArgs {
     /// fails, and the node warns at start when there is already less.
     #[arg(long, default_value = "1G", value_parser = parse_rate)]
     reserve: u64,
+    /// The routing mesh: `iptables` (every node answers on every app's
+    /// external ports and forwards to the node that runs the app; needs
+    /// root or CAP_NET_ADMIN) or `off` (an app answers only where it runs).
+    #[arg(long, value_enum, default_value_t = flocker::routing::RoutingMode::Iptables)]
+    routing: flocker::routing::RoutingMode,
     /// How log lines are written to stderr: `text` (colour only when stderr
     /// is a terminal) or `json` (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -514,6 +519,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         volume_listen: args.volume_listen,
         volume_rate: args.volume_rate,
         reserve: args.reserve,
+        routing: args.routing,
     };
     let running = node::start(settings).await?;
     let mut fatal = running.fatal.clone();

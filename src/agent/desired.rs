@@ -33,6 +33,10 @@ pub struct NodeContext {
     /// The fence directory (busybox, script, lease) mounted into fenceable
     /// containers.
     pub fence_dir: PathBuf,
+    /// Every node answers on every app's external ports (`--routing`):
+    /// links then lead to this node's own publish IP, wherever the target
+    /// runs, so a move of the target recreates nothing that links to it.
+    pub routing: bool,
 }
 
 impl NodeContext {
@@ -82,7 +86,11 @@ pub fn desired_containers(ctx: &NodeContext, state: &State) -> Vec<Desired> {
 }
 
 fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> Desired {
-    let mut env = link_environment(state, spec);
+    let mut env = if ctx.routing {
+        link_environment_routed(ctx.publish_ip, spec)
+    } else {
+        link_environment(state, spec)
+    };
     // The operator's own variables win over generated link variables.
     env.extend(spec.environment.clone());
     let mut container = ContainerSpec {
@@ -153,6 +161,18 @@ fn hash_spec(spec: &ContainerSpec) -> String {
     blake3::hash(&bytes).to_hex()[..16].to_string()
 }
 
+/// Docker-style link variables through the routing mesh: every link leads
+/// to `remote_port` on this node's own publish IP, which forwards to
+/// wherever the target runs, so the variables never change with its node.
+pub fn link_environment_routed(publish_ip: IpAddr, spec: &AppSpec) -> BTreeMap<String, String> {
+    let host = publish_ip.to_string();
+    let mut env = BTreeMap::new();
+    for link in &spec.links {
+        insert_link_variables(&mut env, link, &host);
+    }
+    env
+}
+
 /// Docker-style link variables for every link whose target is placed:
 /// `DB_PORT=tcp://host:port`, `DB_PORT_5432_TCP=…`, `…_ADDR`, `…_PORT`,
 /// `…_PROTO`, with `host` the node running the target and `port` its
@@ -167,27 +187,36 @@ pub fn link_environment(state: &State, spec: &AppSpec) -> BTreeMap<String, Strin
         else {
             continue;
         };
-        let alias: String = link
-            .alias
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let url = format!("tcp://{host}:{}", link.remote_port);
-        let prefix = format!("{alias}_PORT_{}_TCP", link.local_port);
-        env.entry(format!("{alias}_PORT"))
-            .or_insert_with(|| url.clone());
-        env.insert(format!("{prefix}_ADDR"), host.clone());
-        env.insert(format!("{prefix}_PORT"), link.remote_port.to_string());
-        env.insert(format!("{prefix}_PROTO"), "tcp".to_string());
-        env.insert(prefix, url);
+        insert_link_variables(&mut env, link, &host);
     }
     env
+}
+
+/// The variables of one link, leading to `host`.
+fn insert_link_variables(
+    env: &mut BTreeMap<String, String>,
+    link: &crate::config::Link,
+    host: &str,
+) {
+    let alias: String = link
+        .alias
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let url = format!("tcp://{host}:{}", link.remote_port);
+    let prefix = format!("{alias}_PORT_{}_TCP", link.local_port);
+    env.entry(format!("{alias}_PORT"))
+        .or_insert_with(|| url.clone());
+    env.insert(format!("{prefix}_ADDR"), host.to_string());
+    env.insert(format!("{prefix}_PORT"), link.remote_port.to_string());
+    env.insert(format!("{prefix}_PROTO"), "tcp".to_string());
+    env.insert(prefix, url);
 }
 
 #[cfg(test)]
@@ -202,6 +231,7 @@ mod tests {
             publish_ip: "127.0.0.2".parse().unwrap(),
             volumes_dir: "/data/volumes".into(),
             fence_dir: "/data/fence".into(),
+            routing: false,
         }
     }
 
@@ -306,5 +336,23 @@ applications:
         s.volumes.get_mut("db").unwrap().node = "n1".into();
         let relinked = desired_containers(&ctx("n1"), &s);
         assert!(relinked.iter().all(|d| d.spec_hash != changed.spec_hash));
+    }
+
+    #[test]
+    fn with_routing_links_lead_to_this_node_and_survive_the_targets_move() {
+        let mut s = state();
+        let routed = NodeContext {
+            routing: true,
+            ..ctx("n1")
+        };
+        let before = desired_containers(&routed, &s)[0].clone();
+        // This node's own publish IP, not db's node (127.0.0.3).
+        assert_eq!(before.spec.env["DB_PORT_5432_TCP"], "tcp://127.0.0.2:15432");
+        assert_eq!(before.spec.env["DB_PORT_5432_TCP_ADDR"], "127.0.0.2");
+        assert_eq!(before.spec.env["DB_PORT_5432_TCP_PROTO"], "tcp");
+        s.deployed.placements.insert("db".into(), "n3".into());
+        s.volumes.get_mut("db").unwrap().node = "n3".into();
+        let after = desired_containers(&routed, &s)[0].clone();
+        assert_eq!(before.spec_hash, after.spec_hash, "web is not recreated");
     }
 }

@@ -216,6 +216,8 @@ pub enum PeerRequest {
     VolumeAddress,
     /// A page of an app's output from this node's own engine (never passed on).
     Logs(LogsRequest),
+    /// How this node routes apps' external ports now.
+    Routing,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +236,7 @@ pub enum PeerReply {
     },
     VolumeAddress(Option<String>),
     Logs(LogsPage),
+    Routing(crate::routing::RoutingReport),
 }
 
 /// A node's report on itself, from its Raft metrics.
@@ -256,6 +259,10 @@ pub struct NodeStatus {
 pub struct StatusView {
     pub config_version: u64,
     pub apps: Vec<AppStatus>,
+    /// Every external port and which members route it where the app is
+    /// served (last: a ctl that predates it ignores the trailing bytes).
+    #[serde(default)]
+    pub routing: Vec<super::RouteView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,10 +9,12 @@ pub mod client;
 mod logs;
 mod messages;
 mod proposer;
+mod routing_view;
 mod server;
 mod upkeep_trust;
 
 pub use caller::Caller;
 pub use logs::LogSource;
 pub use messages::*;
+pub use routing_view::{route_views, RouteView};
 pub use server::{reply_for_call_error, Api};

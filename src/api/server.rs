@@ -54,6 +54,8 @@ pub struct Api {
     quorum: QuorumWatch,
     /// This node's engine, for `ctl logs`; set once the engine is made.
     pub log_source: std::sync::OnceLock<super::LogSource>,
+    /// This node's routing, when it routes (`--routing iptables`).
+    pub routing: std::sync::OnceLock<crate::routing::SharedReport>,
 }
 
 /// The leader's last quorum contact as openraft reported it, stamped with
@@ -116,6 +118,7 @@ impl Api {
             certificate: std::sync::OnceLock::new(),
             quorum,
             log_source: std::sync::OnceLock::new(),
+            routing: std::sync::OnceLock::new(),
         }
     }
 
@@ -348,6 +351,7 @@ impl Api {
                 }
             }
             PeerRequest::Logs(request) => self.local_logs(&request).await.map(PeerReply::Logs),
+            PeerRequest::Routing => Ok(PeerReply::Routing(self.routing_report())),
             PeerRequest::Join { address } => {
                 let env = ClientEnvelope::new(ClientRequest::MembersAdd {
                     name: peer.name.clone(),
@@ -661,11 +665,48 @@ impl Api {
         futures::future::join_all(asks).await
     }
 
+    /// This node's routing report (`off` when it does not route).
+    fn routing_report(&self) -> crate::routing::RoutingReport {
+        match self.routing.get() {
+            Some(shared) => shared.lock().expect("routing report lock").clone(),
+            None => crate::routing::RoutingReport {
+                mode: "off".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Every member's routing report (`None`: it did not answer, or its
+    /// build predates routing).
+    async fn routing_reports(&self) -> Vec<(String, Option<crate::routing::RoutingReport>)> {
+        let members: Vec<NodeInfo> = self
+            .sm
+            .read()
+            .membership
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect();
+        let asks = members.into_iter().map(|info| async move {
+            if info.name == self.name {
+                return (info.name, Some(self.routing_report()));
+            }
+            match self.ask(&info, &PeerRequest::Routing, PROBE_TIMEOUT).await {
+                Ok(PeerReply::Routing(r)) => (info.name, Some(r)),
+                _ => (info.name, None),
+            }
+        });
+        let mut reports = futures::future::join_all(asks).await;
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        reports
+    }
+
     async fn app_status(&self) -> ClientReply {
         if let Err(e) = self.read_barrier().await {
             return ClientReply::unknown(e);
         }
-        let observations = self.observations().await;
+        let (observations, routing) =
+            futures::future::join(self.observations(), self.routing_reports()).await;
         let applied = self.sm.read();
         let deployed = &applied.state.deployed;
         let deployment = &deployed.config.deployment;
@@ -772,6 +813,7 @@ impl Api {
         ClientReply::Status(StatusView {
             config_version: deployed.version,
             apps,
+            routing: super::route_views(&applied.state, &routing),
         })
     }
 

@@ -53,6 +53,8 @@ impl FlockerCluster {
                 format!("--data-dir={}", dir.join(format!("data-{name}")).display()),
                 format!("--certs={}", bundle(name).display()),
                 format!("--peers={}", peers.join(",")),
+                // These benchmarks measure deploys and failover, not routing.
+                "--routing=off".into(),
             ];
             let mut command = command;
             command.extend(extra(name));

@@ -612,6 +612,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             volume_listen: None,
             volume_rate: 0,
             reserve: 0,
+            routing: crate::routing::RoutingMode::Off,
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

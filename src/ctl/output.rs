@@ -158,7 +158,35 @@ pub fn status_table(view: &StatusView) -> String {
             out.push_str(&format!("volume of {}: {warning}\n", a.name));
         }
     }
+    for r in &view.routing {
+        out.push_str(&routing_line(r));
+    }
     out
+}
+
+/// `routing: web:8080/tcp -> n2 from every node (3)`, or which nodes do
+/// something else: what tells the operator that, after a move, every node
+/// sends new connections to the new node.
+fn routing_line(r: &crate::api::RouteView) -> String {
+    let to = r.serving.as_deref().unwrap_or("nowhere (not placed)");
+    let mut line = format!("routing: {}:{}/{} -> {to}", r.app, r.port, r.protocol);
+    if r.elsewhere.is_empty() {
+        line.push_str(&format!(" from every node ({})", r.routed_by.len()));
+    } else {
+        let others: Vec<String> = r
+            .elsewhere
+            .iter()
+            .map(|(node, what)| format!("{node} {what}"))
+            .collect();
+        line.push_str(&format!(
+            " from {}/{} nodes; {}",
+            r.routed_by.len(),
+            r.routed_by.len() + r.elsewhere.len(),
+            others.join("; ")
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 pub fn history_table(entries: &[HistoryEntry]) -> String {

@@ -15,6 +15,7 @@ use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::tls::TlsMaterial;
 use crate::net::{DenyList, Net, Service};
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
+use crate::routing::{Router, RoutingMode};
 use crate::runtime::{ContainerRuntime, DockerRuntime, DockerTimeouts, SimRuntime};
 use crate::scheduler::{self, Lease, Liveness};
 use crate::state::{Capacity, Command};
@@ -64,6 +65,8 @@ pub struct RunningNode {
     /// node's volume store is unusable.
     volumes: Option<crate::moves::endpoint::VolumeEndpoint>,
     drain: Arc<dispatch::Drain>,
+    /// Removes this node's routing rules when it stops cleanly.
+    routing: Option<crate::routing::Remover>,
 }
 
 /// How long a stopping node lets client requests in flight answer.
@@ -80,6 +83,11 @@ impl RunningNode {
         }
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(routing) = self.routing {
+            tokio::task::spawn_blocking(move || routing.remove())
+                .await
+                .ok();
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
@@ -134,6 +142,27 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         publish_ip: settings.publish_ip(),
         volumes_dir: settings.data_dir.join("volumes"),
         fence_dir,
+        routing: settings.routing == RoutingMode::Iptables,
+    };
+    let router = match settings.routing {
+        RoutingMode::Iptables => Some(
+            Router::new(
+                &node_ctx.cluster_id,
+                &settings.name,
+                settings.publish_ip(),
+                sm.clone(),
+                lease.clone(),
+            )
+            .context("starting the routing mesh")?,
+        ),
+        RoutingMode::Off => {
+            crate::routing::remove_leftovers(
+                &node_ctx.cluster_id,
+                &settings.name,
+                settings.publish_ip(),
+            );
+            None
+        }
     };
     let labels = node_ctx.ownership_labels();
     let node_ctx_cluster_id = node_ctx.cluster_id.clone();
@@ -154,6 +183,9 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         agent.observed(),
         liveness.clone(),
     ));
+    if let Some(router) = &router {
+        let _ = api.routing.set(router.report());
+    }
     if let Some(mine) = own_certificate(&tls) {
         let _ = api.certificate.set(mine);
     }
@@ -209,6 +241,11 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
             .collect(),
     )));
     tasks.push(tokio::spawn(agent.run()));
+    let routing = router.map(|router| {
+        let remover = router.remover();
+        tasks.push(tokio::spawn(router.run()));
+        remover
+    });
     tasks.push(tokio::spawn(scheduler::heartbeat_loop(api.clone(), lease)));
     tasks.push(tokio::spawn(scheduler::leader_loop(api.clone(), liveness)));
     tasks.push(tokio::spawn(register(
@@ -234,6 +271,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         net,
         tasks,
         volumes,
+        routing,
     })
 }
 

@@ -54,6 +54,8 @@ pub struct NodeSettings {
     /// Free space kept on the data directory's file system for Raft: a
     /// volume round that would leave less is refused; 0: none.
     pub reserve: u64,
+    /// How this node routes apps' external ports (`--routing`).
+    pub routing: crate::routing::RoutingMode,
 }
 
 /// Default `--reserve`: room for the Raft log to grow through a few

@@ -152,6 +152,13 @@ impl Cluster {
             .arg("--certs")
             .arg(&certs)
             .args(&node.args)
+            // Nodes here share the host's network namespace and loopback
+            // addresses: no routing rules unless a test asks for them.
+            .args(if node.args.iter().any(|a| a.starts_with("--routing")) {
+                &[][..]
+            } else {
+                &["--routing", "off"][..]
+            })
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
