@@ -391,6 +391,8 @@ fn node(tmp: &Path, certs: &Path, extra: &[&str]) -> (std::process::Child, std::
             &addr.to_string(),
             "--engine",
             "sim",
+            "--routing",
+            "off",
         ])
         .arg("--data-dir")
         .arg(tmp.join("data-n1"))

@@ -45,6 +45,7 @@ fn start(dir: &Path) -> Node {
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
     let child = Command::new(BIN)
         .args(["node", "--name", "n1", "--listen", ADDR, "--engine", "sim"])
+        .args(["--routing", "off"])
         .args(["--snapshot-logs", "10", "--data-dir"])
         .arg(dir.join("data"))
         .arg("--certs")
