@@ -6,7 +6,7 @@
 //! Pure functions of the state and the node's context: no I/O, so they are
 //! unit-tested directly and every node computes them the same way.
 
-use crate::config::{AppSpec, RestartPolicy};
+use crate::config::{self, AppSpec, RestartPolicy};
 use crate::runtime::{Bind, ContainerSpec, Labels, PortBinding, Protocol};
 use crate::state::{State, VolumeOwner};
 use std::collections::BTreeMap;
@@ -106,7 +106,10 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
                 host_ip: ctx.publish_ip,
                 host_port: p.external,
                 container_port: p.internal,
-                protocol: Protocol::Tcp,
+                protocol: match p.protocol {
+                    config::Protocol::Tcp => Protocol::Tcp,
+                    config::Protocol::Udp => Protocol::Udp,
+                },
             })
             .collect(),
         binds: spec
@@ -313,6 +316,26 @@ applications:
         assert_eq!(db.binds[0].host_path, "/data/volumes/db/data");
         assert_eq!(db.binds[0].container_path, "/var/lib/db");
         assert_eq!(db.mem_limit, Some(64 << 20));
+    }
+
+    #[test]
+    fn udp_ports_are_published_as_udp() {
+        let mut s = state();
+        let web = s.deployed.config.applications.get_mut("web").unwrap();
+        web.ports.push(crate::config::PortMapping {
+            internal: 5353,
+            external: 53,
+            protocol: crate::config::Protocol::Udp,
+        });
+        let ports = &desired_containers(&ctx("n1"), &s)[0].spec.ports;
+        let published: Vec<(u16, u16, Protocol)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.container_port, p.protocol))
+            .collect();
+        assert_eq!(
+            published,
+            [(8080, 80, Protocol::Tcp), (53, 5353, Protocol::Udp)]
+        );
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //!   labels (the ones `flocker ctl label` sets), all of which must hold for
 //!   the scheduler to place the application on a node. A list of strings
 //!   rather than a map, so a constraint can also exclude (`zone!=eu-1`).
+//! - `protocol` in a port: `tcp` (the default) or `udp`.
 //! - `app` in a link: the application the link leads to. Flocker's links
 //!   name only `remote_port` and lead to whichever application publishes
-//!   it; `app` is needed only when several do (applications on different
-//!   nodes may publish the same external port), and is checked to publish
-//!   it otherwise. The writer (`write.rs`) gives it only in that case.
+//!   it; an external port now belongs to one application in the whole
+//!   cluster (every node answers on it), so `app` says nothing the port
+//!   does not. It is still read, from files written when two applications
+//!   could share a port, and checked to publish `remote_port`; the writer
+//!   (`write.rs`) leaves it out.
 //!
 //! - `preserve_setuid` in a volume: `true` lets a node receiving the volume
 //!   write setuid and setgid bits on its files (by default they are
@@ -25,7 +28,7 @@
 
 use super::apps::{self, DraftApp, DraftLink, Mark};
 use super::error::{KeyPath, Position, Sink};
-use super::model::{PortMapping, RestartPolicy, VolumeSpec};
+use super::model::{PortMapping, Protocol, RestartPolicy, VolumeSpec};
 use super::names;
 use super::read;
 use super::yaml::{Entry, Node};
@@ -157,19 +160,45 @@ fn read_ports(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp
         else {
             continue;
         };
-        read::check_keys(sink, entries, &p, &["internal", "external"], &[]);
+        read::check_keys(
+            sink,
+            entries,
+            &p,
+            &["internal", "external", "protocol"],
+            &[],
+        );
         let internal = read::require(sink, entries, item.at, &p, "internal")
             .and_then(|e| read::port(sink, &e.value, &p.key("internal")));
         let external = read::require(sink, entries, item.at, &p, "external")
             .and_then(|e| read::port(sink, &e.value, &p.key("external")).map(|port| (port, e)));
-        if let (Some(internal), Some((external, e))) = (internal, external) {
-            draft.spec.ports.push(PortMapping { internal, external });
+        let protocol = match read::get(entries, "protocol") {
+            None => Some(Protocol::Tcp),
+            Some(e) => read_protocol(sink, &e.value, &p.key("protocol")),
+        };
+        if let (Some(internal), Some((external, e)), Some(protocol)) =
+            (internal, external, protocol)
+        {
+            draft.spec.ports.push(PortMapping {
+                internal,
+                external,
+                protocol,
+            });
             draft.port_marks.push(Mark {
                 at: e.value.at,
                 path: p.key("external"),
             });
         }
     }
+}
+
+fn read_protocol(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<Protocol> {
+    let text = read::text(sink, node, path, "tcp or udp")?;
+    let protocol = match text.as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("expected tcp or udp, got {}", node.describe())),
+    };
+    read::check(sink, node, path, protocol)
 }
 
 fn read_links(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp) {

@@ -2,15 +2,16 @@
 //! fig and compose forms, holds what the form walkers produce (draft
 //! applications that still remember where each value was written), and
 //! finishes them into [`AppSpec`]s: links resolved to the application they
-//! lead to, ports and links checked against each other, lists put in
-//! canonical order.
+//! lead to, ports and links checked against each other (an external port
+//! belongs to one application in the whole cluster), lists put in canonical
+//! order.
 //!
 //! The per-key reading lives in `application.rs` (Flocker form) and
 //! `compose.rs` (fig and compose forms); the readers both forms share are
 //! here.
 
 use super::error::{did_you_mean, KeyPath, Position, Sink};
-use super::model::{AppFormat, AppSpec, ImageRef, Link};
+use super::model::{AppFormat, AppSpec, ImageRef, Link, Protocol};
 use super::read;
 use super::yaml::{Node, Value};
 use super::{application, compose};
@@ -35,8 +36,8 @@ pub(crate) struct DraftApp {
 
 #[derive(Debug)]
 pub(crate) enum DraftLink {
-    /// Flocker form: leads to whichever application publishes `remote_port`,
-    /// or to `app` when the link names it (and it publishes `remote_port`).
+    /// Flocker form: leads to the application publishing `remote_port` as
+    /// TCP; `app`, when the link names it, must be that application.
     ToPort {
         alias: String,
         local_port: u16,
@@ -44,7 +45,7 @@ pub(crate) enum DraftLink {
         app: Option<(String, Mark)>,
         mark: Mark,
     },
-    /// fig/compose form: leads to a named service, one link per port it
+    /// fig/compose form: leads to a named service, one link per TCP port it
     /// publishes.
     ToApp {
         target: String,
@@ -323,9 +324,17 @@ pub(crate) fn read_constraints(
 /// Finishes the drafts: resolves links, checks what needs every
 /// application at once, and puts lists in canonical order.
 pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, AppSpec> {
-    let mut publishers: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
+    check_ports(sink, &drafts);
+    // External TCP port → the applications publishing it; more than one
+    // only when `check_ports` has refused the file already.
+    let mut tcp_publishers: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
+    let mut udp_publishers: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
     for (name, draft) in &drafts.apps {
         for port in &draft.spec.ports {
+            let publishers = match port.protocol {
+                Protocol::Tcp => &mut tcp_publishers,
+                Protocol::Udp => &mut udp_publishers,
+            };
             publishers.entry(port.external).or_default().insert(name);
         }
     }
@@ -333,17 +342,6 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
     let mut out = BTreeMap::new();
     for (name, draft) in &drafts.apps {
         let mut spec = draft.spec.clone();
-
-        let mut seen_external = BTreeSet::new();
-        for (port, mark) in spec.ports.iter().zip(&draft.port_marks) {
-            if !seen_external.insert(port.external) {
-                let message = format!(
-                    "external port {} is published twice by '{name}'",
-                    port.external
-                );
-                sink.at(mark.at, &mark.path, message);
-            }
-        }
 
         if let (Some(volume), Some(mark)) = (&draft.spec.volume, &draft.dataset_mark) {
             if let Some(id) = &volume.dataset_id {
@@ -363,66 +361,27 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
                     alias,
                     local_port,
                     remote_port,
-                    app: Some((target, app_mark)),
+                    app,
                     mark,
-                } => match drafts.apps.get(target) {
-                    None => {
-                        let hint = did_you_mean(target, drafts.apps.keys().map(String::as_str));
-                        sink.at(
-                            app_mark.at,
-                            &app_mark.path,
-                            format!("link to unknown application '{target}'{hint}"),
-                        );
-                    }
-                    Some(t) if !t.spec.ports.iter().any(|p| p.external == *remote_port) => {
-                        let message = format!(
-                            "'{target}' does not publish external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
-                        );
-                        sink.at(mark.at, &mark.path, message);
-                    }
-                    Some(_) => links.push((
-                        Link {
+                } => {
+                    let target = match app {
+                        Some((target, app_mark)) => {
+                            link_to_named(sink, &drafts, target, app_mark, *remote_port, mark)
+                        }
+                        None => {
+                            link_to_port(sink, &tcp_publishers, &udp_publishers, *remote_port, mark)
+                        }
+                    };
+                    if let Some(target) = target {
+                        let link = Link {
                             alias: alias.clone(),
                             local_port: *local_port,
                             remote_port: *remote_port,
-                            app: target.clone(),
-                        },
-                        mark,
-                    )),
-                },
-                DraftLink::ToPort {
-                    alias,
-                    local_port,
-                    remote_port,
-                    app: None,
-                    mark,
-                } => match publishers
-                    .get(remote_port)
-                    .map(|s| s.iter().copied().collect::<Vec<_>>())
-                {
-                    Some(apps) if apps.len() == 1 => links.push((
-                        Link {
-                            alias: alias.clone(),
-                            local_port: *local_port,
-                            remote_port: *remote_port,
-                            app: apps[0].to_string(),
-                        },
-                        mark,
-                    )),
-                    Some(apps) => {
-                        let message = format!(
-                            "external port {remote_port} is published by {}; a link must lead to one application: name it with 'app'",
-                            quoted_list(&apps)
-                        );
-                        sink.at(mark.at, &mark.path, message);
+                            app: target.to_string(),
+                        };
+                        links.push((link, mark));
                     }
-                    None => {
-                        let message = format!(
-                            "no application publishes external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
-                        );
-                        sink.at(mark.at, &mark.path, message);
-                    }
-                },
+                }
                 DraftLink::ToApp {
                     target,
                     alias,
@@ -442,8 +401,14 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
                         );
                         sink.at(mark.at, &mark.path, message);
                     }
+                    Some(t) if t.spec.ports.iter().all(|p| p.protocol != Protocol::Tcp) => {
+                        let message = format!(
+                            "'{target}' publishes only UDP ports, so a link to it gives nothing (a link reaches the linked service's TCP ports)"
+                        );
+                        sink.at(mark.at, &mark.path, message);
+                    }
                     Some(t) => {
-                        for port in &t.spec.ports {
+                        for port in t.spec.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
                             let link = Link {
                                 alias: alias.clone(),
                                 local_port: port.internal,
@@ -469,12 +434,119 @@ pub(crate) fn finish(sink: &mut Sink, drafts: DraftApps) -> BTreeMap<String, App
         spec.links = links.into_iter().map(|(l, _)| l).collect();
         spec.links.sort();
         spec.links.dedup();
-        spec.ports.sort_by_key(|p| (p.external, p.internal));
+        spec.ports
+            .sort_by_key(|p| (p.external, p.protocol, p.internal));
         spec.constraints.sort();
         out.insert(name.clone(), spec);
     }
     out
 }
+
+/// An external port is one application's in the whole cluster, per
+/// protocol: every node answers on it and forwards to wherever that
+/// application runs. A port given again is reported where it is written
+/// again (in file order), naming the application that has it first.
+fn check_ports(sink: &mut Sink, drafts: &DraftApps) {
+    let mut claims: BTreeMap<(u16, Protocol), Vec<(&Mark, &str)>> = BTreeMap::new();
+    for (name, draft) in &drafts.apps {
+        for (port, mark) in draft.spec.ports.iter().zip(&draft.port_marks) {
+            claims
+                .entry((port.external, port.protocol))
+                .or_default()
+                .push((mark, name));
+        }
+    }
+    for ((port, protocol), mut claimants) in claims {
+        claimants.sort_by_key(|(mark, _)| mark.at);
+        let Some(&(_, first)) = claimants.first() else {
+            continue;
+        };
+        let port_name = protocol.port_name(port);
+        let mut reported = BTreeSet::new();
+        for &(mark, app) in &claimants[1..] {
+            // An application other than the first is told of the clash
+            // once; any further repeat is its own.
+            let message = if app != first && reported.insert(app) {
+                format!(
+                    "external port {port_name} is also published by '{first}'; external ports are cluster-wide: every node answers on them"
+                )
+            } else {
+                format!("external port {port_name} is published twice by '{app}'")
+            };
+            sink.at(mark.at, &mark.path, message);
+        }
+    }
+}
+
+/// The application a Flocker-form link names with `app`, which must
+/// publish `remote_port` as TCP.
+fn link_to_named<'a>(
+    sink: &mut Sink,
+    drafts: &'a DraftApps,
+    target: &'a str,
+    app_mark: &Mark,
+    remote_port: u16,
+    mark: &Mark,
+) -> Option<&'a str> {
+    let Some(t) = drafts.apps.get(target) else {
+        let hint = did_you_mean(target, drafts.apps.keys().map(String::as_str));
+        sink.at(
+            app_mark.at,
+            &app_mark.path,
+            format!("link to unknown application '{target}'{hint}"),
+        );
+        return None;
+    };
+    let published = |protocol| {
+        t.spec
+            .ports
+            .iter()
+            .any(|p| p.external == remote_port && p.protocol == protocol)
+    };
+    if published(Protocol::Tcp) {
+        return Some(target);
+    }
+    let message = if published(Protocol::Udp) {
+        format!("'{target}' publishes external port {remote_port} only as UDP; {LINKS_ARE_TCP}")
+    } else {
+        format!(
+            "'{target}' does not publish external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
+        )
+    };
+    sink.at(mark.at, &mark.path, message);
+    None
+}
+
+/// The application publishing a Flocker-form link's `remote_port` as TCP.
+fn link_to_port<'a>(
+    sink: &mut Sink,
+    tcp_publishers: &BTreeMap<u16, BTreeSet<&'a str>>,
+    udp_publishers: &BTreeMap<u16, BTreeSet<&'a str>>,
+    remote_port: u16,
+    mark: &Mark,
+) -> Option<&'a str> {
+    if let Some(apps) = tcp_publishers.get(&remote_port) {
+        // Several only when the port clash is reported already.
+        return apps.first().copied().filter(|_| apps.len() == 1);
+    }
+    let message = match udp_publishers.get(&remote_port) {
+        Some(apps) => {
+            let apps: Vec<&str> = apps.iter().copied().collect();
+            format!(
+                "external port {remote_port} is published only as UDP (by {}); {LINKS_ARE_TCP}",
+                quoted_list(&apps)
+            )
+        }
+        None => format!(
+            "no application publishes external port {remote_port} (a link's remote_port is the external port of the application it leads to)"
+        ),
+    };
+    sink.at(mark.at, &mark.path, message);
+    None
+}
+
+const LINKS_ARE_TCP: &str =
+    "a link's remote_port is a TCP port (links give Docker's ALIAS_PORT_N_TCP variables)";
 
 pub(crate) fn quoted_list(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();

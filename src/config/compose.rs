@@ -3,21 +3,22 @@
 //! optional `version: "2"`-style string).
 //!
 //! Supported service keys: `image`, `environment` (map, or list of `K=V`),
-//! `ports` (`"external:internal"`), `links` (`"service:alias"` or
+//! `ports` (`"external:internal"`, with `/tcp` or `/udp`), `links` (`"service:alias"` or
 //! `"service"`), `volumes` (one container path), `mem_limit`, `cpu_shares`,
 //! `command` (a string split as a shell would, or a list) and `restart`
 //! (`no`, `always`, `on-failure[:N]`). Every other key is refused by name,
 //! never dropped: a file that deploys differently from what it says is worse
 //! than one that does not deploy.
 //!
-//! A link gives the linking service the ports its target publishes, as
-//! Flocker's fig reader did: one model link per port of the target, with
+//! A link gives the linking service the TCP ports its target publishes, as
+//! Flocker's fig reader did: one model link per TCP port of the target, with
 //! `local_port` the target's internal port and `remote_port` its external
-//! one, since that is where the target is reached on its node.
+//! one, since that is where the target is reached (on any node). UDP ports
+//! are left out: link variables are Docker's `ALIAS_PORT_N_TCP` ones.
 
 use super::apps::{self, DraftApp, DraftLink};
 use super::error::{did_you_mean, KeyPath, Position, Sink};
-use super::model::{PortMapping, RestartPolicy, VolumeSpec};
+use super::model::{PortMapping, Protocol, RestartPolicy, VolumeSpec};
 use super::names;
 use super::read;
 use super::yaml::{Entry, Node, Value};
@@ -318,17 +319,19 @@ fn read_environment(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut Dr
     }
 }
 
-/// `"8080:80"` or `"8080:80/tcp"`: external (host) port, then internal.
+/// `"8080:80"`, `"8080:80/tcp"` or `"53:53/udp"`: external port, then
+/// internal, then the protocol (TCP unless given).
 fn parse_port(text: &str) -> Result<PortMapping, String> {
     let spec = text.trim();
-    let spec = match spec.rsplit_once('/') {
-        Some((s, "tcp")) => s,
+    let (spec, protocol) = match spec.rsplit_once('/') {
+        Some((s, "tcp")) => (s, Protocol::Tcp),
+        Some((s, "udp")) => (s, Protocol::Udp),
         Some((_, proto)) => {
             return Err(format!(
-                "port '{text}': only TCP ports are supported, not {proto}"
+                "port '{text}': the protocol is tcp or udp, not '{proto}'"
             ));
         }
-        None => spec,
+        None => (spec, Protocol::Tcp),
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let port = |p: &str| -> Result<u16, String> {
@@ -344,6 +347,7 @@ fn parse_port(text: &str) -> Result<PortMapping, String> {
         [external, internal] => Ok(PortMapping {
             external: port(external)?,
             internal: port(internal)?,
+            protocol,
         }),
         [_] => Err(format!(
             "port '{text}': expected \"external:internal\" such as \"8080:80\"; flocker publishes a port only on a host port you choose"
@@ -455,22 +459,30 @@ mod tests {
 
     #[test]
     fn ports_are_external_then_internal() {
+        let tcp = |external, internal| PortMapping {
+            external,
+            internal,
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(parse_port("8080:80"), Ok(tcp(8080, 80)));
+        assert_eq!(parse_port("8080:80/tcp"), Ok(tcp(8080, 80)));
         assert_eq!(
-            parse_port("8080:80"),
+            parse_port("53:5353/udp"),
             Ok(PortMapping {
-                external: 8080,
-                internal: 80
+                external: 53,
+                internal: 5353,
+                protocol: Protocol::Udp
             })
         );
         assert_eq!(
-            parse_port("8080:80/tcp"),
-            Ok(PortMapping {
-                external: 8080,
-                internal: 80
-            })
+            parse_port("53:53/sctp"),
+            Err("port '53:53/sctp': the protocol is tcp or udp, not 'sctp'".into())
         );
-        assert!(parse_port("53:53/udp").unwrap_err().contains("only TCP"));
+        assert!(parse_port("53:53/UDP").is_err());
         assert!(parse_port("80").unwrap_err().contains("external:internal"));
+        assert!(parse_port("80/udp")
+            .unwrap_err()
+            .contains("external:internal"));
         assert!(parse_port("127.0.0.1:80:80")
             .unwrap_err()
             .contains("host address"));

@@ -36,7 +36,7 @@ pub use check::{check_files, run_check};
 pub use error::{ConfigError, Position};
 pub use model::{
     AppFormat, AppSpec, Configuration, Constraint, ConstraintOp, Deployment, ImageRef, Link,
-    PortMapping, RestartPolicy, VolumeSpec,
+    PortMapping, Protocol, RestartPolicy, VolumeSpec,
 };
 pub use names::check_app_name;
 pub use resolve::resolve_nodes;
@@ -95,14 +95,8 @@ fn build(
 
     let drafts = application_root.and_then(|root| apps::read(&mut application_sink, &root));
     let placements = deployment_root.and_then(|root| deployment::read(&mut deployment_sink, &root));
-    let deployment = placements.map(|p| {
-        validate::cross_check(
-            &mut deployment_sink,
-            &p,
-            drafts.as_ref(),
-            &application_sink.file,
-        )
-    });
+    let deployment =
+        placements.map(|p| validate::cross_check(&mut deployment_sink, &p, drafts.as_ref()));
     let format = drafts.as_ref().map(|d| d.format);
     let applications = drafts.map(|d| apps::finish(&mut application_sink, d));
 

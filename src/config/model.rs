@@ -24,7 +24,9 @@ pub struct Configuration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSpec {
     pub image: ImageRef,
-    /// Sorted by (external, internal); external ports are distinct.
+    /// Sorted by (external, protocol, internal); (external, protocol) pairs
+    /// are distinct here and across applications (every node answers on
+    /// every application's external ports).
     pub ports: Vec<PortMapping>,
     /// Sorted; (alias, local_port) pairs are distinct.
     pub links: Vec<Link>,
@@ -52,24 +54,58 @@ pub struct ImageRef {
     pub digest: Option<String>,
 }
 
-/// A container port published on the host the container runs on.
+/// A container port published under an external port that is the
+/// application's throughout the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortMapping {
     pub internal: u16,
     pub external: u16,
+    /// Last and defaulted: configurations stored before UDP ports read as
+    /// TCP (format 1 cannot hold it, see `state/codec.rs`).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A published port's transport. The runtime has its own enum: the
+/// configuration layer does not depend on it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The name the files use (`protocol: udp`, `"53:53/udp"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// `8080` for a TCP port, `53/udp` for a UDP one: how errors name it.
+    pub fn port_name(self, port: u16) -> String {
+        match self {
+            Protocol::Tcp => port.to_string(),
+            Protocol::Udp => format!("{port}/udp"),
+        }
+    }
 }
 
 /// Flocker's cross-host link: the linking container reaches `local_port` of
 /// `alias` (through `ALIAS_PORT_<local_port>_TCP*` environment variables),
-/// which leads to `remote_port`, an external port published by `app` on the
-/// node where `app` runs.
+/// which leads to `remote_port`, an external TCP port published by `app`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Link {
     pub alias: String,
     pub local_port: u16,
     pub remote_port: u16,
-    /// The application publishing `remote_port`, found when the files were
-    /// checked (Flocker's own format names only the port).
+    /// The application publishing `remote_port` (as TCP), found when the
+    /// files were checked (Flocker's own format names only the port).
     pub app: String,
 }
 

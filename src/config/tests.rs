@@ -61,6 +61,7 @@ version: 1
     - internal: 80
       external: 8080
     - {internal: 443, external: 8443}
+    - {internal: 443, external: 8443, protocol: udp}
     links:
     - local_port: 5432
       remote_port: 5432
@@ -100,11 +101,18 @@ version: 1
         [
             PortMapping {
                 internal: 80,
-                external: 8080
+                external: 8080,
+                protocol: Protocol::Tcp
             },
             PortMapping {
                 internal: 443,
-                external: 8443
+                external: 8443,
+                protocol: Protocol::Tcp
+            },
+            PortMapping {
+                internal: 443,
+                external: 8443,
+                protocol: Protocol::Udp
             }
         ]
     );
@@ -443,21 +451,55 @@ applications:
     image: x
     links: [{local_port: 5432, remote_port: 5433, alias: db}]
   a: {image: x, ports: [{internal: 1, external: 9000}]}
-  b: {image: x, ports: [{internal: 1, external: 9000}]}
+  b: {image: x, ports: [{internal: 1, external: 9001, protocol: udp}]}
   c:
     image: x
-    links: [{local_port: 1, remote_port: 9000, alias: ab}]
+    links: [{local_port: 1, remote_port: 9001, alias: b}]
 "#;
     let e = errors(&anywhere(&["web", "a", "b", "c"]), app);
     one(&e, "application.yml:5:45: applications.web.links[0].remote_port: no application publishes external port 5433");
     one(
         &e,
-        "applications.c.links[0].remote_port: external port 9000 is published by 'a' and 'b'",
+        "application.yml:10:42: applications.c.links[0].remote_port: external port 9001 is published only as UDP (by 'b'); a link's remote_port is a TCP port (links give Docker's ALIAS_PORT_N_TCP variables)",
     );
-    let compose = "services:\n  web:\n    image: x\n    links: [\"dbx:db\", cache]\n  db:\n    image: x\n    ports: [\"5432:5432\"]\n  cache:\n    image: x\n";
-    let e = errors(&anywhere(&["web", "db", "cache"]), compose);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    let compose = "services:\n  web:\n    image: x\n    links: [\"dbx:db\", cache, dns]\n  db:\n    image: x\n    ports: [\"5432:5432\"]\n  cache:\n    image: x\n  dns:\n    image: x\n    ports: [\"53:53/udp\"]\n";
+    let e = errors(&anywhere(&["web", "db", "cache", "dns"]), compose);
     one(&e, "application.yml:4:13: services.web.links[0]: link to unknown service 'dbx' (did you mean 'db'?)");
     one(&e, "services.web.links[1]: 'cache' publishes no ports");
+    one(&e, "application.yml:4:30: services.web.links[2]: 'dns' publishes only UDP ports, so a link to it gives nothing");
+}
+
+/// A compose link gives the target's TCP ports only: link variables are
+/// `ALIAS_PORT_N_TCP`.
+#[test]
+fn compose_links_skip_udp_ports() {
+    let compose = "services:\n  web:\n    image: x\n    links: [dns]\n  dns:\n    image: x\n    ports: [\"53:5353/udp\", \"8053:53\"]\n";
+    let c = ok(&anywhere(&["web", "dns"]), compose);
+    assert_eq!(
+        c.applications["web"].links,
+        [Link {
+            alias: "dns".into(),
+            local_port: 53,
+            remote_port: 8053,
+            app: "dns".into()
+        }]
+    );
+    assert_eq!(
+        c.applications["dns"].ports,
+        [
+            PortMapping {
+                internal: 5353,
+                external: 53,
+                protocol: Protocol::Udp
+            },
+            PortMapping {
+                internal: 53,
+                external: 8053,
+                protocol: Protocol::Tcp
+            }
+        ]
+    );
 }
 
 #[test]
@@ -624,31 +666,104 @@ fn alias_expansion_is_charged_for_the_text_it_makes() {
 }
 
 #[test]
-fn one_node_key_cannot_publish_a_port_twice() {
+fn an_external_port_belongs_to_one_application_in_the_cluster() {
     let app = r#"version: 1
 applications:
   web: {image: x, ports: [{internal: 80, external: 8080}]}
   api: {image: x, ports: [{internal: 8000, external: 8080}]}
   other: {image: x, ports: [{internal: 80, external: 8080}]}
 "#;
-    let dep = "version: 1\nnodes:\n  n1: [web, api]\n  n2: [other]\n";
-    let e = errors(dep, app);
-    assert_eq!(
-        one(&e, "external port"),
-        "deployment.yml:3:13: nodes.n1[1]: 'api' wants external port 8080 (application.yml:4:54), which 'web' already has on node 'n1'"
-    );
-    // The same port on different nodes, or for anywhere apps, is fine.
-    ok(
+    // Wherever they are placed: every node answers on every external port.
+    for dep in [
+        "version: 1\nnodes:\n  n1: [web, api]\n  n2: [other]\n",
         "version: 1\nnodes:\n  n1: [web]\n  n2: [api]\nanywhere: [other]\n",
-        app,
+        "version: 1\nnodes: {}\n",
+    ] {
+        let e = errors(dep, app);
+        assert_eq!(
+            e,
+            [
+                "application.yml:4:54: applications.api.ports[0].external: external port 8080 is also published by 'web'; external ports are cluster-wide: every node answers on them",
+                "application.yml:5:54: applications.other.ports[0].external: external port 8080 is also published by 'web'; external ports are cluster-wide: every node answers on them",
+            ],
+            "{dep}"
+        );
+    }
+
+    // A UDP port and a TCP port of the same number are different ports.
+    let c = ok(
+        &anywhere(&["a", "b", "w"]),
+        "version: 1\napplications:\n  a: {image: x, ports: [{internal: 53, external: 53}]}\n  b: {image: x, ports: [{internal: 53, external: 53, protocol: udp}]}\n  w: {image: x, ports: [{internal: 1, external: 80, protocol: udp}, {internal: 2, external: 80}]}\n",
     );
+    assert_eq!(
+        c.applications["w"].ports,
+        [
+            PortMapping {
+                internal: 2,
+                external: 80,
+                protocol: Protocol::Tcp
+            },
+            PortMapping {
+                internal: 1,
+                external: 80,
+                protocol: Protocol::Udp
+            }
+        ]
+    );
+    let e = errors(
+        &anywhere(&["a", "b"]),
+        "version: 1\napplications:\n  a: {image: x, ports: [{internal: 53, external: 53, protocol: udp}]}\n  b: {image: x, ports: [{internal: 54, external: 53, protocol: udp}]}\n",
+    );
+    assert_eq!(
+        e,
+        ["application.yml:4:50: applications.b.ports[0].external: external port 53/udp is also published by 'a'; external ports are cluster-wide: every node answers on them"]
+    );
+
     let e = errors(
         &anywhere(&["w"]),
         "version: 1\napplications:\n  w: {image: x, ports: [{internal: 1, external: 80}, {internal: 2, external: 80}]}\n",
     );
-    one(
-        &e,
-        "applications.w.ports[1].external: external port 80 is published twice by 'w'",
+    assert_eq!(
+        e,
+        ["application.yml:3:78: applications.w.ports[1].external: external port 80 is published twice by 'w'"]
+    );
+    let e = errors(
+        &anywhere(&["a", "b"]),
+        "version: 1\napplications:\n  a: {image: x, ports: [{internal: 1, external: 80}]}\n  b: {image: x, ports: [{internal: 1, external: 80}, {internal: 2, external: 80}]}\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "application.yml:4:49: applications.b.ports[0].external: external port 80 is also published by 'a'; external ports are cluster-wide: every node answers on them",
+            "application.yml:4:78: applications.b.ports[1].external: external port 80 is published twice by 'b'",
+        ]
+    );
+}
+
+/// The clash is reported where the port is written the second time in the
+/// file, whichever application's name sorts first.
+#[test]
+fn a_port_clash_in_compose_form_is_placed_in_the_file() {
+    let compose = "services:\n  zed:\n    image: x\n    ports: [\"8080:80\"]\n  api:\n    image: x\n    ports: [\"9000:9000\", \"8080:8000/tcp\", \"8080:8000/udp\"]\n";
+    let e = errors(&anywhere(&["zed", "api"]), compose);
+    assert_eq!(
+        e,
+        ["application.yml:7:26: services.api.ports[1]: external port 8080 is also published by 'zed'; external ports are cluster-wide: every node answers on them"]
+    );
+}
+
+#[test]
+fn a_port_protocol_is_tcp_or_udp() {
+    let app = "version: 1\napplications:\n  w:\n    image: x\n    ports:\n    - {internal: 1, external: 1, protocol: sctp}\n    - {internal: 2, external: 2, protocol: UDP}\n    - {internal: 3, external: 3, protocol: [udp]}\n    - {internal: 4, external: 4, proto: udp}\n";
+    let e = errors(&anywhere(&["w"]), app);
+    assert_eq!(
+        e,
+        [
+            "application.yml:6:44: applications.w.ports[0].protocol: expected tcp or udp, got \"sctp\"",
+            "application.yml:7:44: applications.w.ports[1].protocol: expected tcp or udp, got \"UDP\"",
+            "application.yml:8:44: applications.w.ports[2].protocol: expected tcp or udp, got a list",
+            "application.yml:9:34: applications.w.ports[3].proto: unknown key 'proto'; expected one of: internal, external, protocol",
+        ]
     );
 }
 
@@ -925,17 +1040,19 @@ fn mangled_inputs_never_panic() {
     }
 }
 
+/// Files written when two applications could share an external port name
+/// a link's application with `app`; it is still read, and checked.
 #[test]
-fn a_link_may_name_its_application_when_the_port_does_not() {
+fn a_link_may_still_name_its_application() {
     let app = r#"version: 1
 applications:
   a: {image: x, ports: [{internal: 1, external: 9000}]}
-  b: {image: x, ports: [{internal: 2, external: 9000}, {internal: 3, external: 9001}]}
+  b: {image: x, ports: [{internal: 2, external: 9002}, {internal: 3, external: 9001}]}
   web:
     image: x
     links:
-    - {local_port: 80, remote_port: 9000, alias: b, app: b}
-    - {local_port: 81, remote_port: 9001, alias: b, app: b}
+    - {local_port: 80, remote_port: 9002, alias: b, app: b}
+    - {local_port: 81, remote_port: 9001, alias: b}
 "#;
     let c = ok(&anywhere(&["web"]), app);
     let leads_to: Vec<(&str, u16)> = c.applications["web"]
@@ -943,17 +1060,18 @@ applications:
         .iter()
         .map(|l| (l.app.as_str(), l.remote_port))
         .collect();
-    assert_eq!(leads_to, [("b", 9000), ("b", 9001)]);
+    assert_eq!(leads_to, [("b", 9002), ("b", 9001)]);
 
     let bad = r#"version: 1
 applications:
-  a: {image: x, ports: [{internal: 1, external: 9000}]}
+  a: {image: x, ports: [{internal: 1, external: 9000}, {internal: 2, external: 9002, protocol: udp}]}
   web:
     image: x
     links:
     - {local_port: 80, remote_port: 9000, alias: x, app: aa}
     - {local_port: 81, remote_port: 9001, alias: y, app: a}
     - {local_port: 82, remote_port: 9000, alias: z, app: [a]}
+    - {local_port: 83, remote_port: 9002, alias: u, app: a}
 "#;
     let e = errors(&anywhere(&["web"]), bad);
     one(
@@ -968,5 +1086,9 @@ applications:
         &e,
         "applications.web.links[2].app: expected an application name, got a list",
     );
-    assert_eq!(e.len(), 3, "{e:#?}");
+    one(
+        &e,
+        "application.yml:10:37: applications.web.links[3].remote_port: 'a' publishes external port 9002 only as UDP; a link's remote_port is a TCP port",
+    );
+    assert_eq!(e.len(), 4, "{e:#?}");
 }

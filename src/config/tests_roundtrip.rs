@@ -3,8 +3,8 @@
 //! panic; whatever they accept writes and reads back unchanged too.
 //!
 //! The generators build only valid models, by construction: valid names,
-//! links whose `app` publishes their `remote_port`, no two applications
-//! pinned under one node key publishing the same external port, and so on.
+//! links whose `app` publishes their `remote_port` as TCP, no two
+//! applications publishing the same external port and protocol, and so on.
 //! Strings are drawn to be awkward: quotes, colons, `#`, leading and
 //! trailing spaces, control characters, Unicode line separators, and words
 //! that a YAML reader would take for a number, a boolean or null.
@@ -224,9 +224,14 @@ fn size() -> impl Strategy<Value = u64> {
 }
 
 /// External ports are drawn mostly from a few values, so that applications
-/// often publish the same one.
-fn external_port() -> impl Strategy<Value = u16> {
-    prop_oneof![3 => 1u16..=6, 1 => Just(65535), 1 => 1u16..]
+/// often want the same one (`build` keeps it for the first) and one
+/// application often publishes a number as both TCP and UDP.
+fn external_port() -> impl Strategy<Value = (u16, Protocol)> {
+    let protocol = prop_oneof![3 => Just(Protocol::Tcp), 1 => Just(Protocol::Udp)];
+    (
+        prop_oneof![3 => 1u16..=6, 1 => Just(65535), 1 => 1u16..],
+        protocol,
+    )
 }
 
 fn port() -> impl Strategy<Value = u16> {
@@ -376,7 +381,11 @@ fn app_seed() -> impl Strategy<Value = AppSeed> {
                 image,
                 ports: ports
                     .into_iter()
-                    .map(|(external, internal)| PortMapping { internal, external })
+                    .map(|((external, protocol), internal)| PortMapping {
+                        internal,
+                        external,
+                        protocol,
+                    })
                     .collect(),
                 links: Vec::new(),
                 environment,
@@ -410,26 +419,41 @@ fn configuration() -> impl Strategy<Value = Configuration> {
 }
 
 fn build(seeds: &BTreeMap<String, AppSeed>, nodes: &[String]) -> Configuration {
-    let publishers: Vec<(&String, &[PortMapping])> = seeds
+    // An external port is one application's: the first to want it keeps it.
+    let mut claimed = BTreeSet::new();
+    let specs: BTreeMap<&String, AppSpec> = seeds
         .iter()
-        .filter(|(_, s)| !s.spec.ports.is_empty())
-        .map(|(name, s)| (name, s.spec.ports.as_slice()))
+        .map(|(name, seed)| {
+            let mut spec = seed.spec.clone();
+            spec.ports
+                .retain(|p| claimed.insert((p.external, p.protocol)));
+            (name, spec)
+        })
+        .collect();
+    // Links lead to TCP ports.
+    let publishers: Vec<(&String, Vec<u16>)> = specs
+        .iter()
+        .map(|(name, spec)| {
+            let tcp = spec.ports.iter().filter(|p| p.protocol == Protocol::Tcp);
+            (*name, tcp.map(|p| p.external).collect::<Vec<u16>>())
+        })
+        .filter(|(_, ports)| !ports.is_empty())
         .collect();
     let mut applications = BTreeMap::new();
     let mut datasets = BTreeSet::new();
     for (name, seed) in seeds {
-        let mut spec = seed.spec.clone();
+        let mut spec = specs[name].clone();
         let mut seen = BTreeSet::new();
         if !publishers.is_empty() {
             for (target, port, alias, local_port) in &seed.links {
-                let (app, ports) = publishers[target.index(publishers.len())];
-                let remote_port = ports[port.index(ports.len())].external;
+                let (app, ports) = &publishers[target.index(publishers.len())];
+                let remote_port = ports[port.index(ports.len())];
                 if seen.insert((alias.clone(), *local_port)) {
                     spec.links.push(Link {
                         alias: alias.clone(),
                         local_port: *local_port,
                         remote_port,
-                        app: app.clone(),
+                        app: (*app).clone(),
                     });
                 }
             }
@@ -447,26 +471,17 @@ fn build(seeds: &BTreeMap<String, AppSeed>, nodes: &[String]) -> Configuration {
     }
 
     let mut deployment = Deployment::default();
-    let mut taken: BTreeSet<(&str, u16)> = BTreeSet::new();
     for (name, seed) in seeds {
         match &seed.place {
             Place::Nowhere => {}
             Place::Anywhere => deployment.anywhere.push(name.clone()),
             Place::Node(i) => {
-                let key = nodes[i.index(nodes.len())].as_str();
-                let ports = &seed.spec.ports;
-                // Two applications under one node key may not want the same
-                // external port: the second goes anywhere instead.
-                if ports.iter().any(|p| taken.contains(&(key, p.external))) {
-                    deployment.anywhere.push(name.clone());
-                } else {
-                    taken.extend(ports.iter().map(|p| (key, p.external)));
-                    deployment
-                        .pinned
-                        .entry(key.to_string())
-                        .or_default()
-                        .push(name.clone());
-                }
+                let key = &nodes[i.index(nodes.len())];
+                deployment
+                    .pinned
+                    .entry(key.clone())
+                    .or_default()
+                    .push(name.clone());
             }
         }
     }
@@ -572,6 +587,8 @@ const TOKENS: &[&str] = &[
     "ports: ",
     "internal: ",
     "external: ",
+    "protocol: udp",
+    "protocol: ",
     "links: ",
     "local_port: ",
     "remote_port: ",
@@ -596,6 +613,7 @@ const TOKENS: &[&str] = &[
     "n1",
     "10.0.0.1",
     "\"8080:80\"",
+    "\"53:53/udp\"",
     "a=b",
     "k!=v",
     "on-failure",

@@ -1,11 +1,10 @@
 //! Checks across the two files: every application named in deployment.yml
-//! is defined in the application file and named only once, and no two
-//! applications pinned under one node key want the same external port.
-//! Errors are placed in deployment.yml, where the placement is made; a port
-//! clash also names where the port was written in the application file.
+//! is defined in the application file and named only once. Errors are
+//! placed in deployment.yml, where the placement is made.
 //!
-//! Anywhere applications are not checked for port clashes here: the
-//! scheduler places them where their ports are free.
+//! Ports need no check here: an external port belongs to one application in
+//! the whole cluster wherever it runs, which the application file alone
+//! shows (`apps::finish`).
 
 use super::apps::{DraftApps, Mark};
 use super::deployment::Placement;
@@ -19,11 +18,8 @@ pub(crate) fn cross_check(
     sink: &mut Sink,
     placements: &[Placement],
     apps: Option<&DraftApps>,
-    application_file: &str,
 ) -> Deployment {
     let mut first: BTreeMap<&str, &Mark> = BTreeMap::new();
-    // (node key, external port) → the application that wants it.
-    let mut ports: BTreeMap<(&str, u16), &str> = BTreeMap::new();
     let mut deployment = Deployment::default();
     for placement in placements {
         let app = placement.app.as_str();
@@ -51,22 +47,6 @@ pub(crate) fn cross_check(
         match &placement.node {
             None => deployment.anywhere.push(app.to_string()),
             Some(key) => {
-                if let Some(draft) = apps.and_then(|a| a.apps.get(app)) {
-                    for (port, port_mark) in draft.spec.ports.iter().zip(&draft.port_marks) {
-                        match ports.get(&(key.as_str(), port.external)) {
-                            Some(other) if *other != app => {
-                                let message = format!(
-                                    "'{app}' wants external port {} ({application_file}:{}:{}), which '{other}' already has on node '{key}'",
-                                    port.external, port_mark.at.line, port_mark.at.column
-                                );
-                                sink.at(mark.at, &mark.path, message);
-                            }
-                            _ => {
-                                ports.insert((key.as_str(), port.external), app);
-                            }
-                        }
-                    }
-                }
                 deployment
                     .pinned
                     .entry(key.clone())

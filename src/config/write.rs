@@ -11,9 +11,9 @@
 //! What it writes:
 //! - Keys at their defaults are left out (no ports, no links, restart policy
 //!   `never`, …), so the files hold only what was asked for.
-//! - A link gets our `app` key only when several applications publish its
-//!   `remote_port` (possible when they run on different nodes), the one
-//!   case Flocker's port-only links cannot say where they lead.
+//! - A port gets our `protocol` key only when it is UDP.
+//! - A link never gets our `app` key: its `remote_port` says where it leads,
+//!   since an external port is one application's in the whole cluster.
 //! - Sizes are written in the shortest exact unit (`2G`, `1536K`, or
 //!   bytes), which reads back to the same number of bytes.
 //! - A string is written plain only when no YAML reader could take it for
@@ -23,9 +23,8 @@
 //! - Maps and lists come out in the model's order, which is canonical, so
 //!   the same configuration always gives the same bytes.
 
-use super::model::{AppSpec, Configuration, Deployment, RestartPolicy};
+use super::model::{AppSpec, Configuration, Deployment, Protocol, RestartPolicy};
 use super::size::format_size;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// The configuration as Flocker's `(deployment.yml, application.yml)`, in
@@ -59,23 +58,15 @@ fn application_yml(configuration: &Configuration) -> String {
         out.push_str("applications: {}\n");
         return out;
     }
-    // Which applications publish each external port: a link names its
-    // application only when its port alone does not.
-    let mut publishers: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
-    for (name, app) in &configuration.applications {
-        for port in &app.ports {
-            publishers.entry(port.external).or_default().insert(name);
-        }
-    }
     out.push_str("applications:\n");
     for (name, app) in &configuration.applications {
         let _ = writeln!(out, "  {}:", key(name));
-        write_app(&mut out, app, &publishers);
+        write_app(&mut out, app);
     }
     out
 }
 
-fn write_app(out: &mut String, app: &AppSpec, publishers: &BTreeMap<u16, BTreeSet<&str>>) {
+fn write_app(out: &mut String, app: &AppSpec) {
     const I: &str = "    ";
     let _ = writeln!(out, "{I}image: {}", string(&app.image.to_string()));
     if !app.ports.is_empty() {
@@ -83,6 +74,9 @@ fn write_app(out: &mut String, app: &AppSpec, publishers: &BTreeMap<u16, BTreeSe
         for port in &app.ports {
             let _ = writeln!(out, "{I}  - internal: {}", port.internal);
             let _ = writeln!(out, "{I}    external: {}", port.external);
+            if port.protocol != Protocol::Tcp {
+                let _ = writeln!(out, "{I}    protocol: {}", port.protocol.name());
+            }
         }
     }
     if !app.links.is_empty() {
@@ -91,12 +85,6 @@ fn write_app(out: &mut String, app: &AppSpec, publishers: &BTreeMap<u16, BTreeSe
             let _ = writeln!(out, "{I}  - local_port: {}", link.local_port);
             let _ = writeln!(out, "{I}    remote_port: {}", link.remote_port);
             let _ = writeln!(out, "{I}    alias: {}", string(&link.alias));
-            let only = publishers
-                .get(&link.remote_port)
-                .is_some_and(|apps| apps.len() == 1 && apps.contains(link.app.as_str()));
-            if !only {
-                let _ = writeln!(out, "{I}    app: {}", string(&link.app));
-            }
         }
     }
     if !app.environment.is_empty() {
@@ -248,7 +236,7 @@ fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, ImageRef, Link, PortMapping};
+    use crate::config::{parse, ImageRef, Link, PortMapping, Protocol};
 
     fn reread(c: &Configuration) -> Configuration {
         let (d, a) = to_files(c);
@@ -364,39 +352,52 @@ applications:
     }
 
     #[test]
-    fn links_name_their_application_only_when_the_port_does_not() {
+    fn udp_ports_say_so_and_links_never_name_their_application() {
         let mut c = Configuration::default();
         let image = ImageRef::parse("x").unwrap();
-        let publishing = |external| {
-            let mut a = AppSpec::new(image.clone());
-            a.ports = vec![PortMapping {
-                internal: 80,
-                external,
-            }];
-            a
-        };
-        c.applications.insert("a".into(), publishing(9000));
-        c.applications.insert("b".into(), publishing(9000));
-        c.applications.insert("c".into(), publishing(9001));
-        let mut web = AppSpec::new(image);
-        web.links = vec![
-            Link {
-                alias: "b".into(),
-                local_port: 80,
-                remote_port: 9000,
-                app: "b".into(),
+        let mut dns = AppSpec::new(image.clone());
+        dns.ports = vec![
+            PortMapping {
+                internal: 53,
+                external: 53,
+                protocol: Protocol::Tcp,
             },
-            Link {
-                alias: "c".into(),
-                local_port: 80,
-                remote_port: 9001,
-                app: "c".into(),
+            PortMapping {
+                internal: 5353,
+                external: 53,
+                protocol: Protocol::Udp,
             },
         ];
+        c.applications.insert("dns".into(), dns);
+        let mut web = AppSpec::new(image);
+        web.links = vec![Link {
+            alias: "dns".into(),
+            local_port: 53,
+            remote_port: 53,
+            app: "dns".into(),
+        }];
         c.applications.insert("web".into(), web);
         let (_, a) = to_files(&c);
-        assert_eq!(a.matches("app: ").count(), 1, "{a}");
-        assert!(a.contains("alias: b\n        app: b\n"), "{a}");
+        assert!(
+            a.contains(
+                "      - internal: 53\n        external: 53\n      - internal: 5353\n        external: 53\n        protocol: udp\n"
+            ),
+            "{a}"
+        );
+        assert_eq!(a.matches("protocol: ").count(), 1, "{a}");
+        assert!(!a.contains("app: "), "{a}");
+        assert_eq!(reread(&c), c);
+    }
+
+    /// A link naming its application (written when two applications could
+    /// share an external port) still reads, and is written without it.
+    #[test]
+    fn an_old_link_naming_its_application_is_written_without_it() {
+        let old = "version: 1\napplications:\n  a: {image: x, ports: [{internal: 1, external: 9000}]}\n  web:\n    image: x\n    links: [{local_port: 80, remote_port: 9000, alias: b, app: a}]\n";
+        let c = parse("version: 1\nanywhere: [a, web]\n", "d", old, "a").unwrap();
+        assert_eq!(c.applications["web"].links[0].app, "a");
+        let (_, a) = to_files(&c);
+        assert!(!a.contains("app: "), "{a}");
         assert_eq!(reread(&c), c);
     }
 

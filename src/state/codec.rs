@@ -201,4 +201,46 @@ mod tests {
         assert_eq!(encoded[0], STATE_FORMAT);
         assert_eq!(State::decode(&encoded).unwrap(), newer);
     }
+
+    /// A configuration with a UDP port, which the first release's ports
+    /// cannot say, is written in neither format 1 snapshot nor command: a
+    /// first-release member would read the port as TCP.
+    #[test]
+    fn a_udp_port_is_not_written_in_format_1() {
+        use crate::config::Protocol;
+        let config = |protocol| {
+            let app = format!(
+                "version: 1\napplications:\n  dns: {{image: x, ports: [{{internal: 53, external: 53, protocol: {}}}]}}\n",
+                protocol
+            );
+            crate::config::parse("version: 1\nanywhere: [dns]\n", "d", &app, "a").unwrap()
+        };
+        let tcp = config("tcp");
+        let udp = config("udp");
+        assert_eq!(udp.applications["dns"].ports[0].protocol, Protocol::Udp);
+
+        let mut s = State::default();
+        s.apply_membership([("n1", "127.0.0.1:1")].into_iter());
+        s.deployed.config = tcp.clone();
+        assert_eq!(s.encode()[0], STATE_FORMAT_V1);
+        assert_eq!(State::decode(&s.encode()).unwrap(), s);
+        s.deployed.config = udp.clone();
+        let encoded = s.encode();
+        assert_eq!(encoded[0], STATE_FORMAT);
+        assert_eq!(State::decode(&encoded).unwrap(), s);
+
+        let deploy = |configuration| Command::Deploy {
+            configuration,
+            if_version: None,
+        };
+        let old = Proposal::unsigned("r", "admin", &deploy(tcp)).unwrap();
+        assert_eq!(old.decode().unwrap().command, deploy(config("tcp")));
+        match Proposal::unsigned("r", "admin", &deploy(udp)) {
+            Err(CommandDecodeError::NotInFormat1(why)) => assert!(
+                why.contains("cannot deploy in the first release's format"),
+                "{why}"
+            ),
+            other => panic!("a UDP port went into format 1: {other:?}"),
+        }
+    }
 }
