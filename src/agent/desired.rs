@@ -106,10 +106,7 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
                 host_ip: ctx.publish_ip,
                 host_port: p.external,
                 container_port: p.internal,
-                protocol: match p.protocol {
-                    config::Protocol::Tcp => Protocol::Tcp,
-                    config::Protocol::Udp => Protocol::Udp,
-                },
+                protocol: port_protocol(p),
             })
             .collect(),
         binds: spec
@@ -156,6 +153,14 @@ fn desired_for(ctx: &NodeContext, state: &State, app: &str, spec: &AppSpec) -> D
             .volume
             .as_ref()
             .and_then(|_| state.volumes.get(app).cloned()),
+    }
+}
+
+/// The engine's protocol for a configured port.
+pub fn port_protocol(port: &config::PortMapping) -> Protocol {
+    match port.protocol {
+        config::Protocol::Tcp => Protocol::Tcp,
+        config::Protocol::Udp => Protocol::Udp,
     }
 }
 

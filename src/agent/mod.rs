@@ -14,8 +14,8 @@ mod restart;
 pub mod usage;
 
 pub use desired::{
-    container_name, desired_containers, link_environment, Desired, NodeContext, LABEL_APP,
-    LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
+    container_name, desired_containers, link_environment, port_protocol, Desired, NodeContext,
+    LABEL_APP, LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
 };
 pub use restart::{may_restart, restart_delay};
 

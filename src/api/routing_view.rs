@@ -32,7 +32,7 @@ pub fn route_views(state: &State, reports: &[(String, Option<RoutingReport>)]) -
             let mut view = RouteView {
                 app: app.clone(),
                 port: port.external,
-                protocol: Protocol::Tcp,
+                protocol: crate::agent::port_protocol(port),
                 serving: serving.clone(),
                 routed_by: Vec::new(),
                 elsewhere: Vec::new(),

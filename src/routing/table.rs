@@ -78,7 +78,7 @@ pub fn route_table(state: &State, me: &Vantage) -> RouteTable {
     };
     for (app, spec) in &state.deployed.config.applications {
         for port in &spec.ports {
-            let key = (port.external, port_protocol(port));
+            let key = (port.external, crate::agent::port_protocol(port));
             if let Some(first) = table.routes.get(&key) {
                 // Configurations are refused when two apps claim one port;
                 // one applied before that check is routed to the first app
@@ -99,11 +99,6 @@ pub fn route_table(state: &State, me: &Vantage) -> RouteTable {
         }
     }
     table
-}
-
-/// The protocol a port is published with.
-fn port_protocol(_port: &crate::config::PortMapping) -> Protocol {
-    Protocol::Tcp
 }
 
 fn target_for(state: &State, me: &Vantage, app: &str) -> Target {
@@ -285,5 +280,21 @@ applications:
         s.deployed.placements.insert("alpha".into(), "n3".into());
         let t = route_table(&s, &me("n1", "10.0.0.1"));
         assert_eq!(t.routes[&(8080, Protocol::Tcp)].app, "alpha");
+    }
+
+    #[test]
+    fn a_udp_port_is_its_own_route() {
+        let mut s = state();
+        let web = s.deployed.config.applications.get_mut("web").unwrap();
+        web.ports.push(crate::config::PortMapping {
+            internal: 53,
+            external: 8080,
+            protocol: crate::config::Protocol::Udp,
+        });
+        let t = route_table(&s, &me("n1", "10.0.0.1"));
+        assert!(
+            matches!(&t.routes[&(8080, Protocol::Udp)].target, Target::Forward { node, .. } if node == "n2")
+        );
+        assert!(t.routes.contains_key(&(8080, Protocol::Tcp)));
     }
 }
