@@ -9,6 +9,7 @@ pub mod config;
 pub mod ctl;
 pub mod moves;
 pub mod net;
+pub mod netlab;
 pub mod node;
 pub mod plant;
 pub mod raft;
