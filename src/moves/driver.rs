@@ -29,8 +29,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the driver looks again without a state change (a container
 /// stopping is not one).
 const TICK: Duration = Duration::from_millis(200);
-/// Finished-move reports kept per node.
-const MAX_REPORTS: usize = 256;
 
 /// Starts and stops move tasks as this node's applied state changes.
 pub async fn run(ctx: Arc<MoveContext>) {
@@ -72,11 +70,7 @@ pub async fn run(ctx: Arc<MoveContext>) {
             }
             let keep = (current || handed_off) && !task.is_finished();
             if !keep {
-                ctx.observed
-                    .write()
-                    .expect("observed lock")
-                    .moves
-                    .remove(app);
+                ctx.observed.move_ended(app);
             }
             keep
         });
@@ -136,7 +130,7 @@ async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<St
     }
     // As in `wait_stopped`: only once the agent acted on the state in which
     // the release appeared (a start it had begun before has finished).
-    let acted = ctx.observed.read().expect("observed lock").reconciled_index;
+    let acted = ctx.observed.reconciled_index();
     let due: Vec<String> = releasing
         .iter()
         .filter(|(_, r)| matches!(r, Release::Seen(seen) if *seen <= acted))
@@ -205,10 +199,7 @@ impl Progress {
     fn publish(&self) {
         self.ctx
             .observed
-            .write()
-            .expect("observed lock")
-            .moves
-            .insert(self.app.clone(), self.status.clone());
+            .move_progress(&self.app, self.status.clone());
     }
 
     fn phase(&mut self, phase: impl Into<String>) {
@@ -255,12 +246,7 @@ async fn drive(ctx: Arc<MoveContext>, app: String, m: VolumeMove) {
             Ok(HandoffResult::Done) => {
                 report.finished_ms = now_ms();
                 tracing::info!(%app, epoch = m.epoch, to = %m.to, ?report, "volume moved");
-                let mut observed = ctx.observed.write().expect("observed lock");
-                observed.moves.remove(&app);
-                if observed.moved.len() >= MAX_REPORTS && !observed.moved.contains_key(&app) {
-                    observed.moved.pop_first();
-                }
-                observed.moved.insert(app.clone(), report);
+                ctx.observed.move_finished(&app, report);
                 return;
             }
             Ok(HandoffResult::Superseded) => {
@@ -425,7 +411,7 @@ async fn attempt(
 async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), String> {
     let deadline = Instant::now() + STOP_WAIT;
     loop {
-        let acted = ctx.observed.read().expect("observed lock").reconciled_index >= index;
+        let acted = ctx.observed.reconciled_index() >= index;
         if !acted {
             if Instant::now() >= deadline {
                 return Err(format!(
