@@ -36,13 +36,11 @@ pub async fn run(ctx: Arc<MoveContext>) {
     let mut tick = tokio::time::interval(TICK);
     let mut sources: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut handoffs: HashSet<(String, u64)> = HashSet::new();
-    let mut releasing: HashMap<String, Release> = HashMap::new();
     loop {
         tokio::select! {
             _ = applied.changed() => {}
             _ = tick.tick() => {}
         }
-        release_stopped_apps(&ctx, &mut releasing).await;
         let (moves, owned_at): (Vec<(String, VolumeMove)>, HashMap<String, u64>) = {
             let applied = ctx.sm.read();
             let state = &applied.state;
@@ -99,64 +97,6 @@ pub async fn run(ctx: Arc<MoveContext>) {
             }
         }
         handoffs.retain(|(app, epoch)| moves.iter().any(|(a, m)| a == app && m.epoch == *epoch));
-    }
-}
-
-/// A release this node holds: first seen at an applied index, then proposed.
-enum Release {
-    Seen(u64),
-    Proposing(tokio::task::JoinHandle<()>),
-}
-
-/// Proposes `Released` for every app this node must let go of (its node
-/// changed) once no container of it runs here; the agent stops them.
-async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<String, Release>) {
-    let (held, index): (Vec<String>, u64) = {
-        let applied = ctx.sm.read();
-        let held = applied
-            .state
-            .releases
-            .iter()
-            .filter(|(_, holder)| **holder == ctx.node)
-            .map(|(app, _)| app.clone())
-            .collect();
-        (held, applied.index())
-    };
-    releasing.retain(|app, r| {
-        held.contains(app) && !matches!(r, Release::Proposing(task) if task.is_finished())
-    });
-    for app in &held {
-        releasing.entry(app.clone()).or_insert(Release::Seen(index));
-    }
-    // As in `wait_stopped`: only once the agent acted on the state in which
-    // the release appeared (a start it had begun before has finished).
-    let acted = ctx.observed.reconciled_index();
-    let due: Vec<String> = releasing
-        .iter()
-        .filter(|(_, r)| matches!(r, Release::Seen(seen) if *seen <= acted))
-        .map(|(app, _)| app.clone())
-        .collect();
-    if due.is_empty() {
-        return;
-    }
-    let Ok(containers) = ctx.runtime.list(&ctx.labels).await else {
-        return;
-    };
-    for app in due {
-        if running_here(&containers, &app) {
-            continue;
-        }
-        let (ctx, name) = (ctx.clone(), app.clone());
-        let task = tokio::spawn(async move {
-            let command = Command::Released {
-                app: name.clone(),
-                node: ctx.node.clone(),
-            };
-            if let Err(e) = ctx.api.submit_as_node(command).await {
-                tracing::warn!(app = %name, "could not release: {e}");
-            }
-        });
-        releasing.insert(app, Release::Proposing(task));
     }
 }
 
@@ -439,7 +379,7 @@ async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), St
 }
 
 /// Whether a container of `app` may be running among this node's.
-fn running_here(containers: &[crate::runtime::ContainerInfo], app: &str) -> bool {
+pub(super) fn running_here(containers: &[crate::runtime::ContainerInfo], app: &str) -> bool {
     containers.iter().any(|c| {
         c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
             && matches!(

@@ -25,6 +25,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod protocol;
 pub mod receiver;
+pub mod releases;
 pub mod sender;
 
 use crate::api::Api;
