@@ -10,6 +10,7 @@
 
 mod desired;
 pub mod fence;
+pub mod lease;
 mod observed;
 mod restart;
 pub mod usage;
@@ -27,10 +28,10 @@ use crate::runtime::{
     ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
     ContainerState, RuntimeError, UnixNanos, EVENT_BUFFER,
 };
-use crate::scheduler::Lease;
 use crate::state::VolumeOwner;
 use crate::volume::VolumeStore;
 use futures::{FutureExt, StreamExt};
+use lease::Lease;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
