@@ -95,6 +95,10 @@ enum BenchWhich {
     /// Volume moves: whole-volume throughput against tar | nc, rsync and dd;
     /// bytes on the wire for small changes; the app's downtime split.
     Volume(flocker::bench::volume::VolumeBenchArgs),
+    /// The routing mesh in a network lab: throughput and connection
+    /// latency direct, through the mesh and through a userspace relay;
+    /// how soon every node's address follows a move. Needs root.
+    Routing(flocker::bench::routing::RoutingBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +339,7 @@ fn main() -> ExitCode {
                 BenchWhich::NodeLoss(args) => runtime.block_on(flocker::bench::nodeloss::run(args)),
                 BenchWhich::Scale(args) => runtime.block_on(flocker::bench::scale::run(args)),
                 BenchWhich::Volume(args) => runtime.block_on(flocker::bench::volume::run(args)),
+                BenchWhich::Routing(args) => runtime.block_on(flocker::bench::routing::run(args)),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -161,6 +161,33 @@ async fn a_published_port_answers_across_the_lab_and_teardown_leaves_nothing() {
     assert_eq!(fetch(&lab, "b", &url), "hello from a");
     assert_eq!(fetch(&lab, &b.netns, &url), "hello from a");
 
+    // A thread that entered the client's namespace holds its address and
+    // reaches a's port with plain sockets; this thread stays outside.
+    let (client_ip, a_ip) = (lab.client_ip(), a.ip);
+    let inside = lab
+        .thread_in(CLIENT, "test-client", move || {
+            use std::io::{Read, Write};
+            let bound = std::net::TcpListener::bind((client_ip, 0))?.local_addr()?;
+            let mut stream = std::net::TcpStream::connect((a_ip, 8080))?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            Ok((bound.ip(), reply))
+        })
+        .unwrap()
+        .join()
+        .expect("the client thread");
+    let (bound, reply) = inside.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(bound, std::net::IpAddr::from(client_ip));
+    assert!(reply.ends_with("hello from a\n"), "{reply:?}");
+    assert!(std::net::TcpListener::bind((client_ip, 0)).is_err());
+    assert!(lab.thread_in("nosuch", "x", || Ok(())).is_err());
+    let prefix_words = lab.command_prefix(CLIENT).unwrap();
+    assert_eq!(
+        prefix_words[1],
+        format!("--net=/run/netns/fl-{slot}-client")
+    );
+
     tokio::task::spawn_blocking(move || drop(lab))
         .await
         .unwrap();

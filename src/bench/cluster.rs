@@ -19,9 +19,27 @@ pub struct FlockerCluster {
 }
 
 impl FlockerCluster {
-    /// Starts `n1`..`n3` with `--peers`, plus `extra(name)` arguments each,
-    /// each node from its own bundle (the CA key stays in `DIR/ca`).
+    /// Starts `n1`..`n3` on loopback with `--peers` and routing off, plus
+    /// `extra(name)` arguments each, each node from its own bundle (the CA
+    /// key stays in `DIR/ca`).
     pub fn start(dir: &Path, extra: impl Fn(&str) -> Vec<String>) -> Result<FlockerCluster> {
+        let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_udp()).collect();
+        FlockerCluster::start_at(dir, addrs, |name, mut command| {
+            // These benchmarks measure deploys and failover, not routing.
+            command.push("--routing=off".into());
+            command.extend(extra(name));
+            command
+        })
+    }
+
+    /// Starts `n1`..`n3` listening on `addrs`, each node's command line
+    /// (the program and its node arguments) passed through `shape(name,
+    /// command)` first: to add arguments, or to run it somewhere else.
+    pub fn start_at(
+        dir: &Path,
+        addrs: Vec<SocketAddr>,
+        shape: impl Fn(&str, Vec<String>) -> Vec<String>,
+    ) -> Result<FlockerCluster> {
         let ca_dir = dir.join("ca");
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
         ca::init(
@@ -36,7 +54,6 @@ impl FlockerCluster {
         }
         let admin = bundle("admin");
         ca::bundle(&ca_dir, Role::User, "admin", &admin)?;
-        let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_udp()).collect();
         let peers: Vec<String> = NAMES
             .iter()
             .zip(&addrs)
@@ -53,12 +70,11 @@ impl FlockerCluster {
                 format!("--data-dir={}", dir.join(format!("data-{name}")).display()),
                 format!("--certs={}", bundle(name).display()),
                 format!("--peers={}", peers.join(",")),
-                // These benchmarks measure deploys and failover, not routing.
-                "--routing=off".into(),
             ];
-            let mut command = command;
-            command.extend(extra(name));
-            nodes.push(Proc::spawn(command, dir.join(format!("{name}.log")))?);
+            nodes.push(Proc::spawn(
+                shape(name, command),
+                dir.join(format!("{name}.log")),
+            )?);
         }
         Ok(FlockerCluster {
             certs: CertsDir::new(admin),

@@ -20,6 +20,7 @@
 
 use super::cluster::{FlockerCluster, NAMES};
 use super::docker_cli::{docker, remove_matching};
+use super::logs::{log_warnings, now_ms, rfc3339_ms, strip_ansi};
 use super::procs::{free_tcp, free_udp};
 use crate::agent::{container_name, LABEL_CLUSTER};
 use crate::api::client::Client;
@@ -31,7 +32,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct VolumeBenchArgs {
@@ -77,12 +78,6 @@ const LOOP: &str = "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done";
 const BIG: &str = "big";
 const SMALL: &str = "small";
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB)
 }
@@ -119,29 +114,6 @@ fn sync() -> Result<()> {
 
 fn quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 UTC time as Docker
-/// writes it (`2026-11-26T02:01:02.123456789Z`).
-fn rfc3339_ms(text: &str) -> Option<u64> {
-    let t = text.trim().strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut h = hms.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm, ss) = (h.next()?.ok()?, h.next()?.ok()?, h.next()?.ok()?);
-    let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Days from civil (proleptic Gregorian), after H. Hinnant.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms = ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + millis;
-    u64::try_from(ms).ok()
 }
 
 /// Byte counters on the volume endpoints' UDP ports (both directions; every
@@ -783,7 +755,7 @@ pub async fn run(args: VolumeBenchArgs) -> Result<()> {
         counter,
     };
     let result = measure(&bench, &args).await;
-    let warnings = log_warnings(&work);
+    let warnings = log_warnings(&work, &NAMES);
     let Bench { cluster, .. } = bench;
     drop(cluster);
     remove_matching(&[&format!("label={LABEL_CLUSTER}={cluster_id}")])?;
@@ -814,43 +786,6 @@ fn final_reread(work: &Path, from: &str, app: &str, epoch: u64) -> Option<(u64, 
                 && field(l, "epoch") == Some(epoch)
         })
         .and_then(|l| Some((field(&l, "reread")?, field(&l, "files")?)))
-}
-
-/// The text of a log line without its colour escapes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for e in chars.by_ref() {
-                if e.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// WARN and ERROR lines of the node logs, counted by message.
-fn log_warnings(work: &Path) -> Vec<(String, usize)> {
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    for name in NAMES {
-        let log = std::fs::read_to_string(work.join(format!("{name}.log"))).unwrap_or_default();
-        for line in log.lines().map(strip_ansi) {
-            let Some(level_at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
-                continue;
-            };
-            // Drop the timestamp; keep the target and the message's head.
-            let rest: String = line[level_at..].chars().take(110).collect();
-            *counts.entry(format!("{name}:{rest}")).or_default() += 1;
-        }
-    }
-    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
-    v.sort_by_key(|e| std::cmp::Reverse(e.1));
-    v
 }
 
 async fn measure(

@@ -53,11 +53,47 @@ fn tag(n: u8) -> String {
 /// --net`: only the network changes, mounts (and `/sys`) stay the caller's,
 /// which dockerd needs (`ip netns exec` remounts `/sys`).
 pub fn netns_command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{ns}"))
-        .arg("--")
-        .arg(program);
+    let [nsenter, net, dashes] = netns_prefix(ns);
+    let mut cmd = Command::new(nsenter);
+    cmd.arg(net).arg(dashes).arg(program);
     cmd
+}
+
+/// The words [`netns_command`] puts before the program, for callers that
+/// keep a command line as strings (to start it again later).
+pub fn netns_prefix(ns: &str) -> [String; 3] {
+    [
+        "nsenter".into(),
+        format!("--net=/run/netns/{ns}"),
+        "--".into(),
+    ]
+}
+
+/// Runs `f` on a new thread that first moves into namespace `ns`: sockets it
+/// opens (and processes it starts) live there, while the rest of this
+/// process stays where it is. Namespaces are per thread, so this needs no
+/// helper process and adds no hop to what `f` measures.
+pub fn thread_in<T: Send + 'static>(
+    ns: &str,
+    name: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T>>> {
+    let path = format!("/run/netns/{ns}");
+    // Opened here, so a wrong name fails the caller rather than the thread.
+    let file = std::fs::File::open(&path).map_err(|e| anyhow::anyhow!("opening {path}: {e}"))?;
+    let handle = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `file` is an open namespace file; setns changes only
+            // this thread's network namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                anyhow::bail!("entering {path}: {}", std::io::Error::last_os_error());
+            }
+            drop(file);
+            f()
+        })?;
+    Ok(handle)
 }
 
 /// The bridge with the gateway address, up.

@@ -23,7 +23,7 @@ mod links;
 mod slot;
 mod sys;
 
-pub use links::netns_command;
+pub use links::{netns_command, netns_prefix, thread_in};
 pub use slot::{CLAIM_DIR, MAX_SLOT};
 
 use crate::runtime::{build_busybox_image, DockerRuntime, DockerTimeouts};
@@ -227,13 +227,32 @@ impl Lab {
     /// `program` run inside the namespace of a host, of the client
     /// ([`CLIENT`]), or any of the lab's namespaces by its full name.
     pub fn command(&self, ns_or_host: &str, program: impl AsRef<OsStr>) -> Result<Command> {
-        let ns = if ns_or_host == self.client_ns || self.hosts.iter().any(|h| h.netns == ns_or_host)
-        {
-            ns_or_host.to_string()
-        } else {
-            self.netns(ns_or_host)?
-        };
-        Ok(netns_command(&ns, program))
+        Ok(netns_command(&self.resolve_ns(ns_or_host)?, program))
+    }
+
+    /// A namespace of this lab by its full name, or a host's or the
+    /// client's by theirs.
+    fn resolve_ns(&self, ns_or_host: &str) -> Result<String> {
+        if ns_or_host == self.client_ns || self.hosts.iter().any(|h| h.netns == ns_or_host) {
+            return Ok(ns_or_host.to_string());
+        }
+        self.netns(ns_or_host)
+    }
+
+    /// Like [`Lab::command`], as the words to put before a program.
+    pub fn command_prefix(&self, ns_or_host: &str) -> Result<[String; 3]> {
+        Ok(netns_prefix(&self.resolve_ns(ns_or_host)?))
+    }
+
+    /// Runs `f` on a new thread inside the namespace of a host or of the
+    /// client (see [`thread_in`]).
+    pub fn thread_in<T: Send + 'static>(
+        &self,
+        ns_or_host: &str,
+        name: &str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        thread_in(&self.resolve_ns(ns_or_host)?, name, f)
     }
 
     /// The data directory of this lab's engines.
