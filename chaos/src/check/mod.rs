@@ -9,6 +9,7 @@ pub mod linearizable;
 pub mod lost_writes;
 pub mod membership;
 pub mod ops;
+pub mod routed;
 pub mod single_instance;
 pub mod volume;
 
@@ -19,13 +20,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The invariant names, as keys of `verdict.json`'s `invariants`.
-pub const INVARIANTS: [&str; 6] = [
+pub const INVARIANTS: [&str; 7] = [
     "linearizable",
     "no-lost-writes",
     "single-instance",
     "volume-integrity",
     "convergence",
     "removed-stay-out",
+    "routed-reads",
 ];
 
 /// A wall-clock deadline shared by every checker of one run, so the whole
@@ -162,6 +164,7 @@ pub fn check_run(dir: &Path, budget: Duration) -> Verdict {
     );
     inv.insert("volume-integrity".into(), volume::check(dir, &budget));
     inv.insert("removed-stay-out".into(), membership::check(dir));
+    inv.insert("routed-reads".into(), routed::check(dir));
     match &history {
         Ok(h) => {
             inv.insert(
