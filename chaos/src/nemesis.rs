@@ -340,8 +340,11 @@ impl Nemesis {
         self.topo.in_node(node, &args)
     }
 
-    /// Limits what `node` sends to `kbit` (tbf), except to the witness:
-    /// a prio qdisc whose first band (unshaped) takes the bridge address.
+    /// Limits what `node` sends to `kbit` (tbf), except to the witness: an
+    /// htb root whose default class holds the tbf and whose other class,
+    /// unshaped, takes the bridge address (htb, not prio: kernels without
+    /// `sch_prio` are common). Without htb, everything is shaped, as
+    /// before, and stderr says so.
     fn slow_link(&self, node: &str, kbit: u32) -> anyhow::Result<()> {
         let rate = format!("{kbit}kbit");
         let witness = format!("{}/32", self.topo.slot.gateway());
@@ -350,21 +353,34 @@ impl Nemesis {
             cmd.extend_from_slice(args);
             self.topo.in_node(node, &cmd)
         };
-        tc(&[
-            "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio",
-        ])?;
-        tc(&[
-            "qdisc", "add", "dev", "eth0", "parent", "1:3", "handle", "30:", "tbf", "rate", &rate,
-            "burst", "16kbit", "latency", "500ms",
-        ])?;
-        tc(&[
-            "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-            "match", "ip", "dst", &witness, "flowid", "1:1",
-        ])?;
-        tc(&[
-            "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "2", "u32",
-            "match", "u32", "0", "0", "flowid", "1:3",
-        ])?;
+        let tbf = ["tbf", "rate", &rate, "burst", "16kbit", "latency", "500ms"];
+        let spared = tc(&[
+            "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "20",
+        ])
+        .and_then(|_| {
+            for class in ["1:10", "1:20"] {
+                tc(&[
+                    "class", "add", "dev", "eth0", "parent", "1:", "classid", class, "htb", "rate",
+                    "1gbit", "quantum", "1514",
+                ])?;
+            }
+            let mut leaf = vec![
+                "qdisc", "add", "dev", "eth0", "parent", "1:20", "handle", "20:",
+            ];
+            leaf.extend_from_slice(&tbf);
+            tc(&leaf)?;
+            tc(&[
+                "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1",
+                "u32", "match", "ip", "dst", &witness, "flowid", "1:10",
+            ])
+        });
+        if let Err(e) = spared {
+            eprintln!("flocker-chaos: slow link sparing the witness: {e:#}; shaping everything");
+            let _ = tc(&["qdisc", "del", "dev", "eth0", "root"]);
+            let mut root = vec!["qdisc", "add", "dev", "eth0", "root"];
+            root.extend_from_slice(&tbf);
+            tc(&root)?;
+        }
         Ok(())
     }
 
