@@ -162,6 +162,10 @@ struct NodeArgs {
     /// is a terminal) or `json` (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Check the replicated state's invariants after every applied entry
+    /// (always on in debug builds); a violation stops applying on this node.
+    #[arg(long)]
+    check_invariants: bool,
     /// Chaos testing only: switch off one safety mechanism (repeatable) so
     /// the chaos suite can show its checkers catch the result.
     #[arg(long = "plant-bug", value_enum, value_name = "BUG")]
@@ -490,6 +494,13 @@ fn parse_rate(text: &str) -> Result<u64, String> {
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     flocker::plant::plant(&args.plant_bugs);
+    if args.check_invariants {
+        flocker::state::invariants::check_always();
+    }
+    if flocker::state::invariants::checking() {
+        // The chaos suite looks for this line (chaos/src/check/state_invariants.rs).
+        tracing::info!("checking the replicated state's invariants after every applied entry");
+    }
     let peers = match &args.peers {
         Some(spec) => node::parse_peers(spec)?,
         None => Vec::new(),

@@ -168,7 +168,9 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--certs")
-            .arg(&certs);
+            .arg(&certs)
+            // Release builds check the state after every entry only when asked.
+            .arg("--check-invariants");
         match &node.join {
             Some(via) => cmd.args(["--join", via]),
             None => cmd.args(["--peers", &self.peers]),

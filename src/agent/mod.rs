@@ -10,6 +10,8 @@
 
 mod desired;
 pub mod fence;
+pub mod lease;
+mod observed;
 mod restart;
 pub mod usage;
 
@@ -17,6 +19,7 @@ pub use desired::{
     container_name, desired_containers, link_environment, port_protocol, Desired, NodeContext,
     LABEL_APP, LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
 };
+pub use observed::{Observations, MAX_MOVE_REPORTS};
 pub use restart::{may_restart, restart_delay};
 
 use crate::api::InstanceStatus;
@@ -25,13 +28,13 @@ use crate::runtime::{
     ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
     ContainerState, RuntimeError, UnixNanos, EVENT_BUFFER,
 };
-use crate::scheduler::Lease;
 use crate::state::VolumeOwner;
 use crate::volume::VolumeStore;
 use futures::{FutureExt, StreamExt};
+use lease::Lease;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -118,7 +121,7 @@ pub struct Agent {
     runtime: Arc<dyn ContainerRuntime>,
     sm: StateMachineStore,
     lease: Arc<Lease>,
-    observed: Arc<RwLock<Observed>>,
+    observed: Observations,
     tracks: HashMap<String, Track>,
     /// Desired containers at the last reconcile, to skip applied changes that
     /// do not concern this node.
@@ -142,7 +145,7 @@ impl Agent {
             runtime,
             sm,
             lease,
-            observed: Arc::default(),
+            observed: Observations::default(),
             tracks: HashMap::new(),
             last_desired: Vec::new(),
             fenced: Vec::new(),
@@ -158,7 +161,7 @@ impl Agent {
         }
     }
 
-    pub fn observed(&self) -> Arc<RwLock<Observed>> {
+    pub fn observed(&self) -> Observations {
         self.observed.clone()
     }
 
@@ -213,7 +216,7 @@ impl Agent {
                         } else {
                             // Between passes nothing is in flight, and this
                             // state asks for nothing new: acted on as well.
-                            self.observed.write().expect("observed lock").reconciled_index = index;
+                            self.observed.reconciled(index);
                         }
                     }
                     event = events.next() => match event {
@@ -315,14 +318,12 @@ impl Agent {
     }
 
     fn set_degraded(&self, error: Option<&RuntimeError>) {
-        let mut observed = self.observed.write().expect("observed lock");
         let now = error.map(|e| e.to_string());
-        if observed.degraded != now {
+        if self.observed.engine_degraded(now.clone()) {
             match &now {
                 Some(why) => tracing::warn!("node degraded: {why}"),
                 None => tracing::info!("container engine reachable again"),
             }
-            observed.degraded = now;
         }
     }
 
@@ -409,10 +410,7 @@ impl Agent {
         self.observe().await;
         // Every engine operation of this pass has returned: nothing it
         // started is still on its way (the movers wait on this).
-        self.observed
-            .write()
-            .expect("observed lock")
-            .reconciled_index = index;
+        self.observed.reconciled(index);
     }
 
     /// Decides what to do; updates the agent's memory of each app.
@@ -574,7 +572,7 @@ impl Agent {
                 });
             }
         }
-        self.observed.write().expect("observed lock").instances = instances;
+        self.observed.instances_seen(instances);
     }
 }
 

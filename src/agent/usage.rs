@@ -9,12 +9,10 @@
 //! to create, grow and move. So the agent measures allocated blocks every
 //! `USAGE_INTERVAL` and `ctl status` flags a volume over its maximum.
 
-use super::Observed;
 use crate::raft::StateMachineStore;
 use crate::volume::VolumeStore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub const USAGE_INTERVAL: Duration = Duration::from_secs(10);
@@ -39,7 +37,7 @@ pub async fn usage_loop(
     node: String,
     store: VolumeStore,
     sm: StateMachineStore,
-    observed: Arc<RwLock<Observed>>,
+    observed: super::Observations,
 ) {
     let mut tick = tokio::time::interval(USAGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,7 +81,7 @@ pub async fn usage_loop(
                     tracing::warn!(%app, used = u.used_bytes, maximum = ?u.maximum_size, "volume over its maximum_size");
                 }
             }
-            observed.write().expect("observed lock").volumes = measured;
+            observed.volumes_measured(measured);
         }
     }
 }

@@ -17,7 +17,7 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a write may wait to commit before its outcome is reported unknown.
@@ -44,7 +44,7 @@ pub struct Api {
     pub max_voters: usize,
     proposer: Proposer,
     /// What this node's agent observes.
-    observed: Arc<RwLock<Observed>>,
+    observed: crate::agent::Observations,
     /// Leader side: heartbeats received.
     liveness: Arc<Liveness>,
     /// Where this node's volume endpoint listens, once it does.
@@ -100,7 +100,7 @@ impl Api {
         sm: StateMachineStore,
         net: Arc<Net>,
         max_voters: usize,
-        observed: Arc<RwLock<Observed>>,
+        observed: crate::agent::Observations,
         liveness: Arc<Liveness>,
     ) -> Api {
         let quorum = QuorumWatch::start(&raft);
@@ -315,9 +315,7 @@ impl Api {
             PeerRequest::VolumeAddress => Ok(PeerReply::VolumeAddress(
                 self.volume_addr.get().map(|a| a.to_string()),
             )),
-            PeerRequest::Observed => Ok(PeerReply::Observed(
-                self.observed.read().expect("observed lock").clone(),
-            )),
+            PeerRequest::Observed => Ok(PeerReply::Observed(self.observed.snapshot())),
             PeerRequest::Heartbeat => {
                 // A node that is no longer a member (removed) gets no lease:
                 // the cluster may already be starting its apps elsewhere.
@@ -388,12 +386,7 @@ impl Api {
             term: m.current_term,
             leader,
             applied_index: m.last_applied.map_or(0, |l| l.index),
-            degraded: self
-                .observed
-                .read()
-                .expect("observed lock")
-                .degraded
-                .clone(),
+            degraded: self.observed.degraded(),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
@@ -406,11 +399,20 @@ impl Api {
             // The leader checks when the request reaches it.
             return None;
         }
+        // A member whose certificate is revoked (`members remove` does so
+        // first) need not apply it: if its build cannot, it stops applying
+        // and the removal follows. Otherwise a member that never registered
+        // its build could never be removed.
+        let revoked_node = match command {
+            Command::Revoke { subject, .. } => subject.strip_prefix("node "),
+            _ => None,
+        };
         let applied = self.sm.read();
         let membership = applied.membership.membership();
         let voters: Vec<String> = membership
             .voter_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| n.name.clone()))
+            .filter(|name| Some(name.as_str()) != revoked_node)
             .collect();
         applied.state.unsupported_by(command, &voters)
     }
@@ -652,10 +654,7 @@ impl Api {
             .collect();
         let asks = members.into_iter().map(|info| async move {
             if info.name == self.name {
-                return (
-                    info.name,
-                    Some(self.observed.read().expect("observed lock").clone()),
-                );
+                return (info.name, Some(self.observed.snapshot()));
             }
             match self.ask(&info, &PeerRequest::Observed, PROBE_TIMEOUT).await {
                 Ok(PeerReply::Observed(o)) => (info.name, Some(o)),

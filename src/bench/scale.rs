@@ -53,7 +53,6 @@
 //! published number from a different system and machine, not measured here.
 
 use super::stats::ms;
-use crate::agent::Observed;
 use crate::api::Api;
 use crate::ca::{self, CertsDir, Role};
 use crate::config::{AppSpec, Configuration, Constraint, ConstraintOp, Deployment, ImageRef};
@@ -69,7 +68,7 @@ use anyhow::{bail, Context, Result};
 use openraft::error::{InitializeError, RaftError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -638,7 +637,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
                 sm,
                 serving.clone(),
                 settings.max_voters,
-                Arc::new(RwLock::new(Observed::default())),
+                crate::agent::Observations::default(),
                 Arc::new(Liveness::default()),
             ));
             let server = serving.serve(Arc::new(Dispatcher::new(

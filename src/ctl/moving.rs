@@ -19,8 +19,12 @@ pub async fn wait_for_move(client: &Client, app: &str, node: &str, timeout: Dura
     let mut last_line = Instant::now() - LOG_EVERY;
     let mut drawn = false;
     loop {
+        let mut routing = Vec::new();
         let status = match client.request(ClientRequest::Status).await {
-            ClientReply::Status(view) => view.apps.into_iter().find(|a| a.name == app),
+            ClientReply::Status(view) => {
+                routing = view.routing;
+                view.apps.into_iter().find(|a| a.name == app)
+            }
             // No quorum for a moment (a failover): keep waiting.
             ClientReply::Failed { .. } => None,
             other => {
@@ -47,6 +51,11 @@ pub async fn wait_for_move(client: &Client, app: &str, node: &str, timeout: Dura
                         human_bytes(r.final_bytes)
                     ),
                     _ => println!("{app} runs on {node}"),
+                }
+                // Which nodes already send new connections there (the
+                // routing mesh switches when the handoff commits).
+                for r in routing.iter().filter(|r| r.app == app) {
+                    print!("{}", super::output::routing_line(r));
                 }
                 return Exit::Ok;
             }

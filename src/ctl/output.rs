@@ -167,7 +167,7 @@ pub fn status_table(view: &StatusView) -> String {
 /// `routing: web:8080/tcp -> n2 from every node (3)`, or which nodes do
 /// something else: what tells the operator that, after a move, every node
 /// sends new connections to the new node.
-fn routing_line(r: &crate::api::RouteView) -> String {
+pub fn routing_line(r: &crate::api::RouteView) -> String {
     let to = r.serving.as_deref().unwrap_or("nowhere (not placed)");
     let mut line = format!("routing: {}:{}/{} -> {to}", r.app, r.port, r.protocol);
     if r.elsewhere.is_empty() {

@@ -29,8 +29,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the driver looks again without a state change (a container
 /// stopping is not one).
 const TICK: Duration = Duration::from_millis(200);
-/// Finished-move reports kept per node.
-const MAX_REPORTS: usize = 256;
 
 /// Starts and stops move tasks as this node's applied state changes.
 pub async fn run(ctx: Arc<MoveContext>) {
@@ -38,13 +36,11 @@ pub async fn run(ctx: Arc<MoveContext>) {
     let mut tick = tokio::time::interval(TICK);
     let mut sources: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut handoffs: HashSet<(String, u64)> = HashSet::new();
-    let mut releasing: HashMap<String, Release> = HashMap::new();
     loop {
         tokio::select! {
             _ = applied.changed() => {}
             _ = tick.tick() => {}
         }
-        release_stopped_apps(&ctx, &mut releasing).await;
         let (moves, owned_at): (Vec<(String, VolumeMove)>, HashMap<String, u64>) = {
             let applied = ctx.sm.read();
             let state = &applied.state;
@@ -72,11 +68,7 @@ pub async fn run(ctx: Arc<MoveContext>) {
             }
             let keep = (current || handed_off) && !task.is_finished();
             if !keep {
-                ctx.observed
-                    .write()
-                    .expect("observed lock")
-                    .moves
-                    .remove(app);
+                ctx.observed.move_ended(app);
             }
             keep
         });
@@ -105,64 +97,6 @@ pub async fn run(ctx: Arc<MoveContext>) {
             }
         }
         handoffs.retain(|(app, epoch)| moves.iter().any(|(a, m)| a == app && m.epoch == *epoch));
-    }
-}
-
-/// A release this node holds: first seen at an applied index, then proposed.
-enum Release {
-    Seen(u64),
-    Proposing(tokio::task::JoinHandle<()>),
-}
-
-/// Proposes `Released` for every app this node must let go of (its node
-/// changed) once no container of it runs here; the agent stops them.
-async fn release_stopped_apps(ctx: &Arc<MoveContext>, releasing: &mut HashMap<String, Release>) {
-    let (held, index): (Vec<String>, u64) = {
-        let applied = ctx.sm.read();
-        let held = applied
-            .state
-            .releases
-            .iter()
-            .filter(|(_, holder)| **holder == ctx.node)
-            .map(|(app, _)| app.clone())
-            .collect();
-        (held, applied.index())
-    };
-    releasing.retain(|app, r| {
-        held.contains(app) && !matches!(r, Release::Proposing(task) if task.is_finished())
-    });
-    for app in &held {
-        releasing.entry(app.clone()).or_insert(Release::Seen(index));
-    }
-    // As in `wait_stopped`: only once the agent acted on the state in which
-    // the release appeared (a start it had begun before has finished).
-    let acted = ctx.observed.read().expect("observed lock").reconciled_index;
-    let due: Vec<String> = releasing
-        .iter()
-        .filter(|(_, r)| matches!(r, Release::Seen(seen) if *seen <= acted))
-        .map(|(app, _)| app.clone())
-        .collect();
-    if due.is_empty() {
-        return;
-    }
-    let Ok(containers) = ctx.runtime.list(&ctx.labels).await else {
-        return;
-    };
-    for app in due {
-        if running_here(&containers, &app) {
-            continue;
-        }
-        let (ctx, name) = (ctx.clone(), app.clone());
-        let task = tokio::spawn(async move {
-            let command = Command::Released {
-                app: name.clone(),
-                node: ctx.node.clone(),
-            };
-            if let Err(e) = ctx.api.submit_as_node(command).await {
-                tracing::warn!(app = %name, "could not release: {e}");
-            }
-        });
-        releasing.insert(app, Release::Proposing(task));
     }
 }
 
@@ -205,10 +139,7 @@ impl Progress {
     fn publish(&self) {
         self.ctx
             .observed
-            .write()
-            .expect("observed lock")
-            .moves
-            .insert(self.app.clone(), self.status.clone());
+            .move_progress(&self.app, self.status.clone());
     }
 
     fn phase(&mut self, phase: impl Into<String>) {
@@ -255,12 +186,7 @@ async fn drive(ctx: Arc<MoveContext>, app: String, m: VolumeMove) {
             Ok(HandoffResult::Done) => {
                 report.finished_ms = now_ms();
                 tracing::info!(%app, epoch = m.epoch, to = %m.to, ?report, "volume moved");
-                let mut observed = ctx.observed.write().expect("observed lock");
-                observed.moves.remove(&app);
-                if observed.moved.len() >= MAX_REPORTS && !observed.moved.contains_key(&app) {
-                    observed.moved.pop_first();
-                }
-                observed.moved.insert(app.clone(), report);
+                ctx.observed.move_finished(&app, report);
                 return;
             }
             Ok(HandoffResult::Superseded) => {
@@ -425,7 +351,7 @@ async fn attempt(
 async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), String> {
     let deadline = Instant::now() + STOP_WAIT;
     loop {
-        let acted = ctx.observed.read().expect("observed lock").reconciled_index >= index;
+        let acted = ctx.observed.reconciled_index() >= index;
         if !acted {
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -453,7 +379,7 @@ async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), St
 }
 
 /// Whether a container of `app` may be running among this node's.
-fn running_here(containers: &[crate::runtime::ContainerInfo], app: &str) -> bool {
+pub(super) fn running_here(containers: &[crate::runtime::ContainerInfo], app: &str) -> bool {
     containers.iter().any(|c| {
         c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
             && matches!(

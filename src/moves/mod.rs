@@ -25,15 +25,15 @@ pub mod driver;
 pub mod endpoint;
 pub mod protocol;
 pub mod receiver;
+pub mod releases;
 pub mod sender;
 
-use crate::agent::Observed;
 use crate::api::Api;
 use crate::raft::StateMachineStore;
 use crate::runtime::ContainerRuntime;
 use crate::state::{Command, MoveStep, State};
 use crate::volume::VolumeStore;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Proposals of a handoff before giving the question back to the caller.
@@ -53,7 +53,7 @@ pub struct MoveContext {
     /// Labels of this node's containers (cluster and node).
     pub labels: crate::runtime::Labels,
     /// Where progress is published for `ctl status`.
-    pub observed: Arc<RwLock<Observed>>,
+    pub observed: crate::agent::Observations,
     /// Outgoing volume streams (the volume endpoint's).
     pub volume_net: Arc<crate::net::Net>,
     /// Sender's limit in bytes per second; 0: none.

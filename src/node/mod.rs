@@ -320,6 +320,9 @@ fn start_movers(
     let bound = endpoint.local_addr()?;
     let advertised = SocketAddr::new(advertise.ip(), bound.port());
     let _ = api.volume_addr.set(advertised);
+    endpoint
+        .handle()
+        .spawn(crate::moves::releases::run(ctx.clone()));
     endpoint.handle().spawn(driver::run(ctx));
     tracing::info!(volume = %advertised, "volume endpoint serving");
     Ok(endpoint)

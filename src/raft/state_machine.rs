@@ -174,6 +174,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut applied = self.applied.write().expect("state lock poisoned");
         for entry in entries {
             let index = entry.log_id.index;
+            if index <= applied.index() && applied.last_applied.is_some() {
+                // openraft hands entries in log order, each once; anything
+                // else would apply a command twice.
+                let last = applied.index();
+                drop(applied);
+                tracing::error!(
+                    index,
+                    last,
+                    "entry handed to apply out of order; this node stops applying"
+                );
+                return Err(StorageIOError::apply(
+                    entry.log_id,
+                    &std::io::Error::other(format!("entry {index} after {last}")),
+                )
+                .into());
+            }
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
@@ -208,6 +224,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     Vec::new()
                 }
             };
+            if crate::state::invariants::checking() {
+                if let Err(broken) = applied.state.check_invariants() {
+                    // A state that broke its own rules must not drive
+                    // containers: stop here, as for an undecodable entry.
+                    tracing::error!(index, "INVARIANT VIOLATED after applying entry {index}: {broken}; this node stops applying");
+                    drop(applied);
+                    return Err(StorageIOError::apply(
+                        entry.log_id,
+                        &std::io::Error::other(format!("invariant violated: {broken}")),
+                    )
+                    .into());
+                }
+            }
             applied.last_applied = Some(entry.log_id);
             outcomes.push(outcome);
         }

@@ -471,4 +471,20 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn a_udp_port_is_forwarded_as_udp() {
+        let chains = Chains::for_node("c", "n1");
+        let mut t = table();
+        let mut web = t.routes[&(8080, Protocol::Tcp)].clone();
+        web.protocol = Protocol::Udp;
+        web.port = 5353;
+        t.routes.insert((5353, Protocol::Udp), web);
+        let script = render(&t, &chains, "10.0.0.1".parse().unwrap());
+        assert!(script.contains("-p udp -m udp --dport 5353 -m comment --comment web->n2 -j DNAT --to-destination 10.0.0.2:5353"), "{script}");
+        assert!(
+            script.contains("-d 10.0.0.2/32 -p udp -m udp --dport 5353 -m conntrack"),
+            "{script}"
+        );
+    }
 }

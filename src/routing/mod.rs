@@ -19,8 +19,8 @@
 pub mod iptables;
 pub mod table;
 
+use crate::agent::lease::Lease;
 use crate::raft::StateMachineStore;
-use crate::scheduler::Lease;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

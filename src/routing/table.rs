@@ -72,7 +72,7 @@ pub fn route_table(state: &State, me: &Vantage) -> RouteTable {
             .iter()
             .filter(|(name, _)| name.as_str() != me.node)
             .filter_map(|(_, record)| record.reachable_ip()?.parse::<IpAddr>().ok())
-            .filter(|ip| *ip != me.publish_ip)
+            .filter(|ip| *ip != me.publish_ip && ip.is_ipv6() == me.publish_ip.is_ipv6())
             .collect(),
         ..RouteTable::default()
     };
@@ -125,6 +125,11 @@ fn target_for(state: &State, me: &Vantage, app: &str) -> Target {
     {
         Some(ip) if ip == me.publish_ip => Target::Unrouted(format!(
             "its node {node} publishes on this node's own address {ip}"
+        )),
+        // One family's NAT cannot send to the other's addresses.
+        Some(ip) if ip.is_ipv6() != me.publish_ip.is_ipv6() => Target::Unrouted(format!(
+            "its node {node} publishes on {ip}, another address family than this node's {}",
+            me.publish_ip
         )),
         Some(ip) => Target::Forward {
             node: node.to_string(),

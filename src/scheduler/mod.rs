@@ -18,12 +18,10 @@ use crate::state::Command;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a heartbeat ack lets a node run fenceable containers.
-pub const NODE_LEASE: Duration = Duration::from_secs(2);
+pub use crate::agent::lease::{Lease, NODE_LEASE};
 /// How long the leader waits without a heartbeat before declaring a node down.
 pub const DOWN_GRACE: Duration = Duration::from_millis(3500);
 /// Time the fenced node gets to kill its containers, in the margin.
@@ -55,80 +53,6 @@ impl Liveness {
 
     fn last(&self, node: &str) -> Option<Instant> {
         self.heard.lock().expect("liveness lock").get(node).copied()
-    }
-}
-
-/// Node side: until when this node may run containers the cluster may start
-/// elsewhere. Starts expired: a node runs none before it has heard from the
-/// cluster.
-pub struct Lease {
-    until: Mutex<Option<Instant>>,
-    valid: watch::Sender<bool>,
-    /// The fence directory whose lease file fenced containers read.
-    fence_dir: Option<std::path::PathBuf>,
-}
-
-impl Default for Lease {
-    fn default() -> Self {
-        Lease {
-            until: Mutex::new(None),
-            valid: watch::Sender::new(false),
-            fence_dir: None,
-        }
-    }
-}
-
-impl Lease {
-    /// A lease that also publishes its deadline to fenced containers.
-    pub fn with_fence(fence_dir: std::path::PathBuf) -> Lease {
-        Lease {
-            fence_dir: Some(fence_dir),
-            ..Lease::default()
-        }
-    }
-
-    /// Extends the lease to `NODE_LEASE` after `heard_at`, when a quorum was
-    /// last known to be there.
-    pub fn renew(&self, heard_at: Instant) {
-        let mut until = self.until.lock().expect("lease lock");
-        let new = heard_at + NODE_LEASE;
-        if until.is_none_or(|u| u < new) {
-            *until = Some(new);
-            if let Some(dir) = &self.fence_dir {
-                let left = new.saturating_duration_since(Instant::now());
-                let published = crate::agent::fence::uptime_cs().and_then(|now| {
-                    let mut deadline = now + (left.as_millis() / 10) as u64;
-                    if crate::plant::planted(crate::plant::PlantedBug::NoFencing) {
-                        deadline = u64::from(u32::MAX);
-                    }
-                    crate::agent::fence::write_lease(dir, deadline)
-                });
-                if let Err(e) = published {
-                    tracing::error!("cannot publish the lease to fenced containers: {e:#}");
-                }
-            }
-        }
-        drop(until);
-        self.refresh();
-    }
-
-    pub fn expires_at(&self) -> Option<Instant> {
-        *self.until.lock().expect("lease lock")
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.expires_at().is_some_and(|u| Instant::now() < u)
-    }
-
-    /// Publishes validity changes (call after time may have run the lease out).
-    pub fn refresh(&self) {
-        let valid = self.is_valid();
-        self.valid
-            .send_if_modified(|v| std::mem::replace(v, valid) != valid);
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.valid.subscribe()
     }
 }
 

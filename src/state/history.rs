@@ -69,6 +69,38 @@ impl History {
         self.bytes = self.entries.iter().map(HistoryEntry::bytes).sum();
     }
 
+    /// The kept count equals the entries, which stay within their bounds
+    /// (a lone entry may exceed the byte bound) and in index order.
+    pub fn check_count(&self) -> Result<(), String> {
+        let counted: usize = self.entries.iter().map(HistoryEntry::bytes).sum();
+        if counted != self.bytes {
+            return Err(format!(
+                "kept byte count {} but the entries hold {counted}",
+                self.bytes
+            ));
+        }
+        if self.entries.len() > HISTORY_CAPACITY
+            || (self.entries.len() > 1 && self.bytes > HISTORY_BYTES)
+        {
+            return Err(format!(
+                "{} entries of {} bytes, above the bounds ({HISTORY_CAPACITY} entries, {HISTORY_BYTES} bytes)",
+                self.entries.len(),
+                self.bytes
+            ));
+        }
+        let mut indices = self.entries.iter().map(|e| e.index);
+        if let Some(first) = indices.next() {
+            let mut last = first;
+            for index in indices {
+                if index < last {
+                    return Err(format!("entry at index {index} after one at {last}"));
+                }
+                last = index;
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` entries older than index `before` (all when `None`),
     /// oldest first, and no more than `max_bytes` of them: a page that fits
     /// a reply frame.

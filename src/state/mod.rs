@@ -12,6 +12,7 @@ mod codec;
 mod command;
 mod deploy;
 mod history;
+pub mod invariants;
 mod moves;
 mod refound;
 mod releases;

@@ -11,6 +11,7 @@ pub mod membership;
 pub mod ops;
 pub mod routed;
 pub mod single_instance;
+pub mod state_invariants;
 pub mod volume;
 
 use crate::verdict::{InvariantResult, Verdict};
@@ -20,13 +21,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The invariant names, as keys of `verdict.json`'s `invariants`.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     "linearizable",
     "no-lost-writes",
     "single-instance",
     "volume-integrity",
     "convergence",
     "removed-stay-out",
+    "state-invariants",
     "routed-reads",
 ];
 
@@ -164,6 +166,7 @@ pub fn check_run(dir: &Path, budget: Duration) -> Verdict {
     );
     inv.insert("volume-integrity".into(), volume::check(dir, &budget));
     inv.insert("removed-stay-out".into(), membership::check(dir));
+    inv.insert("state-invariants".into(), state_invariants::check(dir));
     inv.insert("routed-reads".into(), routed::check(dir));
     match &history {
         Ok(h) => {
