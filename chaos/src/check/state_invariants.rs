@@ -3,7 +3,10 @@
 //! applied entry and, on a violation, logs `INVARIANT VIOLATED` and stops
 //! applying. Judged from the nodes' logs (`logs/<node>.log`): any such line
 //! is a violation; a log without the line saying the checks were on leaves
-//! the invariant unknown (that node was not checked).
+//! the invariant unknown (that node was not checked). Other programs' logs
+//! beside them (`<node>.probe-<generation>.log`, the membership probe that
+//! exits before it applies anything; `<node>.dockerd.log`, the node's
+//! engine) have a dot in their stem, which node names never have.
 
 use crate::verdict::{InvariantResult, Validity};
 use serde_json::json;
@@ -33,6 +36,9 @@ pub fn check(dir: &Path) -> InvariantResult {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if name.contains('.') {
+            continue;
+        }
         let text = match std::fs::read(&path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => return InvariantResult::unknown(format!("{}: {e}", path.display())),
@@ -98,5 +104,15 @@ mod tests {
             Validity::Unknown
         );
         assert_eq!(run(&[]).valid, Validity::Unknown);
+        // The probe's and the engine's logs are not node logs.
+        assert_eq!(
+            run(&[
+                ("n1", &ok),
+                ("n1.probe-1", "refused\n"),
+                ("n1.dockerd", "dockerd\n")
+            ])
+            .valid,
+            Validity::Valid
+        );
     }
 }
