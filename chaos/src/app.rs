@@ -14,9 +14,15 @@
 //!   re-placed when its node is cut off: this is the app that shows two
 //!   instances at once when fencing is broken.
 //!
+//! Both also answer on an external port ([`LEDGER_PORT`], [`BEACON_PORT`]):
+//! busybox `httpd` serves `/state`, one line `<app> <instance> <container>
+//! <node> <seq>` rewritten after every record, which the workload reads
+//! through a random node's address (the routing mesh) and the routed-reads
+//! checker judges.
+//!
 //! The image is `FROM scratch` with the host's static busybox (no registry
 //! is reachable) and the script at `/chaos/ledger.sh`, built with Docker's
-//! classic builder.
+//! classic builder in every node's engine.
 
 use crate::sh;
 use anyhow::{bail, Context, Result};
@@ -35,6 +41,13 @@ pub const LEDGER_FILE: &str = "ledger.log";
 pub const VALUE_VAR: &str = "CHAOS_VALUE";
 /// The value every register starts with.
 pub const INITIAL_VALUE: &str = "init";
+/// The external ports the ledger and the beacon answer on (cluster-wide:
+/// every node routes them), and the port inside their containers.
+pub const LEDGER_PORT: u16 = 18100;
+pub const BEACON_PORT: u16 = 18101;
+const STATE_PORT: u16 = 8080;
+/// The path their `httpd` serves the state line at.
+pub const STATE_PATH: &str = "/state";
 
 /// The stateful program. The node's name is the last component of its data
 /// dir, which appears in /proc/self/mountinfo as the source of the fence
@@ -65,12 +78,24 @@ if [ -s "$log" ]; then
   seq=${last%% *}
   prev=$(printf '%s\n' "$last" | sha256sum | cut -d ' ' -f 1)
 fi
-echo "ledger $app instance $inst on node '$node' continues after seq $seq"
+# The container's hostname is the start of its Docker id: the routed-reads
+# checker finds the container in Docker's events by it.
+container=$(hostname)
+www=/tmp/www
+mkdir -p "$www"
+state() {
+  printf '%s %s %s %s %s\n' "$app" "$inst" "$container" "$node" "$seq" > "$www/state.tmp"
+  mv "$www/state.tmp" "$www/state"
+}
+state
+httpd -f -p "${STATE_PORT:-8080}" -h "$www" &
+echo "ledger $app instance $inst (container $container) on node '$node' continues after seq $seq"
 while true; do
   seq=$((seq + 1))
   line="$seq $prev $inst"
   printf '%s\n' "$line" >> "$log"
   sync "$log"
+  state
   prev=$(printf '%s\n' "$line" | sha256sum | cut -d ' ' -f 1)
   bseq=$seq; bhead=$prev
   if [ "$durable" = 0 ]; then bseq=0; bhead=0000000000000000000000000000000000000000000000000000000000000000; fi
@@ -90,23 +115,41 @@ LABEL flocker.chaos-image=app
 CMD ["sh"]
 "#;
 
-/// Builds [`IMAGE`] from the host's static busybox.
-pub fn build_image(work: &Path) -> Result<()> {
+/// Builds [`IMAGE`] from the host's static busybox in every engine of
+/// `hosts` ((node, `unix://…`) pairs), all at once.
+pub fn build_images(work: &Path, hosts: &[(String, String)]) -> Result<()> {
     let ctx = work.join("image");
     std::fs::create_dir_all(&ctx)?;
     std::fs::copy("/bin/busybox", ctx.join("busybox"))
         .context("copying /bin/busybox (apt-get install busybox-static)")?;
     std::fs::write(ctx.join("ledger.sh"), LEDGER_SH)?;
     std::fs::write(ctx.join("Dockerfile"), DOCKERFILE)?;
+    let builds: Vec<(String, std::thread::JoinHandle<Result<()>>)> = hosts
+        .iter()
+        .map(|(node, host)| {
+            let (ctx, host, name) = (ctx.clone(), host.clone(), node.clone());
+            let handle = std::thread::spawn(move || build_in(&ctx, &host, &name));
+            (node.clone(), handle)
+        })
+        .collect();
+    for (node, handle) in builds {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("building {IMAGE} in {node}'s engine: panicked"))??;
+    }
+    Ok(())
+}
+
+fn build_in(ctx: &Path, host: &str, node: &str) -> Result<()> {
     let out = sh::run(
         Command::new("docker")
             .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(&ctx),
+            .args(["-H", host, "build", "-q", "-t", IMAGE])
+            .arg(ctx),
         Duration::from_secs(180),
     )?;
     if !out.ok() {
-        bail!("building {IMAGE}: {}", out.why());
+        bail!("building {IMAGE} in {node}'s engine: {}", out.why());
     }
     Ok(())
 }
@@ -151,12 +194,17 @@ impl Apps {
                 "  {reg}:\n    image: \"{IMAGE}\"\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n    environment:\n      {VALUE_VAR}: \"{value}\"\n    restart_policy:\n      name: always\n"
             ));
         }
-        for (app, log, durable) in [
-            (LEDGER, format!("{LEDGER_MOUNT}/{LEDGER_FILE}"), 1),
-            (BEACON, format!("/tmp/{LEDGER_FILE}"), 0),
+        for (app, log, durable, port) in [
+            (
+                LEDGER,
+                format!("{LEDGER_MOUNT}/{LEDGER_FILE}"),
+                1,
+                LEDGER_PORT,
+            ),
+            (BEACON, format!("/tmp/{LEDGER_FILE}"), 0, BEACON_PORT),
         ] {
             apps.push_str(&format!(
-                "  {app}:\n    image: \"{IMAGE}\"\n    command: [\"sh\", \"/chaos/ledger.sh\"]\n    environment:\n      APP: \"{app}\"\n      LOG: \"{log}\"\n      DURABLE: \"{durable}\"\n      WITNESS_HOST: \"{}\"\n      WITNESS_PORT: \"{}\"\n    restart_policy:\n      name: always\n",
+                "  {app}:\n    image: \"{IMAGE}\"\n    command: [\"sh\", \"/chaos/ledger.sh\"]\n    environment:\n      APP: \"{app}\"\n      LOG: \"{log}\"\n      DURABLE: \"{durable}\"\n      STATE_PORT: \"{STATE_PORT}\"\n      WITNESS_HOST: \"{}\"\n      WITNESS_PORT: \"{}\"\n    ports:\n      - internal: {STATE_PORT}\n        external: {port}\n    restart_policy:\n      name: always\n",
                 self.witness_host, self.witness_port
             ));
             if app == LEDGER {
@@ -190,5 +238,6 @@ mod tests {
         assert!(a.contains("CHAOS_VALUE: \"7-3\""));
         assert!(a.contains("mountpoint: /data"));
         assert!(a.contains("WITNESS_PORT: \"4000\""));
+        assert!(a.contains("external: 18100") && a.contains("external: 18101"));
     }
 }

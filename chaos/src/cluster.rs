@@ -3,7 +3,9 @@
 //! `flocker ca bundle`) and one for the admin, and one
 //! `flocker node` process per node, started from its bundle, started inside its network namespace
 //! (`ip netns exec`, which execs in place, so the pid we hold is the node's
-//! own and kill -9 / SIGSTOP reach it directly).
+//! own and kill -9 / SIGSTOP reach it directly), on its own engine
+//! (`--engine`, see topology.rs) and with the routing mesh on (the default:
+//! its rules live in the node's namespace).
 //!
 //! Every node runs under libfaketime with its own timestamp file, so the
 //! clock nemesis can shift one node's wall clock while it runs; the
@@ -162,6 +164,7 @@ impl Cluster {
             .arg(&self.bin)
             .arg("node")
             .args(["--name", &node.name, "--listen", &node.addr])
+            .args(["--engine", &topo.slot.engine_host(&node.name)])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--certs")

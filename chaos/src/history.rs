@@ -123,6 +123,72 @@ pub struct NemesisEvent {
     pub probe: Option<String>,
 }
 
+/// One line of `cuts.jsonl`: a time during which `node` was cut off from
+/// the cluster, written when it ended. Cut off: under a partition the node
+/// heard from fewer than a majority of the nodes (itself included), or it
+/// had been removed from the membership. Either way no leader could renew
+/// its lease after `from_ns` (a leader renews only with a quorum behind it,
+/// and only members), so the lease ran out within the node lease of it.
+/// `to_ns` is taken just before the cut was lifted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CutWindow {
+    pub node: String,
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// "partition: n1 | n2,n3", "removed from the membership", ...
+    pub why: String,
+}
+
+/// How a routed read ended (see [`RoutedRead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutedOutcome {
+    /// An instance answered with its state line.
+    Answered,
+    /// The connection was refused (RST to the SYN): nothing routes or
+    /// listens there.
+    Refused,
+    /// No connection, or no answer, within the read's bounds.
+    Timeout,
+    /// Anything else: reset or closed after connecting, an unreadable
+    /// answer.
+    Error,
+}
+
+/// What answered a routed read: the line the app serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedAnswer {
+    pub app: String,
+    /// The instance (as in its heartbeats).
+    pub instance: String,
+    /// The container's hostname: the first 12 hex digits of its Docker id.
+    pub container: String,
+    /// The node the instance says it runs on.
+    pub node: String,
+    /// The last record it had written.
+    pub seq: u64,
+}
+
+/// One line of `routed.jsonl`: an HTTP read of an app's state line from the
+/// clients' namespace through one node's address and the app's external
+/// port, i.e. through the routing mesh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutedRead {
+    pub invoke_ns: u64,
+    pub complete_ns: u64,
+    /// The app read (whose port).
+    pub app: String,
+    pub port: u16,
+    /// The node whose address the client connected to.
+    pub via: String,
+    pub outcome: RoutedOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<RoutedAnswer>,
+    /// Refused, timeout, error: what the client saw, in its words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// One line of `moves.jsonl`: a volume move the harness watched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MoveRecord {

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod moves;
 pub mod nemesis;
 pub mod record;
+pub mod routed;
 pub mod run;
 pub mod schedule;
 pub mod sh;

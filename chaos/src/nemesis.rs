@@ -5,6 +5,18 @@
 //! (iptables `statistic`) and slow links (`tbf`). Each fault is logged in
 //! `nemesis.jsonl` when it starts and when it heals.
 //!
+//! Partition and loss rules match packets by their source, a peer node's
+//! address, in the `mangle` table's PREROUTING chain of the receiving
+//! node: before any NAT, so they cut what the node receives for itself
+//! (Raft, volumes) and what it forwards alike — a connection a peer's
+//! routing mesh forwarded, the replies to one it forwarded, a container's
+//! traffic to a peer. Clients and the witness (on the bridge's own address)
+//! are never matched. A slow link slows what the node sends, except to the
+//! witness: a heartbeat held back in the queue would outlive its container.
+//! Every node a partition leaves hearing from fewer than a majority is
+//! written to `cuts.jsonl` (see [`crate::history::CutWindow`]) when the
+//! partition is lifted.
+//!
 //! The membership nemesis (`membership.rs`) is one self-contained cycle:
 //! remove a follower, keep it out, bring it back with a new certificate.
 //!
@@ -16,7 +28,7 @@
 use crate::app::{BEACON, LEDGER};
 use crate::cluster::Cluster;
 use crate::ctl::Outcome;
-use crate::history::NemesisEvent;
+use crate::history::{CutWindow, NemesisEvent};
 use crate::record::Jsonl;
 use crate::schedule::{Fault, Step};
 use crate::topology::Topology;
@@ -34,12 +46,18 @@ pub use membership::{judge_probe, Probe};
 
 /// How long the nemesis looks for the leader before choosing blindly.
 const FIND_LEADER: Duration = Duration::from_secs(10);
+/// Where partition and loss rules go (see the module's doc).
+const CUT_RULES: [&str; 3] = ["-t", "mangle", "PREROUTING"];
 
 pub struct Nemesis {
     pub cluster: Arc<Mutex<Cluster>>,
     pub topo: Arc<Topology>,
     pub env: Arc<Env>,
     pub log: Arc<Jsonl>,
+    /// `cuts.jsonl`.
+    cuts: Arc<Jsonl>,
+    /// Nodes cut off now: (node, since, why).
+    open_cuts: Vec<(String, u64, String)>,
     /// Nodes this nemesis killed (a node missing from here died by itself).
     killed: BTreeSet<usize>,
     rng: ChaCha8Rng,
@@ -53,6 +71,7 @@ impl Nemesis {
         topo: Arc<Topology>,
         env: Arc<Env>,
         log: Arc<Jsonl>,
+        cuts: Arc<Jsonl>,
         seed: u64,
     ) -> Nemesis {
         Nemesis {
@@ -60,6 +79,8 @@ impl Nemesis {
             topo,
             env,
             log,
+            cuts,
+            open_cuts: Vec::new(),
             killed: BTreeSet::new(),
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321),
             moves: Vec::new(),
@@ -204,12 +225,9 @@ impl Nemesis {
                         continue;
                     }
                     let ip = self.topo.slot.node_ip(i).to_string();
-                    let r = self.topo.in_node(
+                    let r = self.add_cut_rule(
                         &target,
                         &[
-                            "iptables",
-                            "-A",
-                            "INPUT",
                             "-s",
                             &ip,
                             "-m",
@@ -233,14 +251,7 @@ impl Nemesis {
             }
             Fault::Slow { pick: p, kbit } => {
                 let target = names[pick(*p)].clone();
-                let rate = format!("{kbit}kbit");
-                let r = self.topo.in_node(
-                    &target,
-                    &[
-                        "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", &rate, "burst",
-                        "16kbit", "latency", "500ms",
-                    ],
-                );
+                let r = self.slow_link(&target, *kbit);
                 if let Err(e) = r {
                     eprintln!("flocker-chaos: slow link: {e:#}");
                 }
@@ -288,37 +299,134 @@ impl Nemesis {
     }
 
     /// Drops traffic from every node of `b` at every node of `a` and, when
-    /// `both`, the other way too.
-    fn cut(&self, a: &[String], b: &[String], both: bool) {
-        let ip = |n: &String| self.index(n).map(|i| self.topo.slot.node_ip(i).to_string());
-        let mut rules: Vec<(&String, String)> = Vec::new();
+    /// `both`, the other way too; opens a cut window for every node that
+    /// then hears from fewer than a majority.
+    fn cut(&mut self, a: &[String], b: &[String], both: bool) {
+        let mut drops: Vec<(String, String)> = Vec::new();
         for x in a {
             for y in b {
-                if let Some(iy) = ip(y) {
-                    rules.push((x, iy));
-                }
+                drops.push((x.clone(), y.clone()));
                 if both {
-                    if let Some(ix) = ip(x) {
-                        rules.push((y, ix));
-                    }
+                    drops.push((y.clone(), x.clone()));
                 }
             }
         }
-        for (node, from) in rules {
-            if let Err(e) = self.topo.in_node(
-                node,
-                &["iptables", "-A", "INPUT", "-s", &from, "-j", "DROP"],
-            ) {
+        for (node, from) in &drops {
+            let Some(i) = self.index(from) else {
+                continue;
+            };
+            let ip = self.topo.slot.node_ip(i).to_string();
+            if let Err(e) = self.add_cut_rule(node, &["-s", &ip, "-j", "DROP"]) {
                 eprintln!("flocker-chaos: partition: {e:#}");
             }
+        }
+        let names = self.names();
+        let why = format!(
+            "{} cut from {}{}",
+            a.join(","),
+            b.join(","),
+            if both { "" } else { " (one-way)" }
+        );
+        let now = self.env.clock.now_ns();
+        for node in cut_off(&names, &drops) {
+            self.open_cut(&node, now, &why);
+        }
+    }
+
+    /// Appends a rule to `node`'s partition and loss chain.
+    fn add_cut_rule(&self, node: &str, rule: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["iptables", CUT_RULES[0], CUT_RULES[1], "-A", CUT_RULES[2]];
+        args.extend_from_slice(rule);
+        self.topo.in_node(node, &args)
+    }
+
+    /// Limits what `node` sends to `kbit` (tbf), except to the witness: an
+    /// htb root whose default class holds the tbf and whose other class,
+    /// unshaped, takes the bridge address (htb, not prio: kernels without
+    /// `sch_prio` are common). Without htb, everything is shaped, as
+    /// before, and stderr says so.
+    fn slow_link(&self, node: &str, kbit: u32) -> anyhow::Result<()> {
+        let rate = format!("{kbit}kbit");
+        let witness = format!("{}/32", self.topo.slot.gateway());
+        let tc = |args: &[&str]| {
+            let mut cmd = vec!["tc"];
+            cmd.extend_from_slice(args);
+            self.topo.in_node(node, &cmd)
+        };
+        let tbf = ["tbf", "rate", &rate, "burst", "16kbit", "latency", "500ms"];
+        let spared = tc(&[
+            "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "20",
+        ])
+        .and_then(|_| {
+            for class in ["1:10", "1:20"] {
+                tc(&[
+                    "class", "add", "dev", "eth0", "parent", "1:", "classid", class, "htb", "rate",
+                    "1gbit", "quantum", "1514",
+                ])?;
+            }
+            let mut leaf = vec![
+                "qdisc", "add", "dev", "eth0", "parent", "1:20", "handle", "20:",
+            ];
+            leaf.extend_from_slice(&tbf);
+            tc(&leaf)?;
+            tc(&[
+                "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1",
+                "u32", "match", "ip", "dst", &witness, "flowid", "1:10",
+            ])
+        });
+        if let Err(e) = spared {
+            eprintln!("flocker-chaos: slow link sparing the witness: {e:#}; shaping everything");
+            let _ = tc(&["qdisc", "del", "dev", "eth0", "root"]);
+            let mut root = vec!["qdisc", "add", "dev", "eth0", "root"];
+            root.extend_from_slice(&tbf);
+            tc(&root)?;
+        }
+        Ok(())
+    }
+
+    /// `node` is cut off from `since` (a no-op when it already is).
+    fn open_cut(&mut self, node: &str, since: u64, why: &str) {
+        if self.open_cuts.iter().any(|(n, _, _)| n == node) {
+            return;
+        }
+        self.open_cuts
+            .push((node.to_string(), since, why.to_string()));
+    }
+
+    /// Ends the cut windows of `node` (every node: `None`) now, writing them.
+    fn close_cuts(&mut self, node: Option<&str>) {
+        let now = self.env.clock.now_ns();
+        let (closing, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open_cuts)
+            .into_iter()
+            .partition(|(n, _, _)| node.is_none_or(|x| x == n));
+        self.open_cuts = open;
+        for (node, from_ns, why) in closing {
+            self.cuts.write_with(|_| CutWindow {
+                node,
+                from_ns,
+                to_ns: now,
+                why,
+            });
+        }
+    }
+
+    /// Flushes every node's partition and loss rules (closing the cut
+    /// windows first: from here on traffic may pass).
+    fn lift_partitions(&mut self) {
+        self.close_cuts(None);
+        for node in self.names() {
+            let _ = self.topo.in_node(
+                &node,
+                &["iptables", CUT_RULES[0], CUT_RULES[1], "-F", CUT_RULES[2]],
+            );
         }
     }
 
     /// Undoes every fault; safe to call at any time, any number of times.
     pub fn heal_all(&mut self) {
         self.env.set_targets(Targets::default());
+        self.lift_partitions();
         for node in self.names() {
-            let _ = self.topo.in_node(&node, &["iptables", "-F", "INPUT"]);
             // Fails when there is no tbf: that is fine.
             let _ = crate::sh::quiet(&[
                 "ip",
@@ -438,6 +546,23 @@ impl Nemesis {
     }
 }
 
+/// The nodes that hear from fewer than a majority of `names` (themselves
+/// included) when each (receiver, sender) of `drops` is dropped.
+pub fn cut_off(names: &[String], drops: &[(String, String)]) -> Vec<String> {
+    let majority = names.len() / 2 + 1;
+    names
+        .iter()
+        .filter(|x| {
+            let heard = names
+                .iter()
+                .filter(|y| !drops.iter().any(|(r, s)| r == *x && s == *y))
+                .count();
+            heard < majority
+        })
+        .cloned()
+        .collect()
+}
+
 /// Sleeps until `t` in small steps; false when `stop` said to stop first.
 pub fn sleep_until(t: Instant, stop: &dyn Fn() -> bool) -> bool {
     loop {
@@ -449,5 +574,44 @@ pub fn sleep_until(t: Instant, stop: &dyn Fn() -> bool) -> bool {
             return true;
         }
         std::thread::sleep((t - now).min(Duration::from_millis(100)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_minority_and_the_deaf_are_cut_off_a_bridge_side_is_not() {
+        let three = names(3);
+        // n1 | n2,n3 both ways.
+        let halves = pairs(&[("n1", "n2"), ("n2", "n1"), ("n1", "n3"), ("n3", "n1")]);
+        assert_eq!(cut_off(&three, &halves), ["n1"]);
+        // n1 hears nobody, the others hear it.
+        let deaf = pairs(&[("n1", "n2"), ("n1", "n3")]);
+        assert_eq!(cut_off(&three, &deaf), ["n1"]);
+        // n1 | n2 | n3 with n2 the bridge: n1 and n3 each hear two of three.
+        let bridge = pairs(&[("n1", "n3"), ("n3", "n1")]);
+        assert!(cut_off(&three, &bridge).is_empty());
+        // Five: n1,n2 | n3,n4,n5.
+        let five = names(5);
+        let mut drops = Vec::new();
+        for a in ["n1", "n2"] {
+            for b in ["n3", "n4", "n5"] {
+                drops.push((a.to_string(), b.to_string()));
+                drops.push((b.to_string(), a.to_string()));
+            }
+        }
+        assert_eq!(cut_off(&five, &drops), ["n1", "n2"]);
     }
 }

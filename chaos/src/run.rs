@@ -134,7 +134,6 @@ fn execute(opts: &Options) -> Result<()> {
     );
     let topo = Arc::new(Topology::create(slot, &names)?);
     let cluster = Cluster::prepare(&opts.bin, out, &topo, opts.plant_bug.clone())?;
-    topo.slot.note_cluster(&cluster.cluster_id)?;
     let cluster_id = cluster.cluster_id.clone();
     let cluster = Arc::new(Mutex::new(cluster));
 
@@ -151,15 +150,17 @@ fn execute(opts: &Options) -> Result<()> {
         opts.time
     );
 
-    app::build_image(&work)?;
+    app::build_images(&work, &topo.engine_hosts())?;
     let history = Arc::new(History::create(&out.join("history.jsonl"), clock)?);
     let witness_log = Arc::new(Jsonl::create(&out.join("witness.jsonl"), clock)?);
     let events_log = Arc::new(Jsonl::create(&out.join("docker-events.jsonl"), clock)?);
     let nemesis_log = Arc::new(Jsonl::create(&out.join("nemesis.jsonl"), clock)?);
     let moves_log = Arc::new(Jsonl::create(&out.join("moves.jsonl"), clock)?);
+    let cuts_log = Arc::new(Jsonl::create(&out.join("cuts.jsonl"), clock)?);
+    let routed_log = Arc::new(Jsonl::create(&out.join("routed.jsonl"), clock)?);
     let caught = Arc::new(crate::caught::Caught::default());
     let witness = Witness::start(topo.slot.gateway(), witness_log, caught.clone())?;
-    let events = DockerEvents::start(&cluster_id, events_log)?;
+    let events = DockerEvents::start(&topo.engine_hosts(), &cluster_id, events_log)?;
 
     {
         let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
@@ -206,7 +207,12 @@ fn execute(opts: &Options) -> Result<()> {
             .name("run".into())
             .spawn(move || -> Result<Phases> {
                 topology::enter_netns(&env.client_ns)?;
-                drive(&opts, &out, &env, cluster, topo, nemesis_log, &steps, clock)
+                let logs = Logs {
+                    nemesis: nemesis_log,
+                    cuts: cuts_log,
+                    routed: routed_log,
+                };
+                drive(&opts, &out, &env, cluster, topo, logs, &steps, clock)
             })?
     };
     let phases = phases
@@ -235,12 +241,24 @@ fn execute(opts: &Options) -> Result<()> {
         )?;
     }
     cluster.lock().unwrap_or_else(|e| e.into_inner()).kill_all();
-    topology::remove_containers(&cluster_id);
+    topo.remove_all_containers();
+    // The engines' directories go with the topology; their logs stay.
+    for node in &names {
+        let log = flocker::netlab::engine_log(&topo.slot.engine_dir(node));
+        let _ = std::fs::copy(&log, out.join("logs").join(format!("{node}.dockerd.log")));
+    }
     let _ = std::fs::remove_dir_all(&work);
     // `topo` (and with it the namespaces, bridge and rules) goes here; the
     // data dirs stay in DIR/data for inspection.
     drop(env);
     Ok(())
+}
+
+/// The files the cluster-facing phases write besides the history.
+struct Logs {
+    nemesis: Arc<Jsonl>,
+    cuts: Arc<Jsonl>,
+    routed: Arc<Jsonl>,
 }
 
 /// What the cluster-facing phases found.
@@ -258,7 +276,7 @@ fn drive(
     env: &Arc<Env>,
     cluster: Arc<Mutex<Cluster>>,
     topo: Arc<Topology>,
-    nemesis_log: Arc<Jsonl>,
+    logs: Logs,
     steps: &[Step],
     clock: RunClock,
 ) -> Result<Phases> {
@@ -281,7 +299,15 @@ fn drive(
 
     let observer = crate::moves::Observer::start(env.clone(), LEDGER);
     let clients = workload::start(env.clone(), opts.clients);
-    let mut nemesis = Nemesis::new(cluster, topo, env.clone(), nemesis_log, opts.seed);
+    let routed = crate::routed::start(env.clone(), logs.routed);
+    let mut nemesis = Nemesis::new(
+        cluster,
+        topo,
+        env.clone(),
+        logs.nemesis,
+        logs.cuts,
+        opts.seed,
+    );
     let start = Instant::now();
     nemesis.run(steps, start, &enough);
     sleep_until(start + opts.time, &enough);
@@ -314,6 +340,10 @@ fn drive(
         if c.is_finished() {
             let _ = c.join();
         }
+    }
+    if let Some(r) = routed {
+        // Each read is bounded (a few seconds): no deadline needed.
+        let _ = r.join();
     }
     nemesis.join_moves(CLIENT_DRAIN);
     observer.stop();

@@ -3,6 +3,14 @@
 //! a veth pair. Everything is named `fc-<slot>-…` and lives in
 //! `10.213.<slot>.0/24`, so concurrent runs never collide.
 //!
+//! Each node's namespace also runs the node's own Docker engine
+//! (`flocker::netlab::start_engines`: dockerd entered with `nsenter --net`,
+//! data, log and socket under `/var/tmp/flocker-chaos/<slot>/<node>/`), so
+//! an app publishes its ports on its node's address, as on a real host, and
+//! the routing mesh between the nodes is the real one. Containers reach the
+//! witness on the bridge through their node's namespace (Docker's
+//! masquerade there).
+//!
 //! Guards: the bridge holds `10.213.<slot>.1/24`, so the subnet's route in
 //! the root namespace points at the bridge and nothing addressed to it can
 //! leave the machine; the namespaces have no default route at all. Docker
@@ -11,17 +19,28 @@
 //! comment naming the slot, let the nodes talk across the bridge.
 //!
 //! [`Topology`] tears everything down on drop, and [`Slot::claim`] cleans
-//! what a crashed run left behind in a slot whose owner is dead.
+//! what a crashed run left behind in a slot whose owner is dead: its nodes
+//! first (a live agent would recreate containers), then every container,
+//! engine and mount of its engines, then the network.
 
 use crate::sh;
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// Where slot claims live: `<slot>.pid` (the owner) and `<slot>.cluster`
-/// (the cluster id whose containers to remove if the owner died).
+/// Where slot claims live: `<slot>.pid`, the owner's pid.
 const SLOT_DIR: &str = "/run/flocker-chaos";
 const MAX_SLOT: u8 = 250;
+/// Where the nodes' engines keep their data, logs and sockets:
+/// `<ENGINE_DIR>/<slot>/<node>/`.
+pub const ENGINE_DIR: &str = "/var/tmp/flocker-chaos";
+/// How long all engines together get to answer after starting.
+const ENGINES_READY: Duration = Duration::from_secs(90);
+/// Bound on one `docker` call of the harness (list, remove).
+const DOCKER_CALL: Duration = Duration::from_secs(60);
 
 /// A claimed slot: the subnet and name prefix of one run.
 #[derive(Debug)]
@@ -41,11 +60,11 @@ impl Slot {
                     continue;
                 }
                 eprintln!("flocker-chaos: cleaning slot {n} left by a dead run");
-                cleanup(n);
+                cleanup(n, &mut Vec::new());
                 let _ = std::fs::remove_file(&pid_file);
             } else if leftovers_exist(n) {
                 // A run that died before writing its claim (or after losing it).
-                cleanup(n);
+                cleanup(n, &mut Vec::new());
             }
             let claimed = std::fs::OpenOptions::new()
                 .write(true)
@@ -62,16 +81,6 @@ impl Slot {
 
     fn pid_file(n: u8) -> PathBuf {
         PathBuf::from(SLOT_DIR).join(format!("{n}.pid"))
-    }
-
-    fn cluster_file(n: u8) -> PathBuf {
-        PathBuf::from(SLOT_DIR).join(format!("{n}.cluster"))
-    }
-
-    /// Remembers the cluster id so a later run can remove our containers
-    /// if this one dies without tearing down.
-    pub fn note_cluster(&self, id: &str) -> Result<()> {
-        std::fs::write(Slot::cluster_file(self.n), id).context("writing the slot's cluster id")
     }
 
     pub fn prefix(&self) -> String {
@@ -102,13 +111,29 @@ impl Slot {
     pub fn client_ns(&self) -> String {
         format!("{}-cl", self.prefix())
     }
+
+    /// The directory of `node`'s engine.
+    pub fn engine_dir(&self, node: &str) -> PathBuf {
+        engine_root(self.n).join(node)
+    }
+
+    /// `node`'s engine as `flocker node --engine` and `docker -H` take it.
+    pub fn engine_host(&self, node: &str) -> String {
+        format!(
+            "unix://{}",
+            flocker::netlab::engine_socket(&self.engine_dir(node)).display()
+        )
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(Slot::cluster_file(self.n));
         let _ = std::fs::remove_file(Slot::pid_file(self.n));
     }
+}
+
+fn engine_root(n: u8) -> PathBuf {
+    Path::new(ENGINE_DIR).join(n.to_string())
 }
 
 /// Whether `pid` is a live process: a zombie (killed, not yet reaped) is
@@ -136,12 +161,16 @@ fn leftovers_exist(n: u8) -> bool {
     let p = format!("{}-", prefix(n));
     let netns = sh::must(&["ip", "netns", "list"]).unwrap_or_default();
     let links = sh::must(&["ip", "-o", "link", "show"]).unwrap_or_default();
-    netns.lines().any(|l| l.starts_with(&p)) || links.contains(&format!(": {p}"))
+    netns.lines().any(|l| l.starts_with(&p))
+        || links.contains(&format!(": {p}"))
+        || engine_root(n).exists()
 }
 
-/// Removes everything of slot `n`: namespaces, links, DOCKER-USER rules and
-/// the containers of the cluster it ran. Each step tolerates "already gone".
-pub fn cleanup(n: u8) {
+/// Removes everything of slot `n`: its nodes, its engines (`children` are
+/// the ones this process started) with their containers and mounts, then
+/// namespaces, links, DOCKER-USER rules and the engines' directory. Each
+/// step tolerates "already gone" and runs even when an earlier one failed.
+pub fn cleanup(n: u8, children: &mut Vec<Child>) {
     let p = format!("{}-", prefix(n));
     let namespaces: Vec<String> = sh::must(&["ip", "netns", "list"])
         .unwrap_or_default()
@@ -151,19 +180,10 @@ pub fn cleanup(n: u8) {
         .map(str::to_string)
         .collect();
     // Nodes first: a live agent would recreate the containers removed next.
-    for ns in &namespaces {
-        if let Ok(pids) = sh::must(&["ip", "netns", "pids", ns]) {
-            for pid in pids.split_whitespace() {
-                sh::quiet(&["kill", "-9", pid]);
-            }
-        }
-    }
-    if !namespaces.is_empty() {
-        // Let the kernel reap them before their containers go.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    if let Ok(id) = std::fs::read_to_string(Slot::cluster_file(n)) {
-        remove_containers(id.trim());
+    kill_nodes(&namespaces);
+    let root = engine_root(n);
+    for e in flocker::netlab::clean_engines(&root, &namespaces, children) {
+        eprintln!("flocker-chaos: slot {n}: {e}");
     }
     for ns in &namespaces {
         sh::quiet(&["ip", "netns", "del", ns]);
@@ -181,6 +201,37 @@ pub fn cleanup(n: u8) {
         }
     }
     remove_rules(n);
+    if root.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&root) {
+            eprintln!("flocker-chaos: removing {}: {e}", root.display());
+        }
+    }
+}
+
+/// Kills (-9) every flocker process in `namespaces` (nodes, probes, `ctl`)
+/// and waits a little for the kernel to reap them; the engines stay.
+fn kill_nodes(namespaces: &[String]) {
+    let mut killed = false;
+    for ns in namespaces {
+        let Ok(pids) = sh::must(&["ip", "netns", "pids", ns]) else {
+            continue;
+        };
+        for pid in pids.split_whitespace() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            // "flocker", or "flocker (deleted)" after a rebuild.
+            let is_flocker = exe
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("flocker"));
+            if is_flocker {
+                sh::quiet(&["kill", "-9", pid]);
+                killed = true;
+            }
+        }
+    }
+    if killed {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// Deletes every DOCKER-USER rule carrying slot `n`'s comment.
@@ -236,54 +287,56 @@ fn split_rule(spec: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// Removes every container labelled with `cluster_id`.
-pub fn remove_containers(cluster_id: &str) {
-    if cluster_id.is_empty() {
-        return;
-    }
-    let filter = format!("label=flocker.cluster={cluster_id}");
-    if let Ok(ids) = sh::must(&["docker", "ps", "-aq", "--filter", &filter]) {
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut cmd = vec!["docker", "rm", "-f"];
-            cmd.extend(ids);
-            sh::quiet(&cmd);
-        }
-    }
-}
-
-/// Removes one node's containers of this cluster (running or not), as
-/// wiping that host would.
-pub fn remove_node_containers(cluster_id: &str, node: &str) -> Result<usize> {
-    if cluster_id.is_empty() {
-        return Ok(0);
-    }
+/// Removes `node`'s containers of this cluster (running or not) from its
+/// engine, as wiping that host would; how many there were.
+pub fn remove_node_containers(slot: &Slot, cluster_id: &str, node: &str) -> Result<usize> {
+    let host = slot.engine_host(node);
     let cluster = format!("label=flocker.cluster={cluster_id}");
     let owner = format!("label=flocker.node={node}");
-    let ids = sh::must(&[
-        "docker", "ps", "-aq", "--filter", &cluster, "--filter", &owner,
-    ])?;
+    let ids = docker(
+        &host,
+        &["ps", "-aq", "--filter", &cluster, "--filter", &owner],
+    )?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if !ids.is_empty() {
-        let mut cmd = vec!["docker", "rm", "-f"];
-        cmd.extend(ids.iter().copied());
-        sh::must(&cmd)?;
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids.iter().copied());
+        docker(&host, &args)?;
     }
     Ok(ids.len())
 }
 
-/// The live network of one run; dropping it removes it all.
+/// `docker -H host ARGS…`, bounded; its standard output.
+pub fn docker(host: &str, args: &[&str]) -> Result<String> {
+    let out = sh::run(
+        std::process::Command::new("docker")
+            .args(["-H", host])
+            .args(args),
+        DOCKER_CALL,
+    )?;
+    if !out.ok() {
+        bail!("docker -H {host} {}: {}", args.join(" "), out.why());
+    }
+    Ok(out.stdout)
+}
+
+/// The live network of one run, with the nodes' engines; dropping it
+/// removes it all.
 pub struct Topology {
     pub slot: Slot,
     pub nodes: Vec<String>,
+    /// The engines' dockerd processes (reaped at teardown).
+    engines: Mutex<Vec<Child>>,
 }
 
 impl Topology {
-    /// Builds the bridge, one namespace per node and the clients' namespace.
+    /// Builds the bridge, one namespace per node with its engine and the
+    /// clients' namespace; returns once every engine answers.
     pub fn create(slot: Slot, nodes: &[String]) -> Result<Topology> {
         let topo = Topology {
             slot,
             nodes: nodes.to_vec(),
+            engines: Mutex::new(Vec::new()),
         };
         // From here on, a failure drops `topo`, which undoes what was done.
         let s = &topo.slot;
@@ -328,7 +381,57 @@ impl Topology {
             )?;
         }
         topo.add_ns(&s.client_ns(), &format!("{}-cl", s.prefix()), s.client_ip())?;
+        let specs: Vec<flocker::netlab::EngineSpec> = nodes
+            .iter()
+            .map(|node| {
+                // Forwarding for the routing mesh and the containers' way
+                // out (dockerd would turn it on too; say so explicitly).
+                topo.in_node(node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+                Ok(flocker::netlab::EngineSpec {
+                    name: format!("node {node}"),
+                    ns: s.node_ns(node),
+                    dir: s.engine_dir(node),
+                })
+            })
+            .collect::<Result<_>>()?;
+        {
+            let mut engines = topo.engines.lock().unwrap_or_else(|e| e.into_inner());
+            flocker::netlab::start_engines(&specs, &mut engines, ENGINES_READY)
+                .context("starting the nodes' engines")?;
+        }
         Ok(topo)
+    }
+
+    /// Every node's engine host (`unix://…`), by node name.
+    pub fn engine_hosts(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.clone(), self.slot.engine_host(n)))
+            .collect()
+    }
+
+    /// Removes every container from every node's engine (the end of a
+    /// run; the engines keep running until the drop).
+    pub fn remove_all_containers(&self) {
+        for (node, host) in self.engine_hosts() {
+            let listed = docker(&host, &["ps", "-aq"]);
+            let ids = match listed {
+                Ok(ids) => ids,
+                Err(e) => {
+                    eprintln!("flocker-chaos: containers of {node}: {e:#}");
+                    continue;
+                }
+            };
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            if let Err(e) = docker(&host, &args) {
+                eprintln!("flocker-chaos: removing the containers of {node}: {e:#}");
+            }
+        }
     }
 
     fn add_ns(&self, ns: &str, veth: &str, ip: Ipv4Addr) -> Result<()> {
@@ -368,7 +471,8 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        cleanup(self.slot.n);
+        let engines = self.engines.get_mut().unwrap_or_else(|e| e.into_inner());
+        cleanup(self.slot.n, engines);
     }
 }
 

@@ -8,6 +8,12 @@
 //! runs in `Drop`, in or out of an async runtime): a few HTTP/1.0 requests
 //! over the unix socket, which also makes the readiness probe independent of
 //! the library's own engine client.
+//!
+//! [`start_engines`] and [`clean_engines`] are the whole life cycle for
+//! anyone else who needs engines in namespaces (the chaos suite): start
+//! several at once, and later remove their containers, stop them and
+//! whatever they left, from the children held or from the pid files of a
+//! process that died.
 
 use super::slot::process_alive;
 use super::sys::signal;
@@ -31,7 +37,8 @@ const MAX_REPLY: u64 = 8 * 1024 * 1024;
 /// Grace for a dockerd to stop its containers and exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-pub(crate) fn socket(dir: &Path) -> PathBuf {
+/// The engine's socket in its directory (`--engine unix://<this>`).
+pub fn socket(dir: &Path) -> PathBuf {
     dir.join("docker.sock")
 }
 
@@ -39,13 +46,14 @@ pub(crate) fn pid_file(dir: &Path) -> PathBuf {
     dir.join("dockerd.pid")
 }
 
-pub(crate) fn log_file(dir: &Path) -> PathBuf {
+/// The engine's log (its stdout and stderr) in its directory.
+pub fn log_file(dir: &Path) -> PathBuf {
     dir.join("dockerd.log")
 }
 
 /// The storage driver the root engine uses (what works on this file
 /// system), or `None` when it does not answer: dockerd then picks its own.
-pub(crate) fn root_storage_driver() -> Option<String> {
+fn root_storage_driver() -> Option<String> {
     let (status, body) = request(
         Path::new(ROOT_ENGINE),
         "GET",
@@ -64,7 +72,7 @@ pub(crate) fn root_storage_driver() -> Option<String> {
 }
 
 /// Starts dockerd in namespace `ns` with everything under `dir`.
-pub(crate) fn spawn(ns: &str, dir: &Path, driver: Option<&str>) -> Result<Child> {
+fn spawn(ns: &str, dir: &Path, driver: Option<&str>) -> Result<Child> {
     for sub in ["root", "exec"] {
         std::fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -101,10 +109,94 @@ pub(crate) fn spawn(ns: &str, dir: &Path, driver: Option<&str>) -> Result<Child>
     cmd.spawn().context("starting dockerd through nsenter")
 }
 
+/// One engine to start: a name for messages, the network namespace
+/// (`/run/netns/<ns>`) and the directory for its data, log and socket.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub name: String,
+    pub ns: String,
+    pub dir: PathBuf,
+}
+
+/// Starts one dockerd per spec, all at once, and waits until each answers
+/// within `limit`. Each child is pushed to `children` as soon as it is
+/// spawned, so the caller's [`clean_engines`] stops it even when a later one
+/// fails. Engines use the storage driver the root engine uses, when one
+/// answers.
+pub fn start_engines(
+    specs: &[EngineSpec],
+    children: &mut Vec<Child>,
+    limit: Duration,
+) -> Result<()> {
+    let driver = root_storage_driver();
+    let first = children.len();
+    for spec in specs {
+        let child = spawn(&spec.ns, &spec.dir, driver.as_deref())
+            .with_context(|| format!("engine of {}", spec.name))?;
+        children.push(child);
+    }
+    let mut engines: Vec<(&str, &Path, &mut Child)> = specs
+        .iter()
+        .zip(children[first..].iter_mut())
+        .map(|(s, child)| (s.name.as_str(), s.dir.as_path(), child))
+        .collect();
+    wait_ready(&mut engines, limit)
+}
+
+/// Removes everything engines left whose directories are the
+/// subdirectories of `dir`: their containers (through each engine that
+/// still answers), the engines themselves (`children`, reaped, and any
+/// whose pid file is there), processes left in `namespaces` (names under
+/// `/run/netns`) or running from a root under `dir` (containers of an
+/// engine that had to be killed), and the mounts under `dir`. Every step
+/// runs even when an earlier one failed; returns what could not be done.
+/// Processes of the caller's own in those namespaces (the nodes that would
+/// recreate containers) must be gone first.
+pub fn clean_engines(dir: &Path, namespaces: &[String], children: &mut Vec<Child>) -> Vec<String> {
+    let mut errors: Vec<String> = Vec::new();
+    let engine_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in &engine_dirs {
+        let sock = socket(d);
+        if ping(&sock) {
+            if let Err(e) = remove_containers(&sock) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    let recorded: Vec<u32> = engine_dirs.iter().filter_map(|d| recorded_pid(d)).collect();
+    let left = stop(children, &recorded);
+    if !left.is_empty() {
+        errors.push(format!("dockerd pids {left:?} survived SIGKILL"));
+    }
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // A container still running (an engine that had to be killed) keeps its
+    // root mounted; detaching first lets the fuse daemons still serve it.
+    let _ = super::sys::unmount_under(&real);
+    let ids: Vec<(u64, u64)> = namespaces
+        .iter()
+        .filter_map(|ns| super::sys::netns_id(&Path::new("/run/netns").join(ns)))
+        .collect();
+    let left = super::sys::kill_strays(&ids, &real);
+    if !left.is_empty() {
+        errors.push(format!("processes {left:?} survived SIGKILL"));
+    }
+    if let Err(e) = super::sys::unmount_under(&real) {
+        errors.push(format!("{e:#}"));
+    }
+    errors
+}
+
 /// Waits until every engine answers `/_ping`, all within `limit`. Each entry
 /// is (host name, host directory, its dockerd). An engine that exits or
 /// stays silent fails the wait with the end of its log.
-pub(crate) fn wait_ready(engines: &mut [(&str, &Path, &mut Child)], limit: Duration) -> Result<()> {
+fn wait_ready(engines: &mut [(&str, &Path, &mut Child)], limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     let mut ready = vec![false; engines.len()];
     loop {
@@ -114,7 +206,7 @@ pub(crate) fn wait_ready(engines: &mut [(&str, &Path, &mut Child)], limit: Durat
             }
             if let Some(status) = child.try_wait().context("waiting for dockerd")? {
                 bail!(
-                    "dockerd of lab host {host} exited ({status}) before answering; {}",
+                    "dockerd of {host} exited ({status}) before answering; {}",
                     log_tail(dir)
                 );
             }
@@ -126,7 +218,7 @@ pub(crate) fn wait_ready(engines: &mut [(&str, &Path, &mut Child)], limit: Durat
         if Instant::now() >= deadline {
             let (host, dir, _) = &engines[ready.iter().position(|r| !r).unwrap_or(0)];
             bail!(
-                "dockerd of lab host {host} did not answer on {} within {limit:?}; {}",
+                "dockerd of {host} did not answer on {} within {limit:?}; {}",
                 socket(dir).display(),
                 log_tail(dir)
             );

@@ -23,6 +23,9 @@ mod links;
 mod slot;
 mod sys;
 
+pub use dockerd::{
+    clean_engines, log_file as engine_log, socket as engine_socket, start_engines, EngineSpec,
+};
 pub use links::{netns_command, netns_prefix, thread_in};
 pub use slot::{CLAIM_DIR, MAX_SLOT};
 
@@ -151,19 +154,16 @@ impl Lab {
             links::add_namespace(n, &host.netns, host.ip, true)?;
         }
         links::add_namespace(n, &self.client_ns, links::client_ip(n), false)?;
-        let driver = dockerd::root_storage_driver();
-        for host in &self.hosts {
-            let child = dockerd::spawn(&host.netns, &host.dir, driver.as_deref())
-                .with_context(|| format!("lab host {}", host.name))?;
-            self.dockerds.push(child);
-        }
-        let mut engines: Vec<(&str, &Path, &mut Child)> = self
+        let specs: Vec<EngineSpec> = self
             .hosts
             .iter()
-            .zip(self.dockerds.iter_mut())
-            .map(|(h, child)| (h.name.as_str(), h.dir.as_path(), child))
+            .map(|h| EngineSpec {
+                name: format!("lab host {}", h.name),
+                ns: h.netns.clone(),
+                dir: h.dir.clone(),
+            })
             .collect();
-        dockerd::wait_ready(&mut engines, READY_LIMIT)
+        start_engines(&specs, &mut self.dockerds, READY_LIMIT)
     }
 
     /// The slot: the third octet of the subnet and the number in every name.
@@ -341,46 +341,7 @@ fn leftovers_exist(n: u8) -> bool {
 /// Every step runs even when an earlier one failed.
 fn teardown_slot(n: u8, children: &mut Vec<Child>) -> Result<()> {
     let data = data_dir(n);
-    let mut errors: Vec<String> = Vec::new();
-    let host_dirs: Vec<PathBuf> = std::fs::read_dir(&data)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect()
-        })
-        .unwrap_or_default();
-    for dir in &host_dirs {
-        let sock = dockerd::socket(dir);
-        if dockerd::ping(&sock) {
-            if let Err(e) = dockerd::remove_containers(&sock) {
-                errors.push(format!("{e:#}"));
-            }
-        }
-    }
-    let recorded: Vec<u32> = host_dirs
-        .iter()
-        .filter_map(|d| dockerd::recorded_pid(d))
-        .collect();
-    let left = dockerd::stop(children, &recorded);
-    if !left.is_empty() {
-        errors.push(format!("dockerd pids {left:?} survived SIGKILL"));
-    }
-    let data_real = data.canonicalize().unwrap_or_else(|_| data.clone());
-    // A container still running (an engine that had to be killed) keeps its
-    // root mounted; detaching first lets the fuse daemons still serve it.
-    let _ = sys::unmount_under(&data_real);
-    let namespaces: Vec<(u64, u64)> = links::namespaces(n)
-        .iter()
-        .filter_map(|ns| sys::netns_id(&Path::new("/run/netns").join(ns)))
-        .collect();
-    let left = sys::kill_strays(&namespaces, &data_real);
-    if !left.is_empty() {
-        errors.push(format!("processes {left:?} in the lab survived SIGKILL"));
-    }
-    if let Err(e) = sys::unmount_under(&data_real) {
-        errors.push(format!("{e:#}"));
-    }
+    let mut errors = clean_engines(&data, &links::namespaces(n), children);
     errors.extend(links::remove_network(n));
     if data.exists() {
         if let Err(e) = std::fs::remove_dir_all(&data) {

@@ -9,6 +9,7 @@ pub mod linearizable;
 pub mod lost_writes;
 pub mod membership;
 pub mod ops;
+pub mod routed;
 pub mod single_instance;
 pub mod state_invariants;
 pub mod volume;
@@ -20,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The invariant names, as keys of `verdict.json`'s `invariants`.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     "linearizable",
     "no-lost-writes",
     "single-instance",
@@ -28,6 +29,7 @@ pub const INVARIANTS: [&str; 7] = [
     "convergence",
     "removed-stay-out",
     "state-invariants",
+    "routed-reads",
 ];
 
 /// A wall-clock deadline shared by every checker of one run, so the whole
@@ -165,6 +167,7 @@ pub fn check_run(dir: &Path, budget: Duration) -> Verdict {
     inv.insert("volume-integrity".into(), volume::check(dir, &budget));
     inv.insert("removed-stay-out".into(), membership::check(dir));
     inv.insert("state-invariants".into(), state_invariants::check(dir));
+    inv.insert("routed-reads".into(), routed::check(dir));
     match &history {
         Ok(h) => {
             inv.insert(

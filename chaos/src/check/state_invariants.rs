@@ -2,10 +2,11 @@
 //! node runs with `--check-invariants`, so it checks the state after each
 //! applied entry and, on a violation, logs `INVARIANT VIOLATED` and stops
 //! applying. Judged from the nodes' logs (`logs/<node>.log`): any such line
-//! is a violation; a node's log without the line saying the checks were on
-//! leaves the invariant unknown (that node was not checked). The membership
-//! nemesis's probe logs (`<node>.probe-N.log`, refused joins) are searched
-//! but need no such line.
+//! is a violation; a log without the line saying the checks were on leaves
+//! the invariant unknown (that node was not checked). Other programs' logs
+//! beside them (`<node>.probe-<generation>.log`, the membership probe that
+//! exits before it applies anything; `<node>.dockerd.log`, the node's
+//! engine) have a dot in their stem, which node names never have.
 
 use crate::verdict::{InvariantResult, Validity};
 use serde_json::json;
@@ -35,18 +36,16 @@ pub fn check(dir: &Path) -> InvariantResult {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if name.contains('.') {
+            continue;
+        }
         let text = match std::fs::read(&path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => return InvariantResult::unknown(format!("{}: {e}", path.display())),
         };
-        // `<node>.probe-N.log`: the membership nemesis's join attempts with
-        // a removed node's old certificate, refused before they apply
-        // anything. Searched for violations, not counted as nodes.
-        if !name.contains(".probe-") {
-            nodes += 1;
-            if !text.contains(CHECKING) {
-                unchecked.push(name.clone());
-            }
+        nodes += 1;
+        if !text.contains(CHECKING) {
+            unchecked.push(name.clone());
         }
         for line in text.lines().filter(|l| l.contains(VIOLATED)) {
             violations
@@ -105,9 +104,14 @@ mod tests {
             Validity::Unknown
         );
         assert_eq!(run(&[]).valid, Validity::Unknown);
-        // A refused join attempt's log never applies anything.
+        // The probe's and the engine's logs are not node logs.
         assert_eq!(
-            run(&[("n1", &ok), ("n1.probe-1", "refused\n")]).valid,
+            run(&[
+                ("n1", &ok),
+                ("n1.probe-1", "refused\n"),
+                ("n1.dockerd", "dockerd\n")
+            ])
+            .valid,
             Validity::Valid
         );
     }

@@ -115,7 +115,12 @@ impl Nemesis {
         let log_path = self.cluster().logs.join(format!("{target}.log"));
         let log_mark = std::fs::metadata(&log_path).map_or(0, |m| m.len());
         match self.remove(&target, &leader, &others) {
-            Ok(said) => self.event("membership", "removed", &said, nodes),
+            Ok(said) => {
+                // Out of the membership, no leader renews its lease.
+                let now = self.env.clock.now_ns();
+                self.open_cut(&target, now, "removed from the membership");
+                self.event("membership", "removed", &said, nodes)
+            }
             Err(why) => {
                 self.lift_partitions();
                 self.event(
@@ -142,7 +147,9 @@ impl Nemesis {
             nodes,
         );
         self.cluster().kill(i);
-        let removed = crate::topology::remove_node_containers(&self.cluster().cluster_id, &target);
+        let cluster_id = self.cluster().cluster_id.clone();
+        let removed =
+            crate::topology::remove_node_containers(&self.topo.slot, &cluster_id, &target);
         self.event(
             "membership",
             "killed",
@@ -167,6 +174,11 @@ impl Nemesis {
 
         // Back, as a new host with the same name.
         let generation = self.cluster().nodes[i].generation + 1;
+        if !isolated {
+            // From here it is a new host joining (refusing until it has a
+            // lease), no longer the removed one.
+            self.close_cuts(Some(&target));
+        }
         let rejoined = {
             let topo = self.topo.clone();
             self.cluster().rejoin(&topo, i, &via)
@@ -335,7 +347,10 @@ impl Nemesis {
                 .arg(&scratch)
                 .arg("--certs")
                 .arg(&bundle)
-                .args(["--join", via]),
+                .args(["--join", via])
+                // Were it let in, it must start nothing on a real engine
+                // and route nothing from the clients' namespace.
+                .args(["--engine", "sim", "--routing", "off"]),
             PROBE_BOUND,
         );
         let _ = std::fs::remove_dir_all(&scratch);
@@ -369,13 +384,6 @@ impl Nemesis {
                 probe.as_str()
             ),
         )
-    }
-
-    /// Flushes every node's INPUT rules (only one fault runs at a time).
-    fn lift_partitions(&self) {
-        for node in self.names() {
-            let _ = self.topo.in_node(&node, &["iptables", "-F", "INPUT"]);
-        }
     }
 }
 
