@@ -25,6 +25,7 @@
 
 use crate::sh;
 use anyhow::{bail, Context, Result};
+use flocker::netlab::process_alive;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -134,19 +135,6 @@ impl Drop for Slot {
 
 fn engine_root(n: u8) -> PathBuf {
     Path::new(ENGINE_DIR).join(n.to_string())
-}
-
-/// Whether `pid` is a live process: a zombie (killed, not yet reaped) is
-/// not, and neither is a pid that is gone.
-fn process_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S …": the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 fn prefix(n: u8) -> String {

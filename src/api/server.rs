@@ -642,8 +642,14 @@ impl Api {
         }
     }
 
-    /// Every member's observations, asked of each (this node's own locally).
-    async fn observations(&self) -> Vec<(String, Option<Observed>)> {
+    /// Asks every member at once (this node answers itself with `local`);
+    /// `None` for a member that did not answer with what `take` accepts.
+    async fn ask_members<T>(
+        &self,
+        request: &PeerRequest,
+        local: impl Fn() -> T,
+        take: impl Fn(PeerReply) -> Option<T>,
+    ) -> Vec<(String, Option<T>)> {
         let members: Vec<NodeInfo> = self
             .sm
             .read()
@@ -652,16 +658,28 @@ impl Api {
             .nodes()
             .map(|(_, n)| n.clone())
             .collect();
+        let (local, take) = (&local, &take);
         let asks = members.into_iter().map(|info| async move {
             if info.name == self.name {
-                return (info.name, Some(self.observed.snapshot()));
+                return (info.name, Some(local()));
             }
-            match self.ask(&info, &PeerRequest::Observed, PROBE_TIMEOUT).await {
-                Ok(PeerReply::Observed(o)) => (info.name, Some(o)),
-                _ => (info.name, None),
-            }
+            let reply = self.ask(&info, request, PROBE_TIMEOUT).await;
+            (info.name, reply.ok().and_then(take))
         });
         futures::future::join_all(asks).await
+    }
+
+    /// Every member's observations, asked of each (this node's own locally).
+    async fn observations(&self) -> Vec<(String, Option<Observed>)> {
+        self.ask_members(
+            &PeerRequest::Observed,
+            || self.observed.snapshot(),
+            |reply| match reply {
+                PeerReply::Observed(o) => Some(o),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// This node's routing report (`off` when it does not route).
@@ -678,24 +696,16 @@ impl Api {
     /// Every member's routing report (`None`: it did not answer, or its
     /// build predates routing).
     async fn routing_reports(&self) -> Vec<(String, Option<crate::routing::RoutingReport>)> {
-        let members: Vec<NodeInfo> = self
-            .sm
-            .read()
-            .membership
-            .membership()
-            .nodes()
-            .map(|(_, n)| n.clone())
-            .collect();
-        let asks = members.into_iter().map(|info| async move {
-            if info.name == self.name {
-                return (info.name, Some(self.routing_report()));
-            }
-            match self.ask(&info, &PeerRequest::Routing, PROBE_TIMEOUT).await {
-                Ok(PeerReply::Routing(r)) => (info.name, Some(r)),
-                _ => (info.name, None),
-            }
-        });
-        let mut reports = futures::future::join_all(asks).await;
+        let mut reports = self
+            .ask_members(
+                &PeerRequest::Routing,
+                || self.routing_report(),
+                |reply| match reply {
+                    PeerReply::Routing(r) => Some(r),
+                    _ => None,
+                },
+            )
+            .await;
         reports.sort_by(|a, b| a.0.cmp(&b.0));
         reports
     }

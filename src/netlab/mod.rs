@@ -27,7 +27,7 @@ pub use dockerd::{
     clean_engines, log_file as engine_log, socket as engine_socket, start_engines, EngineSpec,
 };
 pub use links::{netns_command, netns_prefix, thread_in};
-pub use slot::{CLAIM_DIR, MAX_SLOT};
+pub use slot::{process_alive, CLAIM_DIR, MAX_SLOT};
 
 use crate::runtime::{build_busybox_image, DockerRuntime, DockerTimeouts};
 use anyhow::{bail, Context, Result};

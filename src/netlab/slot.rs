@@ -139,7 +139,7 @@ impl DirLock {
 }
 
 /// Whether `pid` runs: a zombie (exited, not yet reaped) does not.
-pub(crate) fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
