@@ -13,12 +13,15 @@ mod command;
 mod deploy;
 mod history;
 pub mod invariants;
+mod members;
 mod moves;
+mod placing;
 mod refound;
 mod releases;
 mod requests;
 mod trust;
 mod v1;
+mod volumes;
 
 pub use archive::{ArchivedConfig, ConfigArchive, ARCHIVE_CAPACITY};
 pub use authz::{check_request_id, Principal, MAX_REQUEST_ID, MEMBERSHIP_ACCESS};
@@ -256,175 +259,27 @@ impl State {
         })
     }
 
-    /// Gives every placed app with a volume and no owner yet its first owner:
-    /// the node it is placed on, at epoch 1.
-    fn assign_new_volumes(&mut self) {
-        let deployed = &self.deployed;
-        for (app, node) in &deployed.placements {
-            if deployed.has_volume(app) && !self.volumes.contains_key(app) {
-                self.volumes.insert(
-                    app.clone(),
-                    VolumeOwner {
-                        node: node.clone(),
-                        epoch: 1,
-                        adopt: false,
-                        issued: 1,
-                    },
-                );
-            }
-        }
-    }
-
     fn member_mut(&mut self, node: &str) -> Result<&mut NodeRecord, String> {
         self.nodes
             .get_mut(node)
             .ok_or_else(|| format!("no member node named '{node}'"))
     }
 
+    /// Runs one admitted command: each kind in its own method, next to
+    /// the state it changes.
     fn execute(&mut self, command: &Command, index: u64, now_ms: u64) -> Result<Effect, String> {
         match command {
-            Command::SetLabels { node, changes } => {
-                if changes.is_empty() {
-                    return Err("no label changes given".into());
-                }
-                for (key, value) in changes {
-                    validate_label(key, value.as_deref())?;
-                }
-                let record = self
-                    .nodes
-                    .get_mut(node)
-                    .ok_or_else(|| format!("no member node named '{node}'"))?;
-                let mut said = Vec::new();
-                for (key, value) in changes {
-                    match value {
-                        Some(v) => {
-                            record.labels.insert(key.clone(), v.clone());
-                            said.push(format!("{key}={v}"));
-                        }
-                        None => {
-                            record.labels.remove(key);
-                            said.push(format!("{key}-"));
-                        }
-                    }
-                }
-                Ok(Effect::changed(format!("{node}: {}", said.join(" "))))
-            }
+            Command::SetLabels { node, changes } => self.execute_set_labels(node, changes),
             Command::RegisterNode {
                 node,
                 publish_ip,
                 capacity,
                 command_kinds,
-            } => {
-                if publish_ip.parse::<std::net::IpAddr>().is_err() {
-                    return Err(format!("invalid publish IP '{publish_ip}'"));
-                }
-                let record = self.member_mut(node)?;
-                let changed = record.publish_ip.as_deref() != Some(publish_ip.as_str())
-                    || record.capacity != Some(*capacity)
-                    || record.command_kinds != Some(*command_kinds);
-                record.publish_ip = Some(publish_ip.clone());
-                record.capacity = Some(*capacity);
-                record.command_kinds = Some(*command_kinds);
-                Ok(Effect {
-                    message: format!("{node} publishes on {publish_ip}"),
-                    changed,
-                })
-            }
-            Command::Place { changes } => {
-                let mut said = Vec::new();
-                for (app, node) in changes {
-                    if !self.deployed.config.deployment.is_anywhere(app) {
-                        return Err(format!("{app} is not an `anywhere` app"));
-                    }
-                    if let Some(node) = node {
-                        let usable = self.nodes.get(node).is_some_and(|n| !n.down && !n.drained);
-                        if !usable {
-                            return Err(format!("{node} cannot take apps (down, drained or gone)"));
-                        }
-                    }
-                }
-                let before = self.placements_of(changes.iter().map(|(app, _)| app));
-                for (app, node) in changes {
-                    match node {
-                        Some(node) => {
-                            self.deployed.placements.insert(app.clone(), node.clone());
-                            said.push(format!("{app}→{node}"));
-                        }
-                        None => {
-                            self.deployed.placements.remove(app);
-                            said.push(format!("{app}→unplaced"));
-                        }
-                    }
-                }
-                self.assign_new_volumes();
-                self.reconcile_moves(now_ms);
-                self.note_releases(&before);
-                // Placements are the leader's, not operator changes.
-                Ok(Effect {
-                    message: format!("placed {}", deploy::summarize_list(&said)),
-                    changed: false,
-                })
-            }
-            Command::SetNodeDown { node, down } => {
-                let record = self.member_mut(node)?;
-                let changed = record.down != *down;
-                record.down = *down;
-                if *down {
-                    self.release_all_of(node);
-                }
-                Ok(Effect {
-                    message: format!("{node} is {}", if *down { "down" } else { "up" }),
-                    changed,
-                })
-            }
-            Command::RecoverVolume { app, node } => {
-                if !self.deployed.has_volume(app) {
-                    return Err(format!("{app} is not an application with a volume"));
-                }
-                if self.nodes.get(node).is_none_or(|n| n.down) {
-                    return Err(format!("{node} is not a live member"));
-                }
-                let epoch = self
-                    .volumes
-                    .get(app)
-                    .map_or(1, |o| o.issued.max(o.epoch) + 1);
-                self.volumes.insert(
-                    app.clone(),
-                    VolumeOwner {
-                        node: node.clone(),
-                        epoch,
-                        adopt: true,
-                        issued: epoch,
-                    },
-                );
-                self.deployed.placements.insert(app.clone(), node.clone());
-                // Any move in flight is given up with the old owner.
-                self.moves.remove(app);
-                Ok(Effect::changed(format!(
-                    "{app}: volume recovered on {node} at epoch {epoch}, from its copy there (or empty); newer data elsewhere is given up"
-                )))
-            }
-            Command::SetDrained { node, drained } => {
-                let record = self.member_mut(node)?;
-                let changed = record.drained != *drained;
-                record.drained = *drained;
-                let mut message = format!("{node} {}", if *drained { "drained" } else { "active" });
-                let deployment = &self.deployed.config.deployment;
-                let pinned: Vec<&str> = self
-                    .deployed
-                    .placements
-                    .iter()
-                    .filter(|(app, at)| *at == node && !deployment.is_anywhere(app))
-                    .map(|(app, _)| app.as_str())
-                    .collect();
-                if *drained && !pinned.is_empty() {
-                    message.push_str(&format!(
-                        "; pinned apps still here: {} (they move only by a deployment change)",
-                        pinned.join(", ")
-                    ));
-                }
-                Ok(Effect { message, changed })
-            }
+            } => self.execute_register(node, publish_ip, *capacity, *command_kinds),
+            Command::Place { changes } => self.execute_place(changes, now_ms),
+            Command::SetNodeDown { node, down } => self.execute_set_down(node, *down),
+            Command::RecoverVolume { app, node } => self.execute_recover_volume(app, node),
+            Command::SetDrained { node, drained } => self.execute_set_drained(node, *drained),
             Command::Deploy {
                 configuration,
                 if_version,

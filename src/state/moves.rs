@@ -203,51 +203,59 @@ impl State {
                     changed: false,
                 })
             }
-            MoveStep::Handoff => {
-                if !m.frozen {
-                    return Err(format!(
-                        "{app}: the move at epoch {epoch} is not frozen, so no copy can be final"
-                    ));
-                }
-                let m = self.moves.remove(app).expect("checked above");
-                let owner = self
-                    .volumes
-                    .get_mut(app)
-                    .expect("a move exists only for a volume with an owner");
-                debug_assert!(owner.issued >= epoch && epoch > owner.epoch);
-                *owner = VolumeOwner {
-                    node: m.to.clone(),
-                    epoch,
-                    adopt: false,
-                    issued: owner.issued,
-                };
-                Ok(Effect::changed(format!(
-                    "{app}: volume handed off {}→{} at epoch {epoch} (attempt {})",
-                    m.from, m.to, m.attempt
-                )))
-            }
-            MoveStep::Retry { reason } => {
-                let mut reason = reason.clone();
-                if reason.len() > MAX_REASON {
-                    let mut cut = MAX_REASON;
-                    while !reason.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    reason.truncate(cut);
-                }
-                let next = self.issue_epoch(app);
-                let m = self.moves.get_mut(app).expect("checked above");
-                m.epoch = next;
-                m.frozen = false;
-                m.attempt += 1;
-                let message = format!(
-                    "{app}: move {}→{} attempt {} at epoch {next}, after: {reason}",
-                    m.from, m.to, m.attempt
-                );
-                m.last_error = Some(reason);
-                Ok(Effect::changed(message))
-            }
+            MoveStep::Handoff => self.hand_off(app, epoch),
+            MoveStep::Retry { reason } => self.retry_move(app, reason),
         }
+    }
+
+    /// The destination's copy is final: it becomes the owner at the move's
+    /// epoch and the move ends.
+    fn hand_off(&mut self, app: &str, epoch: u64) -> Result<Effect, String> {
+        if !self.moves[app].frozen {
+            return Err(format!(
+                "{app}: the move at epoch {epoch} is not frozen, so no copy can be final"
+            ));
+        }
+        let m = self.moves.remove(app).expect("checked above");
+        let owner = self
+            .volumes
+            .get_mut(app)
+            .expect("a move exists only for a volume with an owner");
+        debug_assert!(owner.issued >= epoch && epoch > owner.epoch);
+        *owner = VolumeOwner {
+            node: m.to.clone(),
+            epoch,
+            adopt: false,
+            issued: owner.issued,
+        };
+        Ok(Effect::changed(format!(
+            "{app}: volume handed off {}→{} at epoch {epoch} (attempt {})",
+            m.from, m.to, m.attempt
+        )))
+    }
+
+    /// The attempt failed: the next one gets a fresh epoch, which fences
+    /// whatever the abandoned attempt still does.
+    fn retry_move(&mut self, app: &str, reason: &str) -> Result<Effect, String> {
+        let mut reason = reason.to_string();
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let next = self.issue_epoch(app);
+        let m = self.moves.get_mut(app).expect("checked above");
+        m.epoch = next;
+        m.frozen = false;
+        m.attempt += 1;
+        let message = format!(
+            "{app}: move {}→{} attempt {} at epoch {next}, after: {reason}",
+            m.from, m.to, m.attempt
+        );
+        m.last_error = Some(reason);
+        Ok(Effect::changed(message))
     }
 }
 

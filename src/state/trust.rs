@@ -62,58 +62,74 @@ impl State {
                 node,
                 fingerprint,
                 not_after,
-            } => {
-                check_fingerprint(fingerprint)?;
-                if !self.nodes.contains_key(node) {
-                    return Err(format!("no member node named '{node}'"));
-                }
-                let record = CertificateRecord {
-                    fingerprint: fingerprint.clone(),
-                    not_after: *not_after,
-                };
-                let changed = self.certificates.get(node) != Some(&record);
-                self.certificates.insert(node.clone(), record);
-                Ok(Effect {
-                    message: format!("{node} runs with certificate {}", short(fingerprint)),
-                    changed,
-                })
-            }
+            } => self.execute_node_certificate(node, fingerprint, *not_after),
             Command::Revoke {
                 fingerprint,
                 subject,
                 reason,
                 not_after,
-            } => {
-                check_fingerprint(fingerprint)?;
-                if self.denied.contains_key(fingerprint) {
-                    return Ok(Effect {
-                        message: format!("certificate {} was already revoked", short(fingerprint)),
-                        changed: false,
-                    });
-                }
-                if self.denied.len() >= MAX_DENIED {
-                    return Err(format!(
-                        "the deny list holds {MAX_DENIED} certificates already; entries leave it as their certificates expire"
-                    ));
-                }
-                self.denied.insert(
-                    fingerprint.clone(),
-                    Denial {
-                        subject: clip(subject),
-                        reason: clip(reason),
-                        at_ms: now_ms,
-                        not_after: *not_after,
-                    },
-                );
-                Ok(Effect::changed(format!(
-                    "revoked certificate {} ({}): {}",
-                    short(fingerprint),
-                    clip(subject),
-                    clip(reason)
-                )))
-            }
+            } => self.execute_revoke(fingerprint, subject, reason, *not_after, now_ms),
             other => Err(format!("not a trust command: {}", other.kind_name())),
         }
+    }
+
+    fn execute_node_certificate(
+        &mut self,
+        node: &str,
+        fingerprint: &str,
+        not_after: i64,
+    ) -> Result<Effect, String> {
+        check_fingerprint(fingerprint)?;
+        if !self.nodes.contains_key(node) {
+            return Err(format!("no member node named '{node}'"));
+        }
+        let record = CertificateRecord {
+            fingerprint: fingerprint.to_string(),
+            not_after,
+        };
+        let changed = self.certificates.get(node) != Some(&record);
+        self.certificates.insert(node.to_string(), record);
+        Ok(Effect {
+            message: format!("{node} runs with certificate {}", short(fingerprint)),
+            changed,
+        })
+    }
+
+    fn execute_revoke(
+        &mut self,
+        fingerprint: &str,
+        subject: &str,
+        reason: &str,
+        not_after: Option<i64>,
+        now_ms: u64,
+    ) -> Result<Effect, String> {
+        check_fingerprint(fingerprint)?;
+        if self.denied.contains_key(fingerprint) {
+            return Ok(Effect {
+                message: format!("certificate {} was already revoked", short(fingerprint)),
+                changed: false,
+            });
+        }
+        if self.denied.len() >= MAX_DENIED {
+            return Err(format!(
+                "the deny list holds {MAX_DENIED} certificates already; entries leave it as their certificates expire"
+            ));
+        }
+        self.denied.insert(
+            fingerprint.to_string(),
+            Denial {
+                subject: clip(subject),
+                reason: clip(reason),
+                at_ms: now_ms,
+                not_after,
+            },
+        );
+        Ok(Effect::changed(format!(
+            "revoked certificate {} ({}): {}",
+            short(fingerprint),
+            clip(subject),
+            clip(reason)
+        )))
     }
 
     /// Drops deny-list entries whose certificates have expired by the
