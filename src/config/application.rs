@@ -278,7 +278,7 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
         sink,
         node,
         path,
-        "a map with 'mountpoint' and optionally 'maximum_size' and 'preserve_setuid'",
+        "a map with 'mountpoint' and optionally 'maximum_size', 'preserve_setuid', 'replicas' and 'max_lag'",
     ) else {
         return;
     };
@@ -291,6 +291,8 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
             "maximum_size",
             "dataset_id",
             "preserve_setuid",
+            "replicas",
+            "max_lag",
         ],
         &[],
     );
@@ -332,14 +334,27 @@ fn read_volume(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftAp
         Some(e) => read::boolean(sink, &e.value, &path.key("preserve_setuid")),
         None => Some(false),
     };
-    if let (Some(mountpoint), Some(maximum_size), Some(dataset_id), Some(preserve_setuid)) =
-        (mountpoint, maximum_size, dataset_id, preserve_setuid)
-    {
+    let replication = apps::read_replication(sink, entries, path);
+    if let (
+        Some(mountpoint),
+        Some(maximum_size),
+        Some(dataset_id),
+        Some(preserve_setuid),
+        Some((replicas, max_lag_ms)),
+    ) = (
+        mountpoint,
+        maximum_size,
+        dataset_id,
+        preserve_setuid,
+        replication,
+    ) {
         draft.spec.volume = Some(VolumeSpec {
             mountpoint,
             maximum_size,
             dataset_id,
             preserve_setuid,
+            replicas,
+            max_lag_ms,
         });
     }
 }

@@ -149,6 +149,53 @@ pub(crate) fn read_image(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option
     read::check(sink, node, path, ImageRef::parse(&text))
 }
 
+/// `replicas` and `max_lag` among a map's `entries` (a Flocker-form volume
+/// or a compose service's `x-flocker`), each defaulted when absent; `None`
+/// when either is invalid (the error is in `sink`).
+pub(crate) fn read_replication(
+    sink: &mut Sink,
+    entries: &[super::yaml::Entry],
+    path: &KeyPath,
+) -> Option<(u32, u64)> {
+    use super::model::VolumeSpec;
+    let replicas = match read::get(entries, "replicas") {
+        Some(e) => read::uint(
+            sink,
+            &e.value,
+            &path.key("replicas"),
+            1,
+            u64::from(VolumeSpec::MAX_REPLICAS),
+            &format!(
+                "a number of copies 1-{} (the owner's included)",
+                VolumeSpec::MAX_REPLICAS
+            ),
+        )
+        .map(|n| n as u32),
+        None => Some(1),
+    };
+    let max_lag = match read::get(entries, "max_lag") {
+        Some(e) => {
+            let p = path.key("max_lag");
+            let parsed = match e.value.scalar() {
+                Some(s) if !s.is_null() => super::parse_duration_ms(&s.text).and_then(|ms| {
+                    if (VolumeSpec::MIN_MAX_LAG_MS..=VolumeSpec::MAX_MAX_LAG_MS).contains(&ms) {
+                        Ok(ms)
+                    } else {
+                        Err(format!(
+                            "expected a duration between 1s and 1h, got {}",
+                            e.value.describe()
+                        ))
+                    }
+                }),
+                _ => Err("expected a duration like 10s".to_string()),
+            };
+            read::check(sink, &e.value, &p, parsed)
+        }
+        None => Some(VolumeSpec::DEFAULT_MAX_LAG_MS),
+    };
+    Some((replicas?, max_lag?))
+}
+
 pub(crate) fn read_cpu_shares(sink: &mut Sink, node: &Node, path: &KeyPath) -> Option<u64> {
     read::uint(sink, node, path, 2, 262_144, "CPU shares 2-262144")
 }

@@ -52,6 +52,7 @@ const SERVICE_KEYS: &[&str] = &[
     "cpu_shares",
     "command",
     "restart",
+    "x-flocker",
 ];
 
 const GENERIC: &str = "flocker does not support this compose key";
@@ -253,7 +254,39 @@ fn read_service(sink: &mut Sink, node: &Node, path: &KeyPath) -> DraftApp {
             _ => {}
         }
     }
+    if let Some(entry) = read::get(entries, "x-flocker") {
+        read_x_flocker(sink, entry, &path.key("x-flocker"), &mut draft);
+    }
     draft
+}
+
+/// The service's `x-flocker: {replicas: N, max_lag: 10s}`: how many copies
+/// of its volume the cluster keeps (compose has no place for it).
+fn read_x_flocker(sink: &mut Sink, entry: &Entry, path: &KeyPath, draft: &mut DraftApp) {
+    let Some(entries) = read::map(
+        sink,
+        &entry.value,
+        path,
+        "a map with 'replicas' and optionally 'max_lag'",
+    ) else {
+        return;
+    };
+    read::check_keys(sink, entries, path, &["replicas", "max_lag"], &[]);
+    let Some((replicas, max_lag_ms)) = apps::read_replication(sink, entries, path) else {
+        return;
+    };
+    match &mut draft.spec.volume {
+        Some(volume) => {
+            volume.replicas = replicas;
+            volume.max_lag_ms = max_lag_ms;
+        }
+        None => sink.at(
+            entry.key_at,
+            path,
+            "replicas are copies of the service's volume: give it one under 'volumes' (a container path)"
+                .to_string(),
+        ),
+    }
 }
 
 fn read_environment(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftApp) {
@@ -391,12 +424,7 @@ fn read_volumes(sink: &mut Sink, node: &Node, path: &KeyPath, draft: &mut DraftA
         &p,
         names::check_mountpoint(&text).map(|()| text),
     ) {
-        draft.spec.volume = Some(VolumeSpec {
-            mountpoint,
-            maximum_size: None,
-            dataset_id: None,
-            preserve_setuid: false,
-        });
+        draft.spec.volume = Some(VolumeSpec::at(mountpoint));
     }
 }
 

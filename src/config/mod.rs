@@ -21,6 +21,7 @@ mod apps;
 mod check;
 mod compose;
 mod deployment;
+mod duration;
 mod error;
 mod image;
 mod model;
@@ -33,6 +34,7 @@ mod write;
 mod yaml;
 
 pub use check::{check_files, run_check};
+pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{ConfigError, Position};
 pub use model::{
     AppFormat, AppSpec, Configuration, Constraint, ConstraintOp, Deployment, ImageRef, Link,

@@ -124,6 +124,48 @@ pub struct VolumeSpec {
     /// keeps them in its recorded mode (and the root hash) but not on disk.
     #[serde(default)]
     pub preserve_setuid: bool,
+    /// Copies of the volume the cluster keeps, the owner's included
+    /// (`volume.replicas`); 1 keeps only the owner's, as before replicas.
+    #[serde(default = "VolumeSpec::one_copy")]
+    pub replicas: u32,
+    /// The recovery-point objective (`volume.max_lag`), in milliseconds: a
+    /// replica whose last point is older is flagged, and failover promises
+    /// to lose at most about this much of acknowledged writes.
+    #[serde(default = "VolumeSpec::default_max_lag_ms")]
+    pub max_lag_ms: u64,
+}
+
+impl VolumeSpec {
+    pub const DEFAULT_MAX_LAG_MS: u64 = 10_000;
+    /// More copies than this cost more than they protect on a few hundred hosts.
+    pub const MAX_REPLICAS: u32 = 5;
+    pub const MIN_MAX_LAG_MS: u64 = 1_000;
+    pub const MAX_MAX_LAG_MS: u64 = 3_600_000;
+
+    fn one_copy() -> u32 {
+        1
+    }
+
+    fn default_max_lag_ms() -> u64 {
+        Self::DEFAULT_MAX_LAG_MS
+    }
+
+    /// A volume at `mountpoint` with every other setting at its default.
+    pub fn at(mountpoint: String) -> VolumeSpec {
+        VolumeSpec {
+            mountpoint,
+            maximum_size: None,
+            dataset_id: None,
+            preserve_setuid: false,
+            replicas: 1,
+            max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
+        }
+    }
+
+    /// Whether copies beyond the owner's are kept.
+    pub fn is_replicated(&self) -> bool {
+        self.replicas > 1
+    }
 }
 
 /// What Docker does when the container exits. The agent, not Docker, acts on

@@ -136,6 +136,8 @@ version: 1
             maximum_size: Some(2_684_354_560),
             dataset_id: Some("0a1b2c3d-0000-4000-8000-00000000abcd".into()),
             preserve_setuid: false,
+            replicas: 1,
+            max_lag_ms: VolumeSpec::DEFAULT_MAX_LAG_MS,
         })
     );
     assert_eq!(web.mem_limit, Some(512 << 20));
@@ -552,6 +554,57 @@ fn preserve_setuid_is_read_and_written_back_only_when_true() {
     let app = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, preserve_setuid: yes}\n";
     let e = errors(&anywhere(&["db"]), app);
     one(&e, "application.yml:5:47: applications.db.volume.preserve_setuid: expected true or false, got \"yes\"");
+}
+
+#[test]
+fn volume_replicas_and_max_lag_in_both_forms() {
+    let app = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, replicas: 3, max_lag: 5s}\n  web:\n    image: x\n    volume: {mountpoint: /w}\n";
+    let c = ok(&anywhere(&["db", "web"]), app);
+    let volume = |name: &str| c.applications[name].volume.clone().unwrap();
+    assert_eq!((volume("db").replicas, volume("db").max_lag_ms), (3, 5_000));
+    assert_eq!(
+        (volume("web").replicas, volume("web").max_lag_ms),
+        (1, VolumeSpec::DEFAULT_MAX_LAG_MS),
+        "one copy and a 10 s objective unless asked"
+    );
+    let (deployment, application) = to_files(&c);
+    assert!(application.contains("replicas: 3"), "{application}");
+    assert!(application.contains("max_lag: 5s"), "{application}");
+    assert_eq!(
+        application.matches("replicas:").count(),
+        1,
+        "defaults left out"
+    );
+    assert_eq!(ok(&deployment, &application), c);
+
+    let compose = "services:\n  db:\n    image: x\n    volumes: [/d]\n    x-flocker: {replicas: 2, max_lag: 30s}\n";
+    let c = ok(&anywhere(&["db"]), compose);
+    let v = c.applications["db"].volume.clone().unwrap();
+    assert_eq!((v.replicas, v.max_lag_ms), (2, 30_000));
+
+    let bad = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, replicas: 0, max_lag: 500ms}\n";
+    let e = errors(&anywhere(&["db"]), bad);
+    one(
+        &e,
+        "application.yml:5:40: applications.db.volume.replicas: expected a number of copies 1-5",
+    );
+    one(&e, "application.yml:5:52: applications.db.volume.max_lag: expected a duration between 1s and 1h, got \"500ms\"");
+    let bad = "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, max_lag: ten}\n";
+    one(
+        &errors(&anywhere(&["db"]), bad),
+        "applications.db.volume.max_lag: expected a duration like 500ms, 10s, 2m or 1h",
+    );
+    let no_volume = "services:\n  db:\n    image: x\n    x-flocker: {replicas: 2}\n";
+    one(
+        &errors(&anywhere(&["db"]), no_volume),
+        "application.yml:4:5: services.db.x-flocker: replicas are copies of the service's volume",
+    );
+    let unknown =
+        "services:\n  db:\n    image: x\n    volumes: [/d]\n    x-flocker: {replica: 2}\n";
+    one(
+        &errors(&anywhere(&["db"]), unknown),
+        "services.db.x-flocker.replica",
+    );
 }
 
 /// `count` copies of `item(i)` under an application's `key`.

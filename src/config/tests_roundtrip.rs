@@ -352,6 +352,12 @@ fn app_seed() -> impl Strategy<Value = AppSeed> {
         prop::option::of(size()),
         prop::option::of(uuid()),
         any::<bool>(),
+        1u32..=VolumeSpec::MAX_REPLICAS,
+        prop_oneof![
+            Just(VolumeSpec::DEFAULT_MAX_LAG_MS),
+            (1u64..=3600).prop_map(|s| s * 1000),
+            (1000u64..=60_000),
+        ],
     ));
     let basics = (
         image(),
@@ -389,14 +395,25 @@ fn app_seed() -> impl Strategy<Value = AppSeed> {
                     .collect(),
                 links: Vec::new(),
                 environment,
-                volume: volume.map(|(mountpoint, maximum_size, dataset_id, preserve_setuid)| {
-                    VolumeSpec {
+                volume: volume.map(
+                    |(
                         mountpoint,
                         maximum_size,
                         dataset_id,
                         preserve_setuid,
-                    }
-                }),
+                        replicas,
+                        max_lag_ms,
+                    )| {
+                        VolumeSpec {
+                            mountpoint,
+                            maximum_size,
+                            dataset_id,
+                            preserve_setuid,
+                            replicas,
+                            max_lag_ms,
+                        }
+                    },
+                ),
                 mem_limit,
                 cpu_shares,
                 restart_policy,

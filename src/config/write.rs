@@ -23,7 +23,8 @@
 //! - Maps and lists come out in the model's order, which is canonical, so
 //!   the same configuration always gives the same bytes.
 
-use super::model::{AppSpec, Configuration, Deployment, Protocol, RestartPolicy};
+use super::duration::format_duration_ms;
+use super::model::{AppSpec, Configuration, Deployment, Protocol, RestartPolicy, VolumeSpec};
 use super::size::format_size;
 use std::fmt::Write as _;
 
@@ -104,6 +105,16 @@ fn write_app(out: &mut String, app: &AppSpec) {
         }
         if volume.preserve_setuid {
             let _ = writeln!(out, "{I}  preserve_setuid: true");
+        }
+        if volume.replicas != 1 {
+            let _ = writeln!(out, "{I}  replicas: {}", volume.replicas);
+        }
+        if volume.max_lag_ms != VolumeSpec::DEFAULT_MAX_LAG_MS {
+            let _ = writeln!(
+                out,
+                "{I}  max_lag: {}",
+                format_duration_ms(volume.max_lag_ms)
+            );
         }
     }
     if let Some(bytes) = app.mem_limit {

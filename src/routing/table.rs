@@ -253,12 +253,7 @@ applications:
     fn an_app_with_a_volume_is_routed_to_its_owner_until_the_handoff() {
         let mut s = state();
         let spec = s.deployed.config.applications.get_mut("web").unwrap();
-        spec.volume = Some(crate::config::VolumeSpec {
-            mountpoint: "/data".into(),
-            maximum_size: None,
-            dataset_id: None,
-            preserve_setuid: false,
-        });
+        spec.volume = Some(crate::config::VolumeSpec::at("/data".into()));
         // Placed on n3 (the move's destination) while n2 still owns the volume.
         s.deployed.placements.insert("web".into(), "n3".into());
         s.volumes.insert(
