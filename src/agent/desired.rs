@@ -289,6 +289,7 @@ applications:
                 epoch: 1,
                 adopt: false,
                 issued: 1,
+                from_point: None,
             },
         );
         s

@@ -263,6 +263,7 @@ applications:
                 epoch: 1,
                 adopt: false,
                 issued: 1,
+                from_point: None,
             },
         );
         let t = route_table(&s, &me("n1", "10.0.0.1"));

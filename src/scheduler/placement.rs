@@ -370,6 +370,7 @@ mod tests {
                 epoch: 1,
                 adopt: false,
                 issued: 1,
+                from_point: None,
             },
         );
         // Moving to n2 (n1 still owns the volume), then n2 dies.
@@ -523,6 +524,7 @@ mod tests {
                             epoch: 1,
                             adopt: false,
                             issued: 1,
+                            from_point: None,
                         },
                     );
                 }

@@ -46,9 +46,10 @@ impl Principal {
             Command::RegisterNode { node: n, .. }
             | Command::Released { node: n, .. }
             | Command::NodeCertificate { node: n, .. } => node(n),
-            Command::Place { .. } | Command::SetNodeDown { .. } | Command::EnforceAuthorization => {
-                node(leader)
-            }
+            Command::Place { .. }
+            | Command::SetNodeDown { .. }
+            | Command::EnforceAuthorization
+            | Command::Failover { .. } => node(leader),
             Command::MoveStep { .. } => node(leader),
             _ => Principal::User {
                 name: "admin".into(),
@@ -90,14 +91,22 @@ impl State {
             Command::Deploy { .. }
             | Command::Rollback { .. }
             | Command::MoveApp { .. }
-            | Command::SetDrained { .. } => Needs::User(Access::Operator),
+            | Command::SetDrained { .. }
+            | Command::ForgetDiverged { .. } => Needs::User(Access::Operator),
             Command::RecoverVolume { .. } | Command::Revoke { .. } => Needs::User(Access::Admin),
             Command::RegisterNode { node, .. }
             | Command::Released { node, .. }
             | Command::NodeCertificate { node, .. } => Needs::Node(node),
-            Command::Place { .. } | Command::SetNodeDown { .. } | Command::EnforceAuthorization => {
-                Needs::Leader
-            }
+            Command::Place { .. }
+            | Command::SetNodeDown { .. }
+            | Command::EnforceAuthorization
+            | Command::Failover { .. } => Needs::Leader,
+            // The volume's owner takes the points; an app without an
+            // owner gets a refusal from apply whoever asks.
+            Command::ReplicaPoint { app, .. } => match self.volumes.get(app) {
+                Some(owner) => Needs::Node(&owner.node),
+                None => Needs::Leader,
+            },
             Command::MoveStep { app, .. } => match self.moves.get(app) {
                 Some(m) => Needs::MoveParty {
                     from: &m.from,

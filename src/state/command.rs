@@ -97,6 +97,24 @@ pub enum Command {
     /// An operator deploys an earlier configuration version again, through
     /// the same plan as a deploy (a new version; history says rollback).
     Rollback { to: u64, if_version: Option<u64> },
+    /// The owner of `app`'s volume: replica `node` holds its point `seq`
+    /// (taken at `epoch`, root `root` in hex) complete. `age_ms`: how long
+    /// before this proposal the point was taken, by the owner's monotonic
+    /// clock (the leader's stamp minus it dates the point).
+    ReplicaPoint {
+        app: String,
+        node: String,
+        epoch: u64,
+        seq: u64,
+        root: String,
+        age_ms: u64,
+    },
+    /// The leader: `app`'s owner is down; `node`, the live replica holding
+    /// the newest committed point `seq`, becomes the owner (`replicas.rs`).
+    Failover { app: String, node: String, seq: u64 },
+    /// An operator: what `node` (every node when `None`) kept aside of
+    /// `app`'s volume after a failover may be removed.
+    ForgetDiverged { app: String, node: Option<String> },
 }
 
 /// The steps of a volume move that go through Raft.
@@ -128,7 +146,7 @@ pub struct Batch {
 /// so a node that knows N kinds can apply kinds `0..N`. Nodes register this
 /// number; the leader proposes a kind only once every voter knows it
 /// (invariant 8), which is what makes a rolling upgrade safe.
-pub const COMMAND_KINDS: u16 = 14;
+pub const COMMAND_KINDS: u16 = 17;
 
 /// The first count that includes the signed format and its commands: a
 /// leader enforces authorization once every voter knows this many kinds.
@@ -156,6 +174,9 @@ impl Command {
             Command::NodeCertificate { .. } => 11,
             Command::Revoke { .. } => 12,
             Command::Rollback { .. } => 13,
+            Command::ReplicaPoint { .. } => 14,
+            Command::Failover { .. } => 15,
+            Command::ForgetDiverged { .. } => 16,
         }
     }
 
@@ -176,6 +197,9 @@ impl Command {
             Command::NodeCertificate { .. } => "report a node certificate",
             Command::Revoke { .. } => "revoke a certificate",
             Command::Rollback { .. } => "roll back the configuration",
+            Command::ReplicaPoint { .. } => "commit a replica point",
+            Command::Failover { .. } => "fail a volume over",
+            Command::ForgetDiverged { .. } => "forget diverged copies",
         }
     }
 }

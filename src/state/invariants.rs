@@ -29,6 +29,7 @@ impl State {
         self.check_placements()?;
         self.check_volumes_and_moves()?;
         self.check_releases()?;
+        self.check_replicas()?;
         self.history
             .check_count()
             .map_err(|e| format!("history: {e}"))?;
@@ -134,6 +135,65 @@ impl State {
     }
 }
 
+impl State {
+    /// Replica sets: of volumes that have an owner and ask for copies, no
+    /// bigger than asked, never on the owner, on members only; no point
+    /// newer than the owner's epoch; a failed-over owner's point is older
+    /// than its epoch.
+    fn check_replicas(&self) -> Result<(), String> {
+        for (app, set) in &self.replicas {
+            if set.nodes.is_empty() {
+                continue;
+            }
+            let owner = self.volumes.get(app).ok_or_else(|| {
+                format!(
+                    "'{app}' has replicas on {:?} but its volume has no owner",
+                    set.nodes.keys()
+                )
+            })?;
+            let asked = self
+                .deployed
+                .config
+                .applications
+                .get(app)
+                .and_then(|spec| spec.volume.as_ref())
+                .map_or(1, |v| v.replicas as usize);
+            if set.nodes.len() + 1 > asked {
+                return Err(format!(
+                    "'{app}' has {} replicas besides its owner {} but asks for {asked} copies in all",
+                    set.nodes.len(),
+                    owner.node
+                ));
+            }
+            for (node, point) in &set.nodes {
+                if *node == owner.node {
+                    return Err(format!(
+                        "'{app}': its owner {node} is also listed as a replica"
+                    ));
+                }
+                if !self.nodes.contains_key(node) {
+                    return Err(format!("'{app}': replica {node} is not a member"));
+                }
+                if let Some(p) = point.as_ref().filter(|p| p.epoch > owner.epoch) {
+                    return Err(format!(
+                        "'{app}': replica {node} holds point {} of epoch {}, newer than the owner's epoch {}",
+                        p.seq, p.epoch, owner.epoch
+                    ));
+                }
+            }
+        }
+        for (app, owner) in &self.volumes {
+            if let Some(p) = owner.from_point.as_ref().filter(|p| p.epoch >= owner.epoch) {
+                return Err(format!(
+                    "'{app}': owner {} at epoch {} was promoted from point {} of epoch {}, not older",
+                    owner.node, owner.epoch, p.seq, p.epoch
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Random command sequences through `apply`, the invariants checked after
 /// each: what a leader, operators and nodes could commit in any order.
 #[cfg(test)]
@@ -164,6 +224,12 @@ mod tests {
         Recover(usize, usize),
         /// Removes n3 from the membership, or brings it back.
         Membership(bool),
+        /// The owner commits a point of a replica: (app, replica, seq, stale epoch).
+        Point(usize, usize, u64, bool),
+        /// The leader fails an app over to a node with a point's seq.
+        Failover(usize, usize, u64),
+        /// Labels a node with a zone.
+        Zone(usize, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -177,6 +243,9 @@ mod tests {
             1 => (0..4usize, 0..3usize).prop_map(|(a, n)| Op::Released(a, n)),
             1 => (0..4usize, 0..3usize).prop_map(|(a, n)| Op::Recover(a, n)),
             1 => any::<bool>().prop_map(Op::Membership),
+            3 => (0..4usize, 0..3usize, 1..6u64, any::<bool>()).prop_map(|(a, n, s, stale)| Op::Point(a, n, s, stale)),
+            2 => (0..4usize, 0..3usize, 1..6u64).prop_map(|(a, n, s)| Op::Failover(a, n, s)),
+            1 => (0..3usize, 0..3u8).prop_map(|(n, z)| Op::Zone(n, z)),
         ]
     }
 
@@ -192,7 +261,12 @@ mod tests {
             }
             applications.push_str(&format!("  {app}:\n    image: busybox\n"));
             if *volume {
-                applications.push_str("    volume: {mountpoint: /data}\n");
+                // Both volumes ask for copies; a random third of
+                // deployments ask for one copy only (replicas given up).
+                let copies = 1 + assign.iter().map(|x| usize::from(*x)).sum::<usize>() % 3;
+                applications.push_str(&format!(
+                    "    volume: {{mountpoint: /data, replicas: {copies}}}\n"
+                ));
             }
         }
         let mut deployment = String::from("version: 1\nnodes:\n");
@@ -263,6 +337,30 @@ mod tests {
                 node: node(*n),
             },
             Op::Membership(_) => return None,
+            Op::Point(a, n, seq, stale) => {
+                let epoch = state.volumes.get(&app(*a)).map_or(1, |o| o.epoch);
+                Command::ReplicaPoint {
+                    app: app(*a),
+                    node: node(*n),
+                    epoch: if *stale {
+                        epoch.saturating_sub(1)
+                    } else {
+                        epoch
+                    },
+                    seq: *seq,
+                    root: "00".repeat(32),
+                    age_ms: 100,
+                }
+            }
+            Op::Failover(a, n, seq) => Command::Failover {
+                app: app(*a),
+                node: node(*n),
+                seq: *seq,
+            },
+            Op::Zone(n, z) => Command::SetLabels {
+                node: node(*n),
+                changes: [("zone".to_string(), Some(format!("z{z}")))].into(),
+            },
         })
     }
 

@@ -18,6 +18,7 @@ mod moves;
 mod placing;
 mod refound;
 mod releases;
+mod replicas;
 mod requests;
 mod trust;
 mod v1;
@@ -32,6 +33,7 @@ pub use command::{
 };
 pub use deploy::{plan, Deployed, Move, Plan};
 pub use moves::VolumeMove;
+pub use replicas::{ReplicaPoint, ReplicaSet, ZONE_LABEL};
 pub use trust::{short as trust_short, CertificateRecord, Denial};
 
 pub use history::{History, HistoryEntry, HISTORY_BYTES, HISTORY_CAPACITY};
@@ -110,6 +112,10 @@ pub struct State {
     /// The last deployed configurations (`archive.rs`).
     #[serde(default)]
     pub configurations: ConfigArchive,
+    /// Volume replicas by app (`replicas.rs`): apps with `volume.replicas`
+    /// above 1, and apps whose failover left diverged copies.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, ReplicaSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +128,10 @@ pub struct VolumeOwner {
     /// The highest epoch issued for this volume (to owners and to move
     /// attempts); every new one is higher, so none is given out twice.
     pub issued: u64,
+    /// Set by a failover: the owner mounts its replica copy of exactly this
+    /// point (and nothing else) at `epoch`.
+    #[serde(default)]
+    pub from_point: Option<ReplicaPoint>,
 }
 
 /// What executing a command did.
@@ -176,7 +186,8 @@ impl State {
         }
         let executed = self
             .admit(decoded, &proposal.request_id, leader_id)
-            .and_then(|()| self.execute(&decoded.command, index, proposed_at_ms));
+            .and_then(|()| self.execute(&decoded.command, index, proposed_at_ms))
+            .inspect(|_| self.reconcile_replicas());
         let outcome = match executed {
             Ok(Effect { message, changed }) => {
                 if changed {
@@ -291,6 +302,26 @@ impl State {
             | Command::NodeCertificate { .. }
             | Command::Revoke { .. } => self.execute_trust(command, index, now_ms),
             Command::Rollback { .. } => self.execute_rollback(command, now_ms),
+            Command::ReplicaPoint {
+                app,
+                node,
+                epoch,
+                seq,
+                root,
+                age_ms,
+            } => {
+                let point = ReplicaPoint {
+                    epoch: *epoch,
+                    seq: *seq,
+                    root: root.clone(),
+                    taken_at_ms: now_ms.saturating_sub(*age_ms),
+                };
+                self.execute_replica_point(app, node, point)
+            }
+            Command::Failover { app, node, seq } => self.execute_failover(app, node, *seq),
+            Command::ForgetDiverged { app, node } => {
+                self.execute_forget_diverged(app, node.as_deref())
+            }
         }
     }
 
@@ -345,6 +376,7 @@ impl State {
         // A departed member releases what it held.
         let nodes = &self.nodes;
         self.releases.retain(|_, holder| nodes.contains_key(holder));
+        self.reconcile_replicas();
     }
 }
 
@@ -369,6 +401,11 @@ impl State {
     /// step by the move's source (its handoff by the destination).
     pub(crate) fn apply_signed(&mut self, index: u64, command: &Command) -> Outcome {
         let principal = match (command, self.moves.values().next()) {
+            (Command::ReplicaPoint { app, .. }, _) if self.volumes.contains_key(app) => {
+                Principal::Node {
+                    name: self.volumes[app].node.clone(),
+                }
+            }
             (Command::MoveStep { app, step, .. }, _) if self.moves.contains_key(app) => {
                 let m = &self.moves[app];
                 let name = match step {
@@ -556,9 +593,9 @@ mod tests {
         assert!(why.contains("n2"), "{why}");
         // Every variant has an index below the count this build advertises.
         assert!(deploy.kind_index() < COMMAND_KINDS);
-        let last = Command::Rollback {
-            to: 1,
-            if_version: None,
+        let last = Command::ForgetDiverged {
+            app: "db".into(),
+            node: None,
         };
         assert_eq!(
             last.kind_index(),

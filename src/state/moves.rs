@@ -227,6 +227,7 @@ impl State {
             epoch,
             adopt: false,
             issued: owner.issued,
+            from_point: None,
         };
         Ok(Effect::changed(format!(
             "{app}: volume handed off {}→{} at epoch {epoch} (attempt {})",

@@ -57,6 +57,7 @@ impl State {
                         epoch: 1,
                         adopt: false,
                         issued: 1,
+                        from_point: None,
                     },
                 );
             }

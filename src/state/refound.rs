@@ -46,6 +46,7 @@ mod tests {
                 epoch: 4,
                 adopt: false,
                 issued: 6,
+                from_point: None,
             },
         );
         s.deployed.placements.insert("db".into(), "n2".into());

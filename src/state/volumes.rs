@@ -27,6 +27,7 @@ impl State {
                 epoch,
                 adopt: true,
                 issued: epoch,
+                from_point: None,
             },
         );
         self.deployed
