@@ -37,6 +37,8 @@
 //! - `delta`: `Delta`. `chunks`: `ChunkReader`. `apply`: `ReceiverCopy`, `Round`.
 //! - `wire`: the messages and their size limits.
 //! - `usage`: disk a copy uses, compared with `maximum_size`.
+//! - `replica`: `ReplicaSlots`, a replica's two copies of a volume (the last
+//!   complete point kept while the next arrives) and their promotion.
 
 pub mod apply;
 pub mod cache;
@@ -47,6 +49,7 @@ pub mod hash;
 pub mod manifest;
 pub mod mark;
 pub mod path;
+pub mod replica;
 pub mod scan;
 pub mod store;
 pub mod summary;
@@ -66,6 +69,7 @@ pub use hash::{Hash, BLOCK_SIZE};
 pub use manifest::{Entry, FileData, Kind, Manifest, Meta};
 pub use mark::{Mark, MarkState};
 pub use path::RelPath;
+pub use replica::{HeldPoint, ReplicaSlots, Slot};
 pub use scan::{ScanOptions, ScanReport};
 pub use store::{Scanner, StaleCopy, VolumeStore};
 pub use summary::{Limits, Summary, SummaryBuilder};

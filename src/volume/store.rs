@@ -50,7 +50,11 @@ impl VolumeStore {
     /// created private (0700: other local users must not read apps' data;
     /// `node::data_dir` also tightens an existing one).
     pub fn open(data_dir: &Path) -> Result<VolumeStore> {
-        let root = data_dir.join("volumes");
+        Self::open_at(data_dir.join("volumes"))
+    }
+
+    /// A store rooted at `root` itself (a replica's slot), created private.
+    pub fn open_at(root: PathBuf) -> Result<VolumeStore> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
