@@ -38,6 +38,15 @@ pub enum ToReceiver {
         end: RoundEnd,
         complete_epoch: Option<u64>,
     },
+    /// Opens a session that ships the owner's point `seq`, taken at owner
+    /// epoch `epoch`, to this replica of `app` (`crate::replication`). Its
+    /// rounds go into the replica's spare slot; the last one names `epoch`
+    /// as the epoch to complete at. (Appended: variants keep their places.)
+    ReplicaHello {
+        app: String,
+        epoch: u64,
+        seq: u64,
+    },
 }
 
 /// Destination → source.

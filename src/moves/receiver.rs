@@ -375,5 +375,6 @@ fn message_name(msg: &ToReceiver) -> &'static str {
         ToReceiver::Item(_) => "item",
         ToReceiver::Chunk(_) => "chunk",
         ToReceiver::End { .. } => "end",
+        ToReceiver::ReplicaHello { .. } => "replica hello",
     }
 }

@@ -71,6 +71,22 @@ impl SenderSession {
         scanner: Scanner,
         rate_limit: u64,
     ) -> Result<SenderSession, String> {
+        let hello = ToReceiver::Hello {
+            app: app.to_string(),
+            epoch,
+        };
+        Self::open_with(net, addr, to, hello, scanner, rate_limit).await
+    }
+
+    /// Opens a session that starts with `hello` (a move's or a replica's).
+    pub async fn open_with(
+        net: &Net,
+        addr: SocketAddr,
+        to: &str,
+        hello: ToReceiver,
+        scanner: Scanner,
+        rate_limit: u64,
+    ) -> Result<SenderSession, String> {
         let (mut send, recv) = net
             .open(addr, Some(to))
             .await
@@ -78,10 +94,6 @@ impl SenderSession {
         send.write_all(&[Service::Volume as u8])
             .await
             .map_err(|e| format!("writing to {to}: {e}"))?;
-        let hello = ToReceiver::Hello {
-            app: app.to_string(),
-            epoch,
-        };
         let mut session = SenderSession {
             send,
             recv,

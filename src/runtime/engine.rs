@@ -71,6 +71,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// [`EventStream`] for the stream's contract.
     fn events<'a>(&'a self, labels: &'a Labels) -> RuntimeFuture<'a, EventStream>;
 
+    /// Freezes a running container's processes (cgroup freezer), so its
+    /// files hold still while a volume point is taken; `unpause` thaws it.
+    /// An engine that cannot says so, and points are then taken unpaused
+    /// only where the volume backend needs no pause.
+    fn pause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            Err(RuntimeError::Other(format!(
+                "{} cannot pause containers ({id})",
+                self.endpoint()
+            )))
+        })
+    }
+
+    fn unpause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        self.pause(id)
+    }
+
     /// One bounded page of a container's output (see `runtime::logs`). An
     /// engine that keeps no logs says so.
     fn logs<'a>(

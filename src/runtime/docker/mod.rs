@@ -314,6 +314,30 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    fn pause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            self.call(
+                "pause",
+                Subject::Container(id.as_str()),
+                self.timeouts.call,
+                |d| async move { d.pause_container(id.as_str()).await },
+            )
+            .await
+        })
+    }
+
+    fn unpause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            self.call(
+                "unpause",
+                Subject::Container(id.as_str()),
+                self.timeouts.call,
+                |d| async move { d.unpause_container(id.as_str()).await },
+            )
+            .await
+        })
+    }
+
     fn remove<'a>(&'a self, id: &'a ContainerId, force: bool) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
             // Anonymous volumes from the image's VOLUME lines go with the
