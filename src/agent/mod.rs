@@ -447,36 +447,24 @@ impl Agent {
 
 /// What the log says of an action before it runs.
 fn log_action(action: &Action) {
-    match action {
+    let (app, why) = match action {
         Action::Kill { app, .. } => {
-            tracing::warn!(%app, "lease expired: killing a container the cluster may start elsewhere")
+            tracing::warn!(%app, "lease expired: killing a container the cluster may start elsewhere");
+            return;
         }
-        Action::Run {
-            desired,
-            why: Why::Recreate { note },
-        } => {
-            tracing::warn!(app = %desired.app, "{note}")
-        }
-        Action::Run {
-            desired: d,
-            why: Why::Restart {
-                restarts,
-                exit_code,
-            },
-        } => {
-            tracing::info!(app = %d.app, restarts, exit = ?exit_code, "restarting per its restart policy")
-        }
-        Action::Start {
-            app,
-            why: Why::Restart {
-                restarts,
-                exit_code,
-            },
-            ..
+        Action::Remove { .. } => return,
+        Action::Run { desired, why } => (&desired.app, why),
+        Action::Start { app, why, .. } => (app, why),
+    };
+    match why {
+        Why::First => {}
+        Why::Restart {
+            restarts,
+            exit_code,
         } => {
             tracing::info!(%app, restarts, exit = ?exit_code, "restarting per its restart policy")
         }
-        _ => {}
+        Why::Recreate { note } => tracing::warn!(%app, "{note}"),
     }
 }
 
