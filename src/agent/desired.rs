@@ -325,6 +325,43 @@ applications:
     }
 
     #[test]
+    fn a_held_release_or_a_frozen_move_keeps_the_app_off_every_node() {
+        let apps = |s: &State, node: &str| -> Vec<String> {
+            desired_containers(&ctx(node), s)
+                .into_iter()
+                .map(|d| d.app)
+                .collect()
+        };
+        let mut s = state();
+        // web was placed on n2 while it ran on n1: neither runs it until n1
+        // has released it.
+        s.deployed.placements.insert("web".into(), "n2".into());
+        s.releases.insert("web".into(), "n1".into());
+        assert_eq!(apps(&s, "n1"), Vec::<String>::new());
+        assert_eq!(apps(&s, "n2"), ["db"]);
+        s.releases.clear();
+        assert_eq!(apps(&s, "n2"), ["db", "web"]);
+        // db's volume moving to n1: its owner runs it until the freeze,
+        // then nobody until the handoff.
+        s.deployed.placements.insert("db".into(), "n1".into());
+        let mut m = crate::state::VolumeMove {
+            from: "n2".into(),
+            to: "n1".into(),
+            epoch: 2,
+            frozen: false,
+            attempt: 1,
+            started_ms: 0,
+            last_error: None,
+        };
+        s.moves.insert("db".into(), m.clone());
+        assert_eq!(apps(&s, "n2"), ["db", "web"]);
+        m.frozen = true;
+        s.moves.insert("db".into(), m);
+        assert_eq!(apps(&s, "n2"), ["web"]);
+        assert_eq!(apps(&s, "n1"), Vec::<String>::new());
+    }
+
+    #[test]
     fn udp_ports_are_published_as_udp() {
         let mut s = state();
         let web = s.deployed.config.applications.get_mut("web").unwrap();

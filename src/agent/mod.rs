@@ -8,6 +8,7 @@
 //! this node's labels. It does not place applications (the leader does), and
 //! observations never go through the Raft log: other nodes ask for them.
 
+mod decide;
 mod desired;
 pub mod fence;
 pub mod lease;
@@ -25,17 +26,19 @@ pub use restart::{may_restart, restart_delay};
 use crate::api::InstanceStatus;
 use crate::raft::StateMachineStore;
 use crate::runtime::{
-    ContainerEvent, ContainerId, ContainerInfo, ContainerRuntime, ContainerRuntimeExt,
-    ContainerState, RuntimeError, UnixNanos, EVENT_BUFFER,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerRuntimeExt, ContainerState,
+    EventStream, RuntimeError, UnixNanos, EVENT_BUFFER,
 };
 use crate::state::VolumeOwner;
 use crate::volume::VolumeStore;
+use decide::{Action, Decision, Now, Pass, Track, Tracks, Why};
 use futures::{FutureExt, StreamExt};
 use lease::Lease;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Safety-net resync interval: starts here after any change, doubles while
@@ -73,47 +76,13 @@ pub struct Observed {
     pub reconciled_index: u64,
 }
 
-/// The agent's memory of one application on this node.
-#[derive(Debug, Clone, Default)]
-struct Track {
-    spec_hash: String,
-    /// The agent (or a previous run of it) has seen this container run: if it
-    /// is then gone or exited, it died.
-    started: bool,
-    restarts: u32,
-    /// Engine operations that failed in a row (a missing image, a taken
-    /// port): retried with growing delays, never in a tight loop.
-    failures: u32,
-    /// No action for this app before this instant.
-    next_restart: Option<Instant>,
-    last_error: Option<String>,
-    /// Its container as the last pass saw it: what tells a removal from
-    /// outside apart from an exit the restart policy already decided on.
-    seen: Option<Seen>,
-    /// A container with its name but other settings was found: someone
-    /// replaced it from outside (the removal is ours, the drift is not).
-    replaced: bool,
-    /// The last drift repair, shown in `ctl status` while nothing else is.
-    drift: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    live: bool,
-    finished_at: Option<UnixNanos>,
-}
-
-/// A container that vanished this soon after it stopped was killed by its
-/// removal (`docker rm -f`); one that had exited earlier and was removed
-/// later was already left stopped by its restart policy.
-const REMOVAL_KILL_WINDOW: Duration = Duration::from_secs(3);
-
-enum Action {
-    Remove(ContainerId, String),
-    /// Fencing: killed at once, no grace, because the app may start elsewhere.
-    Kill(ContainerId, String),
-    Run(Box<Desired>),
-    Start(String, ContainerId),
+/// Why the agent stopped following its event stream.
+#[derive(PartialEq)]
+enum Followed {
+    /// The state machine is gone: the node is stopping.
+    StateGone,
+    /// The stream failed or lagged: subscribe again and resync.
+    Resubscribe,
 }
 
 pub struct Agent {
@@ -122,7 +91,7 @@ pub struct Agent {
     sm: StateMachineStore,
     lease: Arc<Lease>,
     observed: Observations,
-    tracks: HashMap<String, Track>,
+    tracks: Tracks,
     /// Desired containers at the last reconcile, to skip applied changes that
     /// do not concern this node.
     last_desired: Vec<Desired>,
@@ -146,7 +115,7 @@ impl Agent {
             sm,
             lease,
             observed: Observations::default(),
-            tracks: HashMap::new(),
+            tracks: Tracks::new(),
             last_desired: Vec::new(),
             fenced: Vec::new(),
             held: BTreeMap::new(),
@@ -179,101 +148,149 @@ impl Agent {
         let mut engine_retry = ENGINE_RETRY_MIN;
         loop {
             // Subscribe before listing, so no event between the two is lost.
-            let mut events = match self.runtime.events(&self.ctx.ownership_labels()).await {
-                Ok(events) => events,
+            match self.runtime.events(&self.ctx.ownership_labels()).await {
+                Ok(events) => {
+                    engine_retry = ENGINE_RETRY_MIN;
+                    if self.follow(events, &mut applied, &mut lease).await == Followed::StateGone {
+                        return;
+                    }
+                }
                 Err(e) => {
                     self.set_degraded(Some(&e));
                     tokio::time::sleep(jitter(engine_retry)).await;
                     engine_retry = (engine_retry * 2).min(ENGINE_RETRY_MAX);
                     continue;
                 }
-            };
-            engine_retry = ENGINE_RETRY_MIN;
-            let mut resync = RESYNC_MIN;
-            let mut resync_at = Instant::now() + jitter(resync);
-            self.reconcile().await;
-            loop {
-                let mut wake = self.next_restart().map_or(resync_at, |r| r.min(resync_at));
-                if let Some(expiry) = self.lease_expiry_that_matters() {
-                    wake = wake.min(expiry);
-                }
-                tokio::select! {
-                    changed = lease.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        self.reconcile().await;
-                    }
-                    changed = applied.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let (desired, index) = self.desired();
-                        if desired != self.last_desired {
-                            self.reconcile().await;
-                            resync = RESYNC_MIN;
-                            resync_at = Instant::now() + jitter(resync);
-                        } else {
-                            // Between passes nothing is in flight, and this
-                            // state asks for nothing new: acted on as well.
-                            self.observed.reconciled(index);
-                        }
-                    }
-                    event = events.next() => match event {
-                        Some(Ok(event)) => {
-                            self.note_event(&event);
-                            // Our own creates and starts come as bursts of
-                            // events: one pass answers the whole burst.
-                            tokio::time::sleep(EVENT_COALESCE).await;
-                            let mut failed = None;
-                            for _ in 0..EVENT_BUFFER {
-                                match events.next().now_or_never() {
-                                    Some(Some(Ok(event))) => self.note_event(&event),
-                                    Some(Some(Err(e))) => {
-                                        failed = Some(e);
-                                        break;
-                                    }
-                                    Some(None) | None => break,
-                                }
-                            }
-                            if let Some(e) = failed {
-                                // Resubscribe and resync; a lagging stream
-                                // is not an unreachable engine.
-                                if !matches!(e, RuntimeError::EventsLagged { .. }) {
-                                    self.set_degraded(Some(&e));
-                                }
-                                break;
-                            }
-                            self.reconcile().await;
-                        }
-                        Some(Err(RuntimeError::EventsLagged { dropped })) => {
-                            tracing::warn!(dropped, "engine events lagged; resubscribing and resyncing");
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            self.set_degraded(Some(&e));
-                            break;
-                        }
-                        None => {
-                            self.set_degraded(Some(&RuntimeError::Other("the engine's event stream ended".into())));
-                            break;
-                        }
-                    },
-                    _ = tokio::time::sleep_until(wake) => {
-                        self.reconcile().await;
-                        if Instant::now() >= resync_at {
-                            resync = (resync * 2).min(RESYNC_MAX);
-                            resync_at = Instant::now() + jitter(resync);
-                        }
-                    }
-                }
             }
             tokio::time::sleep(jitter(engine_retry)).await;
         }
     }
 
+    /// Reconciles on every change of the applied state, the lease or the
+    /// engine, on due restarts and on the safety-net resync, until the state
+    /// machine goes away or the engine's event stream must be replaced.
+    async fn follow(
+        &mut self,
+        mut events: EventStream,
+        applied: &mut watch::Receiver<u64>,
+        lease: &mut watch::Receiver<bool>,
+    ) -> Followed {
+        let mut resync = RESYNC_MIN;
+        let mut resync_at = Instant::now() + jitter(resync);
+        self.reconcile().await;
+        loop {
+            tokio::select! {
+                changed = lease.changed() => {
+                    if changed.is_err() {
+                        return Followed::StateGone;
+                    }
+                    self.reconcile().await;
+                }
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return Followed::StateGone;
+                    }
+                    if self.on_applied().await {
+                        resync = RESYNC_MIN;
+                        resync_at = Instant::now() + jitter(resync);
+                    }
+                }
+                event = events.next() => if !self.on_event(event, &mut events).await {
+                    return Followed::Resubscribe;
+                },
+                _ = tokio::time::sleep_until(self.wake_at(resync_at)) => {
+                    self.reconcile().await;
+                    if Instant::now() >= resync_at {
+                        resync = (resync * 2).min(RESYNC_MAX);
+                        resync_at = Instant::now() + jitter(resync);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next pass due without an event: a restart, the lease running
+    /// out with something to fence, or the resync.
+    fn wake_at(&self, resync_at: Instant) -> Instant {
+        let restart = self.tracks.values().filter_map(|t| t.next_restart).min();
+        let mut wake = restart.map_or(resync_at, |r| r.min(resync_at));
+        if let Some(expiry) = self.lease_expiry_that_matters() {
+            wake = wake.min(expiry);
+        }
+        wake
+    }
+
+    /// A new applied state: a pass if it changes what runs here (true).
+    async fn on_applied(&mut self) -> bool {
+        let (desired, index) = self.desired();
+        if desired != self.last_desired {
+            self.reconcile().await;
+            return true;
+        }
+        // Between passes nothing is in flight, and this state asks for
+        // nothing new: acted on as well.
+        self.observed.reconciled(index);
+        false
+    }
+
+    /// An engine event (or the stream's end): one pass for the whole burst
+    /// it starts; false when the stream must be replaced.
+    async fn on_event(
+        &mut self,
+        event: Option<Result<ContainerEvent, RuntimeError>>,
+        events: &mut EventStream,
+    ) -> bool {
+        match event {
+            Some(Ok(event)) => {
+                self.note_event(&event);
+                // Our own creates and starts come as bursts of events: one
+                // pass answers the whole burst.
+                tokio::time::sleep(EVENT_COALESCE).await;
+                if let Some(e) = self.drain_burst(events) {
+                    // Resubscribe and resync; a lagging stream is not an
+                    // unreachable engine.
+                    if !matches!(e, RuntimeError::EventsLagged { .. }) {
+                        self.set_degraded(Some(&e));
+                    }
+                    return false;
+                }
+                self.reconcile().await;
+                true
+            }
+            Some(Err(RuntimeError::EventsLagged { dropped })) => {
+                tracing::warn!(dropped, "engine events lagged; resubscribing and resyncing");
+                false
+            }
+            Some(Err(e)) => {
+                self.set_degraded(Some(&e));
+                false
+            }
+            None => {
+                let ended = RuntimeError::Other("the engine's event stream ended".into());
+                self.set_degraded(Some(&ended));
+                false
+            }
+        }
+    }
+
+    /// Takes the events already waiting (bounded); the stream's error, if
+    /// it failed among them.
+    fn drain_burst(&self, events: &mut EventStream) -> Option<RuntimeError> {
+        for _ in 0..EVENT_BUFFER {
+            match events.next().now_or_never() {
+                Some(Some(Ok(event))) => self.note_event(&event),
+                Some(Some(Err(e))) => return Some(e),
+                Some(None) | None => return None,
+            }
+        }
+        None
+    }
+
     /// Apps with a volume that must not run here now, and why.
-    async fn volume_holds(&self, desired: &[Desired]) -> BTreeMap<String, String> {
+    async fn volume_holds(
+        &self,
+        desired: impl Iterator<Item = &Desired>,
+    ) -> BTreeMap<String, String> {
         let mut held = BTreeMap::new();
         for d in desired {
             let Some(owner) = &d.volume else { continue };
@@ -300,20 +317,15 @@ impl Agent {
     }
 
     /// When the lease runs out, if this node runs anything it must fence then.
+    /// When the lease runs out, if this node runs anything it must fence then.
     fn lease_expiry_that_matters(&self) -> Option<Instant> {
         if crate::plant::planted(crate::plant::PlantedBug::NoFencing) {
             return None;
         }
-        let fenceable = self.last_desired.iter().any(|d| d.fenceable);
-        let expiry = self.lease.expires_at()?;
-        (fenceable && expiry > Instant::now()).then_some(expiry)
+        decide::fence_deadline(&self.last_desired, self.lease.expires_at(), Instant::now())
     }
 
-    fn next_restart(&self) -> Option<Instant> {
-        self.tracks.values().filter_map(|t| t.next_restart).min()
-    }
-
-    fn note_event(&mut self, event: &ContainerEvent) {
+    fn note_event(&self, event: &ContainerEvent) {
         tracing::debug!(id = %event.id.short(), action = ?event.action, exit = ?event.exit_code, "engine event");
     }
 
@@ -329,26 +341,17 @@ impl Agent {
 
     /// One full pass: compare the engine with the desired containers and act.
     pub async fn reconcile(&mut self) {
-        let (all_desired, index) = self.desired();
-        let mut desired = all_desired.clone();
+        let (desired, index) = self.desired();
         // Invariant 3: without a lease, nothing the cluster may start
         // elsewhere runs here.
-        let fenced: Vec<String> = if self.lease.is_valid()
-            || crate::plant::planted(crate::plant::PlantedBug::NoFencing)
-        {
-            Vec::new()
-        } else {
-            desired
-                .iter()
-                .filter(|d| d.fenceable)
-                .map(|d| d.app.clone())
-                .collect()
-        };
-        desired.retain(|d| !fenced.contains(&d.app));
+        let lease_valid =
+            self.lease.is_valid() || crate::plant::planted(crate::plant::PlantedBug::NoFencing);
+        let fenced = decide::fenced(&desired, lease_valid);
         // Invariant 4: only the owner runs an app with a volume, and only on
         // a complete copy at the committed epoch.
-        let held = self.volume_holds(&desired).await;
-        desired.retain(|d| !held.contains_key(&d.app));
+        let held = self
+            .volume_holds(desired.iter().filter(|d| !fenced.contains(&d.app)))
+            .await;
         let actual = match self.runtime.list(&self.ctx.ownership_labels()).await {
             Ok(actual) => actual,
             Err(e) => {
@@ -357,26 +360,32 @@ impl Agent {
             }
         };
         self.set_degraded(None);
-        let mut actions = Vec::new();
-        for c in &actual {
-            if c.labels
-                .get(LABEL_APP)
-                .is_some_and(|app| fenced.contains(app))
-                && c.state.is_live()
-            {
-                tracing::warn!(app = %c.labels[LABEL_APP], "lease expired: killing a container the cluster may start elsewhere");
-                actions.push(Action::Kill(c.id.clone(), c.labels[LABEL_APP].clone()));
-            }
-        }
-        let actual: Vec<ContainerInfo> = actual
-            .into_iter()
-            .filter(|c| {
-                !c.labels
-                    .get(LABEL_APP)
-                    .is_some_and(|app| fenced.contains(app))
-            })
-            .collect();
-        actions.extend(self.plan(&desired, &actual));
+        let pass = Pass {
+            desired: &desired,
+            fenced: &fenced,
+            held: &held,
+            actual: &actual,
+            now: Now {
+                instant: Instant::now(),
+                wall: UnixNanos::now(),
+            },
+        };
+        let Decision { actions, tracks } = decide::decide(&pass, &self.tracks);
+        self.tracks = tracks;
+        self.act(actions).await;
+        self.last_desired = desired;
+        self.fenced = fenced;
+        self.held = held;
+        self.observe().await;
+        // Every engine operation of this pass has returned: nothing it
+        // started is still on its way (the movers wait on this).
+        self.observed.reconciled(index);
+    }
+
+    /// Runs a pass's actions, at most [`MAX_PARALLEL_OPS`] at once, and
+    /// records their results in the apps' tracks.
+    async fn act(&mut self, actions: Vec<Action>) {
+        actions.iter().for_each(log_action);
         let runtime = self.runtime.clone();
         let results: Vec<(String, bool, Result<(), RuntimeError>)> = futures::stream::iter(actions)
             .map(|action| {
@@ -391,153 +400,13 @@ impl Agent {
                 continue;
             };
             match result {
-                Ok(()) => {
-                    track.last_error = None;
-                    track.failures = 0;
-                    track.started |= starts;
-                }
+                Ok(()) => track.succeeded(starts),
                 Err(e) => {
                     tracing::warn!(%app, "{e}");
-                    track.last_error = Some(describe_error(&self.ctx.node, &e));
-                    track.next_restart = Some(Instant::now() + restart_delay(track.failures));
-                    track.failures += 1;
+                    track.failed(describe_error(&self.ctx.node, &e), Instant::now());
                 }
             }
         }
-        self.last_desired = all_desired;
-        self.fenced = fenced;
-        self.held = held;
-        self.observe().await;
-        // Every engine operation of this pass has returned: nothing it
-        // started is still on its way (the movers wait on this).
-        self.observed.reconciled(index);
-    }
-
-    /// Decides what to do; updates the agent's memory of each app.
-    fn plan(&mut self, desired: &[Desired], actual: &[ContainerInfo]) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let mut by_app: BTreeMap<&str, Vec<&ContainerInfo>> = BTreeMap::new();
-        for c in actual {
-            match c.labels.get(LABEL_APP) {
-                Some(app) => by_app.entry(app.as_str()).or_default().push(c),
-                None => actions.push(Action::Remove(c.id.clone(), String::new())),
-            }
-        }
-        let now = Instant::now();
-        for d in desired {
-            let track = self.tracks.entry(d.app.clone()).or_default();
-            if track.spec_hash != d.spec_hash {
-                *track = Track {
-                    spec_hash: d.spec_hash.clone(),
-                    ..Track::default()
-                };
-            }
-            let waiting = track.next_restart.is_some_and(|at| at > now);
-            let mut current = None;
-            let mut name_taken = false;
-            for c in by_app.remove(d.app.as_str()).unwrap_or_default() {
-                let matches =
-                    c.labels.get(LABEL_SPEC) == Some(&d.spec_hash) && c.name == d.spec.name;
-                if matches && current.is_none() {
-                    current = Some(c);
-                } else {
-                    // Our name with other settings than the ones this agent
-                    // gave it (the track's hash is the desired one): it was
-                    // replaced from outside.
-                    if c.name == d.spec.name {
-                        name_taken = true;
-                        track.replaced |= track.started;
-                    }
-                    // Outdated settings or a duplicate: only the current one stays.
-                    actions.push(Action::Remove(c.id.clone(), d.app.clone()));
-                }
-            }
-            if let Some(c) = current {
-                track.seen = Some(Seen {
-                    live: c.state.is_live(),
-                    finished_at: c.finished_at,
-                });
-            }
-            match current {
-                None if track.started && removed_from_outside(track) => {
-                    // The restart policy governs exits, not removals: the
-                    // app is still placed here, so it runs again at once,
-                    // through the same checks (lease, volume, releases) as
-                    // any start, since `desired` has passed them. Not while
-                    // this pass still removes the replacement that holds
-                    // its name: its removal's events bring the next pass.
-                    if !waiting && !name_taken {
-                        let how = if track.replaced {
-                            "replaced from outside (other settings)"
-                        } else {
-                            "removed from outside"
-                        };
-                        let note = format!(
-                            "recreated: its container was {how} at {}",
-                            rfc3339(UnixNanos::now())
-                        );
-                        tracing::warn!(app = %d.app, "{note}");
-                        track.drift = Some(note);
-                        track.started = false;
-                        track.replaced = false;
-                        track.seen = None;
-                        track.next_restart = None;
-                        actions.push(Action::Run(Box::new(d.clone())));
-                    }
-                }
-                Some(c) if c.state.is_live() => {
-                    track.started = true;
-                    track.next_restart = None;
-                    if ran_stably(c) {
-                        track.restarts = 0;
-                    }
-                }
-                // Never seen running: a first start (or a retry of one that failed).
-                Some(c) if c.state == ContainerState::Created && !track.started => {
-                    if !waiting {
-                        track.next_restart = None;
-                        actions.push(Action::Start(d.app.clone(), c.id.clone()));
-                    }
-                }
-                None if !track.started => {
-                    if !waiting {
-                        track.next_restart = None;
-                        actions.push(Action::Run(Box::new(d.clone())));
-                    }
-                }
-                dead => {
-                    // It ran and is now exited, dead, or gone from outside.
-                    let exit_code = dead.and_then(|c| c.exit_code);
-                    if !may_restart(d.restart, exit_code, track.restarts) {
-                        track.next_restart = None;
-                        continue;
-                    }
-                    match track.next_restart {
-                        None => track.next_restart = Some(now + restart_delay(track.restarts)),
-                        Some(at) if at <= now => {
-                            track.next_restart = None;
-                            track.restarts += 1;
-                            tracing::info!(app = %d.app, restarts = track.restarts, exit = ?exit_code, "restarting per its restart policy");
-                            actions.push(match dead {
-                                Some(c) => Action::Start(d.app.clone(), c.id.clone()),
-                                None => Action::Run(Box::new(d.clone())),
-                            });
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-        }
-        // Containers of apps no longer placed here.
-        for (app, containers) in by_app {
-            for c in containers {
-                actions.push(Action::Remove(c.id.clone(), app.to_string()));
-            }
-        }
-        let wanted: std::collections::HashSet<&str> =
-            desired.iter().map(|d| d.app.as_str()).collect();
-        self.tracks.retain(|app, _| wanted.contains(app.as_str()));
-        actions
     }
 
     /// Refreshes the observed instances from the engine.
@@ -576,26 +445,27 @@ impl Agent {
     }
 }
 
-/// Whether the app's container, gone now, was taken away rather than left
-/// stopped by its restart policy: it was last seen live (or never seen since
-/// this agent started it), or it stopped just before it vanished.
-fn removed_from_outside(track: &Track) -> bool {
-    if track.replaced {
-        return true;
+/// What the log says of an action before it runs.
+fn log_action(action: &Action) {
+    let (app, why) = match action {
+        Action::Kill { app, .. } => {
+            tracing::warn!(%app, "lease expired: killing a container the cluster may start elsewhere");
+            return;
+        }
+        Action::Remove { .. } => return,
+        Action::Run { desired, why } => (&desired.app, why),
+        Action::Start { app, why, .. } => (app, why),
+    };
+    match why {
+        Why::First => {}
+        Why::Restart {
+            restarts,
+            exit_code,
+        } => {
+            tracing::info!(%app, restarts, exit = ?exit_code, "restarting per its restart policy")
+        }
+        Why::Recreate { note } => tracing::warn!(%app, "{note}"),
     }
-    match &track.seen {
-        None => true,
-        Some(seen) if seen.live => true,
-        Some(seen) => seen.finished_at.is_none_or(|f| {
-            UnixNanos::now().0.saturating_sub(f.0) < REMOVAL_KILL_WINDOW.as_nanos() as i64
-        }),
-    }
-}
-
-fn ran_stably(c: &ContainerInfo) -> bool {
-    c.started_at.is_some_and(|s| {
-        UnixNanos::now().0.saturating_sub(s.0) > restart::STABLE_RUN.as_nanos() as i64
-    })
 }
 
 /// Runs one action; returns the app, whether the action starts its
@@ -605,7 +475,7 @@ async fn execute(
     action: Action,
 ) -> (String, bool, Result<(), RuntimeError>) {
     match action {
-        Action::Remove(id, app) => {
+        Action::Remove { id, app } => {
             // Graceful first, so an app can flush; then gone.
             let _ = runtime.stop(&id, STOP_GRACE).await;
             let result = match runtime.remove(&id, true).await {
@@ -614,7 +484,7 @@ async fn execute(
             };
             (app, false, result)
         }
-        Action::Run(desired) => {
+        Action::Run { desired, .. } => {
             let app = desired.app.clone();
             let mut spec = desired.spec.clone();
             if spec.entrypoint.is_some() && spec.command.is_none() {
@@ -644,8 +514,8 @@ async fn execute(
             };
             (app, true, result)
         }
-        Action::Start(app, id) => (app, true, runtime.start(&id).await),
-        Action::Kill(id, app) => {
+        Action::Start { id, app, .. } => (app, true, runtime.start(&id).await),
+        Action::Kill { id, app } => {
             let result = match runtime.remove(&id, true).await {
                 Err(RuntimeError::ContainerNotFound(_)) => Ok(()),
                 other => other,
@@ -744,51 +614,5 @@ fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result
         Err(format!(
             "its volume here is not a complete copy at epoch {epoch}; it will not be mounted"
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn gone_after(seen: Option<Seen>) -> bool {
-        removed_from_outside(&Track {
-            started: true,
-            seen,
-            ..Track::default()
-        })
-    }
-
-    #[test]
-    fn a_removal_is_told_from_an_exit_the_policy_decided_on() {
-        assert!(
-            gone_after(None),
-            "started, then gone before any pass saw it"
-        );
-        assert!(gone_after(Some(Seen {
-            live: true,
-            finished_at: None
-        })));
-        // `docker rm -f`: a pass may see it killed just before it vanishes.
-        let just_now = UnixNanos(UnixNanos::now().0 - 500_000_000);
-        assert!(gone_after(Some(Seen {
-            live: false,
-            finished_at: Some(just_now)
-        })));
-        // Exited a minute ago and left stopped, then cleaned up: not drift.
-        let a_minute_ago = UnixNanos(UnixNanos::now().0 - 60_000_000_000);
-        assert!(!gone_after(Some(Seen {
-            live: false,
-            finished_at: Some(a_minute_ago)
-        })));
-        assert!(removed_from_outside(&Track {
-            started: true,
-            replaced: true,
-            seen: Some(Seen {
-                live: false,
-                finished_at: Some(a_minute_ago)
-            }),
-            ..Track::default()
-        }));
     }
 }

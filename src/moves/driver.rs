@@ -3,13 +3,14 @@
 //! the handoff of a copy completed before a restart. One task per app,
 //! started and stopped as the applied state changes.
 
+use super::error::{after_failure, backoff, AfterFailure, MoveError};
 use super::sender::SenderSession;
 use super::{HandoffResult, MoveContext};
 use crate::agent::LABEL_APP;
 use crate::api::{MoveReport, MoveStatus};
 use crate::runtime::ContainerState;
 use crate::state::{Command, MoveStep, VolumeMove};
-use crate::volume::ScanOptions;
+use crate::volume::{ScanOptions, Scanner, VolumeStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,14 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const MAX_LIVE_ROUNDS: u32 = 6;
 /// Dirty data small enough to send with the app stopped.
 pub const FINAL_DELTA_TARGET: u64 = 8 << 20;
-/// Failed tries of a frozen attempt before handing the app back to the
-/// source (`Retry`): each is a reconnect and a final round.
-const FROZEN_TRIES: u32 = 3;
 /// How long the source waits for its agent to stop the app after the freeze
 /// (the agent's stop grace and a margin).
 const STOP_WAIT: Duration = Duration::from_secs(30);
 const STOP_POLL: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the driver looks again without a state change (a container
 /// stopping is not one).
 const TICK: Duration = Duration::from_millis(200);
@@ -182,42 +179,56 @@ async fn drive(ctx: Arc<MoveContext>, app: String, m: VolumeMove) {
             epoch: m.epoch,
             ..MoveReport::default()
         };
-        match attempt(&ctx, &app, &m, &mut progress, &mut report).await {
-            Ok(HandoffResult::Done) => {
-                report.finished_ms = now_ms();
-                tracing::info!(%app, epoch = m.epoch, to = %m.to, ?report, "volume moved");
-                ctx.observed.move_finished(&app, report);
-                return;
+        let Err(e) = attempt(&ctx, &app, &m, &mut progress, &mut report).await else {
+            report.finished_ms = now_ms();
+            tracing::info!(%app, epoch = m.epoch, to = %m.to, ?report, "volume moved");
+            ctx.observed.move_finished(&app, report);
+            return;
+        };
+        failures += 1;
+        let frozen = ctx.sm.read().state.move_frozen_at(&app, m.epoch);
+        let decision = after_failure(e.kind, frozen, failures);
+        if decision == AfterFailure::Stop {
+            tracing::info!(%app, epoch = m.epoch, "move attempt superseded");
+            return;
+        }
+        tracing::warn!(%app, epoch = m.epoch, failures, "move attempt failed: {e}");
+        progress.status.last_error = Some(e.to_string());
+        let wait = match decision {
+            AfterFailure::RetryIn(wait) => wait,
+            // The next attempt is a new task, with a new epoch.
+            AfterFailure::GiveBack if give_back(&ctx, &app, m.epoch, &e, &mut progress).await => {
+                return
             }
-            Ok(HandoffResult::Superseded) => {
-                tracing::info!(%app, epoch = m.epoch, "move attempt superseded");
-                return;
-            }
-            Ok(HandoffResult::Unknown(why)) | Err(why) => {
-                failures += 1;
-                tracing::warn!(%app, epoch = m.epoch, failures, "move attempt failed: {why}");
-                progress.status.last_error = Some(why.clone());
-                let frozen = ctx.sm.read().state.move_frozen_at(&app, m.epoch);
-                if frozen && failures >= FROZEN_TRIES {
-                    progress.phase("giving the app back to the source");
-                    let retry = Command::MoveStep {
-                        app: app.clone(),
-                        epoch: m.epoch,
-                        step: MoveStep::Retry {
-                            reason: why.clone(),
-                        },
-                    };
-                    match ctx.api.submit_as_node(retry).await {
-                        // The next attempt is a new task, with a new epoch.
-                        Ok(_) => return,
-                        Err(e) => tracing::warn!(%app, "could not commit the retry: {e}"),
-                    }
-                }
-                let backoff =
-                    Duration::from_millis(500 * 2u64.pow(failures.min(5))).min(MAX_BACKOFF);
-                progress.phase(format!("retrying in {}s", backoff.as_secs_f32()));
-                tokio::time::sleep(backoff).await;
-            }
+            AfterFailure::GiveBack | AfterFailure::Stop => backoff(failures),
+        };
+        progress.phase(format!("retrying in {}s", wait.as_secs_f32()));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Commits `Retry` for the frozen attempt at `epoch`, which failed with
+/// `why`: the source runs the app again. True once committed.
+async fn give_back(
+    ctx: &MoveContext,
+    app: &str,
+    epoch: u64,
+    why: &MoveError,
+    progress: &mut Progress,
+) -> bool {
+    progress.phase("giving the app back to the source");
+    let retry = Command::MoveStep {
+        app: app.to_string(),
+        epoch,
+        step: MoveStep::Retry {
+            reason: why.to_string(),
+        },
+    };
+    match ctx.api.submit_as_node(retry).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(%app, "could not commit the retry: {e}");
+            false
         }
     }
 }
@@ -229,10 +240,47 @@ async fn attempt(
     m: &VolumeMove,
     progress: &mut Progress,
     report: &mut MoveReport,
-) -> Result<HandoffResult, String> {
-    let epoch = m.epoch;
+) -> Result<(), MoveError> {
     progress.phase(format!("connecting to {}", m.to));
-    let addr = ctx.api.volume_address_of(&m.to).await?;
+    let mut session = open_session(ctx, app, m).await?;
+    if !ctx.sm.read().state.move_frozen_at(app, m.epoch) {
+        live_rounds(&mut session, progress, report).await?;
+        freeze(ctx, app, m.epoch, progress).await?;
+    }
+    report.frozen_ms = now_ms();
+    progress.phase("stopping the app");
+    let frozen_at = ctx.sm.read().index();
+    wait_stopped(ctx, app, frozen_at).await?;
+    report.stopped_ms = now_ms();
+    final_round(&mut session, app, m, progress, report).await?;
+    report.final_ms = now_ms();
+    progress.phase("handing off");
+    let outcome = ctx.hand_off(app, m.epoch).await;
+    report.handed_off_ms = now_ms();
+    // Saving the hash cache is not part of the move's time.
+    tokio::spawn(session.close());
+    match outcome {
+        HandoffResult::Done => Ok(()),
+        HandoffResult::Superseded => Err(MoveError::superseded(format!(
+            "the attempt at epoch {} was superseded before its handoff",
+            m.epoch
+        ))),
+        HandoffResult::Unknown(why) => Err(MoveError::transient(why)),
+    }
+}
+
+/// A session to the destination, over this node's copy at the owner's
+/// committed epoch.
+async fn open_session(
+    ctx: &MoveContext,
+    app: &str,
+    m: &VolumeMove,
+) -> Result<SenderSession, MoveError> {
+    let addr = ctx
+        .api
+        .volume_address_of(&m.to)
+        .await
+        .map_err(MoveError::transient)?;
     let owner_epoch = ctx
         .sm
         .read()
@@ -240,107 +288,139 @@ async fn attempt(
         .volumes
         .get(app)
         .map(|o| o.epoch)
-        .ok_or("the volume has no owner")?;
-    let store = ctx.store.clone();
-    let owned = app.to_string();
-    let scanner = tokio::task::spawn_blocking(move || {
-        // A volume whose app never ran here yet has no copy: it is empty.
-        if owner_epoch == 1 && !store.exists(&owned).unwrap_or(true) {
-            store
-                .create_empty(&owned, 1)
-                .map_err(|e| format!("creating the empty volume: {e}"))?;
-        }
-        if !store.mountable(&owned, owner_epoch) {
-            return Err(format!(
-                "this node's copy is not complete at epoch {owner_epoch}: it cannot be the source"
-            ));
-        }
-        store
-            .scanner(&owned, ScanOptions::default())
-            .map_err(|e| format!("opening the volume: {e}"))
-    })
-    .await
-    .map_err(|e| format!("open task: {e}"))??;
-    let mut session = SenderSession::open(
+        .ok_or_else(|| MoveError::fatal("the volume has no owner"))?;
+    let scanner = source_scanner(ctx.store.clone(), app, owner_epoch).await?;
+    SenderSession::open(
         &ctx.volume_net,
         addr,
         &m.to,
         app,
-        epoch,
+        m.epoch,
         scanner,
         ctx.rate_limit,
     )
-    .await?;
-    let frozen = ctx.sm.read().state.move_frozen_at(app, epoch);
-    if !frozen {
-        let mut settled = false;
-        for round in 1..=MAX_LIVE_ROUNDS {
-            let prepared = session.prepare().await?;
-            let dirty = prepared.stats().send_bytes;
-            if round > 1 && dirty <= FINAL_DELTA_TARGET {
-                // Files this scan had to read may have changed too recently
-                // for their hashes to be trusted (`volume::cache`): the final
-                // scan would read them again with the app stopped. Let the
-                // window pass and scan once more while the app still runs.
-                let reread = prepared.scan.hashed_bytes > FINAL_DELTA_TARGET;
-                if !reread || settled || round == MAX_LIVE_ROUNDS {
-                    break;
-                }
-                settled = true;
-                tokio::time::sleep(crate::volume::cache::RACY_WINDOW).await;
+    .await
+    .map_err(MoveError::transient)
+}
+
+/// A scanner of this node's copy, which must be complete at `owner_epoch`
+/// to be the source. File work runs off the async threads.
+async fn source_scanner(
+    store: VolumeStore,
+    app: &str,
+    owner_epoch: u64,
+) -> Result<Scanner, MoveError> {
+    let app = app.to_string();
+    tokio::task::spawn_blocking(move || {
+        // A volume whose app never ran here yet has no copy: it is empty.
+        if owner_epoch == 1 && !store.exists(&app).unwrap_or(true) {
+            store
+                .create_empty(&app, 1)
+                .map_err(|e| MoveError::transient(format!("creating the empty volume: {e}")))?;
+        }
+        if !store.mountable(&app, owner_epoch) {
+            return Err(MoveError::fatal(format!(
+                "this node's copy is not complete at epoch {owner_epoch}: it cannot be the source"
+            )));
+        }
+        store
+            .scanner(&app, ScanOptions::default())
+            .map_err(|e| MoveError::transient(format!("opening the volume: {e}")))
+    })
+    .await
+    .map_err(|e| MoveError::transient(format!("open task: {e}")))?
+}
+
+/// Rounds pushed while the app keeps running, until what is still dirty
+/// is small enough for the final round (or [`MAX_LIVE_ROUNDS`]).
+async fn live_rounds(
+    session: &mut SenderSession,
+    progress: &mut Progress,
+    report: &mut MoveReport,
+) -> Result<(), MoveError> {
+    let mut settled = false;
+    for round in 1..=MAX_LIVE_ROUNDS {
+        let prepared = session.prepare().await.map_err(MoveError::transient)?;
+        let dirty = prepared.stats().send_bytes;
+        if round > 1 && dirty <= FINAL_DELTA_TARGET {
+            // Files this scan had to read may have changed too recently
+            // for their hashes to be trusted (`volume::cache`): the final
+            // scan would read them again with the app stopped. Let the
+            // window pass and scan once more while the app still runs.
+            let reread = prepared.scan.hashed_bytes > FINAL_DELTA_TARGET;
+            if !reread || settled || round == MAX_LIVE_ROUNDS {
+                break;
             }
-            progress.round(format!("pushing round {round}"), dirty);
-            let result = session
-                .send_round(prepared, None, |done| progress.sent(done))
-                .await?;
-            report.rounds += 1;
-            report.bytes_sent += result.bytes;
+            settled = true;
+            tokio::time::sleep(crate::volume::cache::RACY_WINDOW).await;
         }
-        progress.phase("freezing");
-        let freeze = Command::MoveStep {
-            app: app.to_string(),
-            epoch,
-            step: MoveStep::Freeze,
-        };
-        if let Err(why) = ctx.api.submit_as_node(freeze).await {
-            if MoveContext::attempt_outcome(&ctx.sm.read().state, app, epoch).is_some() {
-                return Ok(HandoffResult::Superseded);
-            }
-            return Err(format!("freezing: {why}"));
-        }
-        if !ctx.wait_for_freeze(app, epoch).await {
-            return Err("the freeze did not reach this node's state".into());
-        }
+        progress.round(format!("pushing round {round}"), dirty);
+        let result = session
+            .send_round(prepared, None, |done| progress.sent(done))
+            .await
+            .map_err(MoveError::transient)?;
+        report.rounds += 1;
+        report.bytes_sent += result.bytes;
     }
-    report.frozen_ms = now_ms();
-    progress.phase("stopping the app");
-    let frozen_at = ctx.sm.read().index();
-    wait_stopped(ctx, app, frozen_at).await?;
-    report.stopped_ms = now_ms();
-    let prepared = session.prepare().await?;
+    Ok(())
+}
+
+/// Commits the attempt's freeze and waits until this node has applied it.
+async fn freeze(
+    ctx: &MoveContext,
+    app: &str,
+    epoch: u64,
+    progress: &mut Progress,
+) -> Result<(), MoveError> {
+    progress.phase("freezing");
+    let freeze = Command::MoveStep {
+        app: app.to_string(),
+        epoch,
+        step: MoveStep::Freeze,
+    };
+    if let Err(why) = ctx.api.submit_as_node(freeze).await {
+        let why = format!("freezing: {why}");
+        if MoveContext::attempt_outcome(&ctx.sm.read().state, app, epoch).is_some() {
+            return Err(MoveError::superseded(why));
+        }
+        return Err(MoveError::transient(why));
+    }
+    if !ctx.wait_for_freeze(app, epoch).await {
+        return Err(MoveError::transient(
+            "the freeze did not reach this node's state",
+        ));
+    }
+    Ok(())
+}
+
+/// The round sent with the app stopped, which asks the destination to mark
+/// its copy complete at the attempt's epoch.
+async fn final_round(
+    session: &mut SenderSession,
+    app: &str,
+    m: &VolumeMove,
+    progress: &mut Progress,
+    report: &mut MoveReport,
+) -> Result<(), MoveError> {
+    let prepared = session.prepare().await.map_err(MoveError::transient)?;
     let dirty = prepared.stats().send_bytes;
     report.final_scan_bytes = prepared.scan.hashed_bytes;
-    tracing::info!(%app, epoch, dirty, reread = prepared.scan.hashed_bytes, files = prepared.scan.hashed_files, "final delta");
+    tracing::info!(%app, epoch = m.epoch, dirty, reread = prepared.scan.hashed_bytes, files = prepared.scan.hashed_files, "final delta");
     progress.round("final delta".into(), dirty);
     let result = session
-        .send_round(prepared, Some(epoch), |done| progress.sent(done))
-        .await?;
+        .send_round(prepared, Some(m.epoch), |done| progress.sent(done))
+        .await
+        .map_err(MoveError::transient)?;
     report.rounds += 1;
     report.bytes_sent += result.bytes;
     report.final_bytes = result.bytes;
     if !result.complete {
-        return Err(format!(
+        return Err(MoveError::transient(format!(
             "the final round left {}'s copy incomplete (matched: {})",
             m.to, result.matched
-        ));
+        )));
     }
-    report.final_ms = now_ms();
-    progress.phase("handing off");
-    let outcome = ctx.hand_off(app, epoch).await;
-    report.handed_off_ms = now_ms();
-    // Saving the hash cache is not part of the move's time.
-    tokio::spawn(session.close());
-    Ok(outcome)
+    Ok(())
 }
 
 /// Waits until no container of `app` runs on this node: the agent, having
@@ -348,15 +428,15 @@ async fn attempt(
 /// app here), stopped it. Waiting for the agent's pass, not just for the
 /// engine to show nothing running, covers a start the agent had already
 /// begun from an older state (the chaos suite caught exactly that).
-async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), String> {
+async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), MoveError> {
     let deadline = Instant::now() + STOP_WAIT;
     loop {
         let acted = ctx.observed.reconciled_index() >= index;
         if !acted {
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(MoveError::transient(format!(
                     "the agent did not act on index {index} within {STOP_WAIT:?}"
-                ));
+                )));
             }
             tokio::time::sleep(STOP_POLL).await;
             continue;
@@ -365,14 +445,14 @@ async fn wait_stopped(ctx: &MoveContext, app: &str, index: u64) -> Result<(), St
             .runtime
             .list(&ctx.labels)
             .await
-            .map_err(|e| format!("listing containers: {e}"))?;
+            .map_err(|e| MoveError::transient(format!("listing containers: {e}")))?;
         if !running_here(&containers, app) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(MoveError::transient(format!(
                 "the app still runs here {STOP_WAIT:?} after the freeze"
-            ));
+            )));
         }
         tokio::time::sleep(STOP_POLL).await;
     }

@@ -23,6 +23,7 @@
 
 pub mod driver;
 pub mod endpoint;
+pub mod error;
 pub mod protocol;
 pub mod receiver;
 pub mod releases;

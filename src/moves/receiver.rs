@@ -97,71 +97,11 @@ impl Receiver {
 
         let (in_tx, in_rx) = mpsc::channel::<ToReceiver>(INBOX);
         let (out_tx, mut out_rx) = mpsc::channel::<ToSender>(OUTBOX);
-        let store = self.ctx.store.clone();
-        let worker_app = app.clone();
-        let opts = self.apply_options(&app);
-        let node = self.ctx.node.clone();
-        let worker = tokio::task::spawn_blocking(move || {
-            let session = Session {
-                node: &node,
-                app: &worker_app,
-                owner_epoch,
-                attempt_epoch: epoch,
-                opts,
-            };
-            receive(&store, &session, in_rx, out_tx)
-        });
-        let ctx = self.ctx.clone();
-        let reader_app = app.clone();
-        let reader = tokio::spawn(async move {
-            loop {
-                let mut msg: ToReceiver = match read_frame(&mut recv, MAX_VOLUME_FRAME).await {
-                    Ok(msg) => msg,
-                    Err(e) => return Err(format!("reading the stream: {e}")),
-                };
-                if let ToReceiver::End {
-                    complete_epoch: Some(e),
-                    ..
-                } = &mut msg
-                {
-                    // Only a round sent after the freeze may be final.
-                    if !ctx.wait_for_freeze(&reader_app, *e).await {
-                        tracing::warn!(app = %reader_app, epoch = *e, "final round without a freeze applied here: not marking the copy complete");
-                        if let ToReceiver::End { complete_epoch, .. } = &mut msg {
-                            *complete_epoch = None;
-                        }
-                    }
-                }
-                if in_tx.send(msg).await.is_err() {
-                    return Ok(());
-                }
-            }
-        });
-        let result = loop {
-            tokio::select! {
-                reply = out_rx.recv() => {
-                    let Some(reply) = reply else { break Ok(()) };
-                    let complete = matches!(reply, ToSender::RoundDone { complete: true, .. });
-                    let refused = match &reply {
-                        ToSender::Refused(why) => Some(why.clone()),
-                        _ => None,
-                    };
-                    if let Err(e) = write_frame(&mut send, &reply, MAX_VOLUME_FRAME).await {
-                        break Err(format!("writing to the stream: {e}"));
-                    }
-                    if let Some(why) = refused {
-                        break Err(why);
-                    }
-                    if complete {
-                        tracing::info!(%app, epoch, "copy complete; proposing the handoff");
-                        let ctx = self.ctx.clone();
-                        let app = app.clone();
-                        tokio::spawn(async move { ctx.hand_off(&app, epoch).await });
-                    }
-                }
-                _ = cancelled.changed() => break Err("replaced by a newer session".into()),
-            }
-        };
+        let worker = self.spawn_writer(&app, owner_epoch, epoch, in_rx, out_tx);
+        let reader = spawn_reader(self.ctx.clone(), app.clone(), recv, in_tx);
+        let result = self
+            .relay(&app, epoch, &mut send, &mut out_rx, &mut cancelled)
+            .await;
         reader.abort();
         // The writer stops at its next message once the reader is gone.
         drop(out_rx);
@@ -169,6 +109,94 @@ impl Receiver {
         let _ = send.finish();
         result
     }
+
+    /// Starts the blocking writer of one session of `app` (see [`receive`]).
+    fn spawn_writer(
+        &self,
+        app: &str,
+        owner_epoch: u64,
+        attempt_epoch: u64,
+        inbox: mpsc::Receiver<ToReceiver>,
+        outbox: mpsc::Sender<ToSender>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.ctx.store.clone();
+        let app = app.to_string();
+        let opts = self.apply_options(&app);
+        let node = self.ctx.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let session = Session {
+                node: &node,
+                app: &app,
+                owner_epoch,
+                attempt_epoch,
+                opts,
+            };
+            receive(&store, &session, inbox, outbox)
+        })
+    }
+
+    /// Writes the writer's replies to the stream until it ends, refuses or
+    /// a newer session replaces this one; proposes the handoff once a round
+    /// completed the copy.
+    async fn relay(
+        &self,
+        app: &str,
+        epoch: u64,
+        send: &mut SendStream,
+        replies: &mut mpsc::Receiver<ToSender>,
+        cancelled: &mut watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        loop {
+            let reply = tokio::select! {
+                reply = replies.recv() => reply,
+                _ = cancelled.changed() => return Err("replaced by a newer session".into()),
+            };
+            let Some(reply) = reply else { return Ok(()) };
+            let complete = matches!(reply, ToSender::RoundDone { complete: true, .. });
+            let refused = match &reply {
+                ToSender::Refused(why) => Some(why.clone()),
+                _ => None,
+            };
+            write_frame(send, &reply, MAX_VOLUME_FRAME)
+                .await
+                .map_err(|e| format!("writing to the stream: {e}"))?;
+            if let Some(why) = refused {
+                return Err(why);
+            }
+            if complete {
+                tracing::info!(%app, epoch, "copy complete; proposing the handoff");
+                let (ctx, app) = (self.ctx.clone(), app.to_string());
+                tokio::spawn(async move { ctx.hand_off(&app, epoch).await });
+            }
+        }
+    }
+}
+
+/// Reads the source's messages into the writer's inbox. A final round is
+/// final only if this node has applied the attempt's freeze.
+fn spawn_reader(
+    ctx: Arc<MoveContext>,
+    app: String,
+    mut recv: RecvStream,
+    inbox: mpsc::Sender<ToReceiver>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // A read error ends the session: the writer sees its inbox close.
+        while let Ok(mut msg) = read_frame::<_, ToReceiver>(&mut recv, MAX_VOLUME_FRAME).await {
+            if let ToReceiver::End { complete_epoch, .. } = &mut msg {
+                // Only a round sent after the freeze may be final.
+                if let Some(epoch) = *complete_epoch {
+                    if !ctx.wait_for_freeze(&app, epoch).await {
+                        tracing::warn!(%app, epoch, "final round without a freeze applied here: not marking the copy complete");
+                        *complete_epoch = None;
+                    }
+                }
+            }
+            if inbox.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 impl Receiver {
@@ -270,42 +298,10 @@ fn receive(
         return;
     }
     while let Some(msg) = inbox.blocking_recv() {
-        let answered = match msg {
-            ToReceiver::SummaryPlease => match copy.summary_items() {
-                Ok(items) => {
-                    let mut sent = true;
-                    for item in items {
-                        if !reply(ToSender::Summary(item)) {
-                            sent = false;
-                            break;
-                        }
-                    }
-                    sent && reply(ToSender::SummaryEnd)
-                }
-                Err(e) => {
-                    reply(ToSender::Refused(format!("describing the copy: {e}")));
-                    false
-                }
-            },
-            ToReceiver::Leaves(req) => match copy.leaves(&req) {
-                Ok(leaves) => reply(ToSender::Leaves(leaves)),
-                Err(e) => {
-                    reply(ToSender::Refused(format!("block hashes: {e}")));
-                    false
-                }
-            },
-            ToReceiver::Begin => match apply_round(&mut copy, &mut inbox, session) {
-                Ok(done) => reply(done),
-                Err(why) => {
-                    reply(ToSender::Refused(why));
-                    false
-                }
-            },
-            other => {
-                reply(ToSender::Refused(format!(
-                    "unexpected message between rounds: {}",
-                    message_name(&other)
-                )));
+        let answered = match between_rounds(&mut copy, msg, &mut inbox, session, &reply) {
+            Ok(sent) => sent,
+            Err(why) => {
+                reply(ToSender::Refused(why));
                 false
             }
         };
@@ -315,6 +311,37 @@ fn receive(
     }
     if let Err(e) = copy.save_cache() {
         tracing::warn!(%app, "could not save the copy's hash cache: {e}");
+    }
+}
+
+/// Answers one message between rounds: `Ok(false)` once the stream is
+/// gone, `Err` with why the session is refused.
+fn between_rounds(
+    copy: &mut ReceiverCopy,
+    msg: ToReceiver,
+    inbox: &mut mpsc::Receiver<ToReceiver>,
+    session: &Session<'_>,
+    reply: &impl Fn(ToSender) -> bool,
+) -> Result<bool, String> {
+    match msg {
+        ToReceiver::SummaryPlease => {
+            let items = copy
+                .summary_items()
+                .map_err(|e| format!("describing the copy: {e}"))?;
+            Ok(items.into_iter().all(|item| reply(ToSender::Summary(item)))
+                && reply(ToSender::SummaryEnd))
+        }
+        ToReceiver::Leaves(req) => {
+            let leaves = copy
+                .leaves(&req)
+                .map_err(|e| format!("block hashes: {e}"))?;
+            Ok(reply(ToSender::Leaves(leaves)))
+        }
+        ToReceiver::Begin => Ok(reply(apply_round(copy, inbox, session)?)),
+        other => Err(format!(
+            "unexpected message between rounds: {}",
+            message_name(&other)
+        )),
     }
 }
 

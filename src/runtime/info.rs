@@ -6,7 +6,7 @@
 //! as nanoseconds since the epoch, the unit of Docker's event `timeNano`, so
 //! that an event and an inspect can be ordered against each other.
 
-use super::Labels;
+use super::{ContainerSpec, Labels};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -114,6 +114,27 @@ pub struct ContainerInfo {
     pub restart_count: u64,
     /// The engine's last error for this container (e.g. a failed start).
     pub error: Option<String>,
+}
+
+impl ContainerInfo {
+    /// What an engine reports of a container just created from `spec`
+    /// (its image's content id `image_id`), never started.
+    pub fn created(id: ContainerId, spec: &ContainerSpec, image_id: String) -> ContainerInfo {
+        ContainerInfo {
+            id,
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            image_id,
+            labels: spec.labels.clone(),
+            state: ContainerState::Created,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            restart_count: 0,
+            error: None,
+        }
+    }
 }
 
 /// Nanoseconds since the Unix epoch, as an engine's clock saw them.

@@ -388,19 +388,7 @@ mod tests {
     /// specification `place` must keep to.
     fn place_by_scan(state: &State) -> Vec<Change> {
         let deployed = &state.deployed;
-        let mut load: BTreeMap<&str, Load> = state
-            .nodes
-            .iter()
-            .map(|(name, record)| (name.as_str(), Load::of(record)))
-            .collect();
-        for (app, node) in &deployed.placements {
-            if let (Some(l), Some(spec)) = (
-                load.get_mut(node.as_str()),
-                deployed.config.applications.get(app),
-            ) {
-                l.add(spec.mem_limit, spec.cpu_shares);
-            }
-        }
+        let mut load = scanned_load(state);
         let mut changes = Vec::new();
         for app in &deployed.config.deployment.anywhere {
             let Some(spec) = deployed.config.applications.get(app) else {
@@ -437,20 +425,7 @@ mod tests {
             if let Some(l) = current.and_then(|n| load.get_mut(n.as_str())) {
                 l.remove(spec.mem_limit, spec.cpu_shares);
             }
-            let choice = state
-                .nodes
-                .iter()
-                .filter(|(_, r)| !r.down && !r.drained)
-                .filter(|(_, r)| spec.constraints.iter().all(|c| c.holds(&r.labels)))
-                .filter(|(name, _)| load[name.as_str()].fits(spec.mem_limit, spec.cpu_shares))
-                .min_by(|(a, _), (b, _)| {
-                    let (la, lb) = (&load[a.as_str()], &load[b.as_str()]);
-                    la.apps
-                        .cmp(&lb.apps)
-                        .then(lb.free_memory().cmp(&la.free_memory()))
-                        .then(a.cmp(b))
-                })
-                .map(|(name, _)| name.clone());
+            let choice = scanned_choice(state, spec, &load);
             if let Some(node) = &choice {
                 load.get_mut(node.as_str())
                     .unwrap()
@@ -461,6 +436,48 @@ mod tests {
             }
         }
         changes
+    }
+
+    /// Every node's load from the current placements, for `place_by_scan`.
+    fn scanned_load(state: &State) -> BTreeMap<&str, Load> {
+        let deployed = &state.deployed;
+        let mut load: BTreeMap<&str, Load> = state
+            .nodes
+            .iter()
+            .map(|(name, record)| (name.as_str(), Load::of(record)))
+            .collect();
+        for (app, node) in &deployed.placements {
+            if let (Some(l), Some(spec)) = (
+                load.get_mut(node.as_str()),
+                deployed.config.applications.get(app),
+            ) {
+                l.add(spec.mem_limit, spec.cpu_shares);
+            }
+        }
+        load
+    }
+
+    /// `place_by_scan`'s node for an app: every live node it fits, the
+    /// least loaded first.
+    fn scanned_choice(
+        state: &State,
+        spec: &crate::config::AppSpec,
+        load: &BTreeMap<&str, Load>,
+    ) -> Option<String> {
+        state
+            .nodes
+            .iter()
+            .filter(|(_, r)| !r.down && !r.drained)
+            .filter(|(_, r)| spec.constraints.iter().all(|c| c.holds(&r.labels)))
+            .filter(|(name, _)| load[name.as_str()].fits(spec.mem_limit, spec.cpu_shares))
+            .min_by(|(a, _), (b, _)| {
+                let (la, lb) = (&load[a.as_str()], &load[b.as_str()]);
+                la.apps
+                    .cmp(&lb.apps)
+                    .then(lb.free_memory().cmp(&la.free_memory()))
+                    .then(a.cmp(b))
+            })
+            .map(|(name, _)| name.clone())
     }
 
     #[test]

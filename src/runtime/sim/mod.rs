@@ -387,20 +387,7 @@ impl ContainerRuntime for SimRuntime {
                     .to_hex()
                     .to_string(),
             );
-            let info = ContainerInfo {
-                id: id.clone(),
-                name: spec.name.clone(),
-                image: spec.image.clone(),
-                image_id,
-                labels: spec.labels.clone(),
-                state: ContainerState::Created,
-                exit_code: None,
-                oom_killed: false,
-                started_at: None,
-                finished_at: None,
-                restart_count: 0,
-                error: None,
-            };
+            let info = ContainerInfo::created(id.clone(), spec, image_id);
             sim.containers.insert(
                 id.clone(),
                 Container {
