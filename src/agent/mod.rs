@@ -591,6 +591,36 @@ fn ctx_volume_store(ctx: &NodeContext) -> Result<VolumeStore, String> {
     VolumeStore::open(data_dir).map_err(|e| e.to_string())
 }
 
+/// A failover made this node the owner from its replica's `point`: that
+/// slot, and only that one, becomes the live copy at `epoch`.
+fn promote_replica(
+    store: &VolumeStore,
+    app: &str,
+    point: &crate::state::ReplicaPoint,
+    epoch: u64,
+) -> Result<(), String> {
+    use crate::volume::replica::{root_from_hex, HeldPoint, ReplicaSlots};
+    let data_dir = store
+        .root()
+        .parent()
+        .ok_or("the volume store has no parent directory")?;
+    let slots = ReplicaSlots::open(data_dir).map_err(|e| e.to_string())?;
+    let held = HeldPoint {
+        epoch: point.epoch,
+        seq: point.seq,
+        root: root_from_hex(&point.root).ok_or("the committed point's root is not hex")?,
+    };
+    let slot = slots.holding(app, &held).ok_or_else(|| {
+        format!(
+            "no replica slot here holds point {} of epoch {}; it will not be mounted",
+            point.seq, point.epoch
+        )
+    })?;
+    slots
+        .promote(slot, app, &held, store, epoch)
+        .map_err(|e| format!("promoting the replica: {e}"))
+}
+
 /// The owner's side of `volume_ready`, blocking.
 fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result<(), String> {
     let epoch = owner.epoch;
@@ -600,6 +630,13 @@ fn prepare_volume(store: &VolumeStore, app: &str, owner: &VolumeOwner) -> Result
             .create_empty(app, epoch)
             .map_err(|e| format!("creating its volume: {e}"))?;
         tracing::info!(%app, epoch, "created an empty volume");
+    } else if let Some(point) = owner
+        .from_point
+        .as_ref()
+        .filter(|_| !store.mountable(app, epoch))
+    {
+        promote_replica(store, app, point, epoch)?;
+        tracing::warn!(%app, epoch, seq = point.seq, point_epoch = point.epoch, "failed over: this node's replica of the volume is now the volume");
     } else if exists && owner.adopt && !store.mountable(app, epoch) {
         // `volume recover --accept-data-loss`: this copy becomes the
         // volume at the new epoch, whatever it holds.

@@ -27,6 +27,7 @@ pub mod error;
 pub mod protocol;
 pub mod receiver;
 pub mod releases;
+pub mod replica;
 pub mod sender;
 
 use crate::api::Api;
@@ -62,6 +63,8 @@ pub struct MoveContext {
     /// Free space a receiving round must leave on the volume store's file
     /// system (`--reserve`); 0: none.
     pub reserve: u64,
+    /// This node's replica slots (`volume::replica`).
+    pub slots: crate::volume::ReplicaSlots,
 }
 
 /// How a handoff question ended.

@@ -18,7 +18,7 @@
 //! refusal names this node and reaches the source's `last_error`).
 
 use super::protocol::{ToReceiver, ToSender, MAX_VOLUME_FRAME};
-use super::MoveContext;
+use super::{replica, MoveContext, STATE_WAIT};
 use crate::ca::{Identity, Role};
 use crate::net::frame::{read_frame, write_frame};
 use crate::net::{Service, StreamHandler};
@@ -84,23 +84,40 @@ impl Receiver {
         let hello: ToReceiver = read_frame(&mut recv, MAX_VOLUME_FRAME)
             .await
             .map_err(|e| format!("reading hello: {e}"))?;
-        let ToReceiver::Hello { app, epoch } = hello else {
-            return refuse(&mut send, "a volume session starts with hello".into()).await;
+        let (app, epoch, target) = match hello {
+            ToReceiver::Hello { app, epoch } => {
+                match self.ctx.wait_for_attempt(&app, epoch, &peer.name).await {
+                    Ok(owner_epoch) => (app, epoch, Target::Move { owner_epoch }),
+                    Err(why) => return refuse(&mut send, why).await,
+                }
+            }
+            ToReceiver::ReplicaHello { app, epoch, seq } => {
+                match self.replica_target(&peer.name, &app, epoch, seq).await {
+                    Ok(store) => {
+                        tracing::debug!(%app, epoch, seq, "receiving a replica point");
+                        (app, epoch, Target::Replica { store })
+                    }
+                    Err(why) => return refuse(&mut send, why).await,
+                }
+            }
+            _ => return refuse(&mut send, "a volume session starts with hello".into()).await,
         };
-        let owner_epoch = match self.ctx.wait_for_attempt(&app, epoch, &peer.name).await {
-            Ok(e) => e,
-            Err(why) => return refuse(&mut send, why).await,
+        // Moves and points of one app write different copies.
+        let key = match &target {
+            Target::Move { .. } => app.clone(),
+            Target::Replica { .. } => format!("{app} (replica)"),
         };
-        let (busy, mut cancelled) = self.take_slot(&app);
+        let (busy, mut cancelled) = self.take_slot(&key);
         let _held = busy.lock().await;
-        tracing::info!(%app, epoch, from = %peer.name, "receiving volume");
+        tracing::info!(%app, epoch, from = %peer.name, ?target, "receiving volume");
 
         let (in_tx, in_rx) = mpsc::channel::<ToReceiver>(INBOX);
         let (out_tx, mut out_rx) = mpsc::channel::<ToSender>(OUTBOX);
-        let worker = self.spawn_writer(&app, owner_epoch, epoch, in_rx, out_tx);
-        let reader = spawn_reader(self.ctx.clone(), app.clone(), recv, in_tx);
+        let is_move = matches!(target, Target::Move { .. });
+        let worker = self.spawn_writer(&app, &target, epoch, in_rx, out_tx);
+        let reader = spawn_reader(self.ctx.clone(), app.clone(), recv, in_tx, is_move);
         let result = self
-            .relay(&app, epoch, &mut send, &mut out_rx, &mut cancelled)
+            .relay(&app, epoch, is_move, &mut send, &mut out_rx, &mut cancelled)
             .await;
         reader.abort();
         // The writer stops at its next message once the reader is gone.
@@ -110,16 +127,50 @@ impl Receiver {
         result
     }
 
+    /// Whether `peer` may send point `seq` of `app` (taken at `epoch`) to
+    /// this replica, once this node has applied what the peer did; the
+    /// store of the slot that receives it, marked as receiving it.
+    async fn replica_target(
+        &self,
+        peer: &str,
+        app: &str,
+        epoch: u64,
+        seq: u64,
+    ) -> Result<crate::volume::VolumeStore, String> {
+        let me = self.ctx.node.as_str();
+        let admitted = self
+            .ctx
+            .wait_state(STATE_WAIT, |s| replica::admit(s, me, peer, app, epoch).ok())
+            .await;
+        let keep = match admitted {
+            Some(keep) => keep,
+            None => replica::admit(&self.ctx.sm.read().state, me, peer, app, epoch)?,
+        };
+        let slots = self.ctx.slots.clone();
+        let app = app.to_string();
+        tokio::task::spawn_blocking(move || {
+            let admitted = replica::prepare_slot(&slots, &app, keep, epoch, seq)?;
+            Ok(slots.store(admitted.slot).clone())
+        })
+        .await
+        .map_err(|e| format!("slot task: {e}"))?
+    }
+
     /// Starts the blocking writer of one session of `app` (see [`receive`]).
     fn spawn_writer(
         &self,
         app: &str,
-        owner_epoch: u64,
+        target: &Target,
         attempt_epoch: u64,
         inbox: mpsc::Receiver<ToReceiver>,
         outbox: mpsc::Sender<ToSender>,
     ) -> tokio::task::JoinHandle<()> {
-        let store = self.ctx.store.clone();
+        let (store, owner_epoch) = match target {
+            Target::Move { owner_epoch } => (self.ctx.store.clone(), *owner_epoch),
+            // A slot is never the volume itself: epoch 0 is never issued,
+            // so no slot is refused as "the live copy".
+            Target::Replica { store, .. } => (store.clone(), 0),
+        };
         let app = app.to_string();
         let opts = self.apply_options(&app);
         let node = self.ctx.node.clone();
@@ -142,6 +193,7 @@ impl Receiver {
         &self,
         app: &str,
         epoch: u64,
+        is_move: bool,
         send: &mut SendStream,
         replies: &mut mpsc::Receiver<ToSender>,
         cancelled: &mut watch::Receiver<bool>,
@@ -163,7 +215,10 @@ impl Receiver {
             if let Some(why) = refused {
                 return Err(why);
             }
-            if complete {
+            if complete && !is_move {
+                // The owner commits the point: it knows when it was taken.
+                tracing::debug!(%app, epoch, "replica point complete");
+            } else if complete {
                 tracing::info!(%app, epoch, "copy complete; proposing the handoff");
                 let (ctx, app) = (self.ctx.clone(), app.to_string());
                 tokio::spawn(async move { ctx.hand_off(&app, epoch).await });
@@ -172,18 +227,20 @@ impl Receiver {
     }
 }
 
-/// Reads the source's messages into the writer's inbox. A final round is
-/// final only if this node has applied the attempt's freeze.
+/// Reads the source's messages into the writer's inbox. A move's final
+/// round is final only if this node has applied the attempt's freeze (a
+/// replica point completes at its own epoch: nothing runs from it).
 fn spawn_reader(
     ctx: Arc<MoveContext>,
     app: String,
     mut recv: RecvStream,
     inbox: mpsc::Sender<ToReceiver>,
+    is_move: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // A read error ends the session: the writer sees its inbox close.
         while let Ok(mut msg) = read_frame::<_, ToReceiver>(&mut recv, MAX_VOLUME_FRAME).await {
-            if let ToReceiver::End { complete_epoch, .. } = &mut msg {
+            if let (true, ToReceiver::End { complete_epoch, .. }) = (is_move, &mut msg) {
                 // Only a round sent after the freeze may be final.
                 if let Some(epoch) = *complete_epoch {
                     if !ctx.wait_for_freeze(&app, epoch).await {
@@ -220,6 +277,15 @@ impl Receiver {
             ..ApplyOptions::default()
         }
     }
+}
+
+/// Which copy a session writes.
+#[derive(Debug)]
+enum Target {
+    /// This node's live copy, as a move's destination.
+    Move { owner_epoch: u64 },
+    /// A replica slot, receiving one of the owner's points.
+    Replica { store: crate::volume::VolumeStore },
 }
 
 /// What the blocking writer of one session works with.

@@ -304,6 +304,7 @@ fn start_movers(
     // the endpoint starts with a handler that waits for the context.
     let slot: Arc<std::sync::OnceLock<Arc<Receiver>>> = Arc::default();
     let endpoint = VolumeEndpoint::start(listen, tls, Arc::new(LateReceiver(slot.clone())))?;
+    let slots = crate::volume::ReplicaSlots::open(&settings.data_dir)?;
     let ctx = Arc::new(MoveContext {
         node: settings.name.clone(),
         api: api.clone(),
@@ -315,6 +316,7 @@ fn start_movers(
         volume_net: endpoint.net.clone(),
         rate_limit: settings.volume_rate,
         reserve: settings.reserve,
+        slots,
     });
     let _ = slot.set(Receiver::new(ctx.clone()));
     let bound = endpoint.local_addr()?;

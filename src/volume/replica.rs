@@ -68,6 +68,23 @@ impl HeldPoint {
     }
 }
 
+/// A root as the replicated state writes it: 64 hex digits.
+pub fn root_to_hex(root: &Hash) -> String {
+    root.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The root `hex` names, if it is 64 hex digits.
+pub fn root_from_hex(hex: &str) -> Option<Hash> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut root = [0u8; 32];
+    for (i, byte) in root.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(root)
+}
+
 /// What the `point` file says: the point the slot holds or is receiving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct PointFile {
@@ -240,6 +257,14 @@ mod tests {
             seq,
             root: manifest.root(),
         }
+    }
+
+    #[test]
+    fn roots_go_to_hex_and_back_and_nothing_else_parses() {
+        let root = [0x0f; 32];
+        assert_eq!(root_from_hex(&root_to_hex(&root)), Some(root));
+        assert_eq!(root_from_hex("0f"), None);
+        assert_eq!(root_from_hex(&"zz".repeat(32)), None);
     }
 
     #[test]

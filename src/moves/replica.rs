@@ -1,0 +1,112 @@
+//! The replica's side of replication (`crate::replication`): whether a
+//! point may be received, and into which slot. The volume stream and its
+//! rounds are the move receiver's (`receiver`), pointed at the slot's store.
+
+use crate::state::State;
+use crate::volume::replica::root_from_hex;
+use crate::volume::{HeldPoint, ReplicaSlots, Slot};
+
+/// Where an admitted point goes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub slot: Slot,
+    /// The newest point committed for this replica, which the slot choice
+    /// keeps intact.
+    pub keep: Option<HeldPoint>,
+}
+
+/// Whether `peer` may send point `seq` of `app` taken at `epoch` to this
+/// node (`me`), by the applied state: the peer owns the volume at exactly
+/// that epoch and this node holds one of its replicas.
+pub fn admit(
+    state: &State,
+    me: &str,
+    peer: &str,
+    app: &str,
+    epoch: u64,
+) -> Result<Option<HeldPoint>, String> {
+    let owner = state
+        .volumes
+        .get(app)
+        .ok_or_else(|| format!("{app} has no volume here"))?;
+    if owner.node != peer || owner.epoch != epoch {
+        return Err(format!(
+            "{peer} does not own {app} at epoch {epoch} (the owner is {} at epoch {})",
+            owner.node, owner.epoch
+        ));
+    }
+    let committed = state
+        .replicas
+        .get(app)
+        .and_then(|set| set.nodes.get(me))
+        .ok_or_else(|| format!("{me} holds no replica of {app}"))?;
+    Ok(committed.as_ref().and_then(|p| {
+        Some(HeldPoint {
+            epoch: p.epoch,
+            seq: p.seq,
+            root: root_from_hex(&p.root)?,
+        })
+    }))
+}
+
+/// Chooses the slot for the next point and marks it as receiving it.
+/// Blocking.
+pub fn prepare_slot(
+    slots: &ReplicaSlots,
+    app: &str,
+    keep: Option<HeldPoint>,
+    epoch: u64,
+    seq: u64,
+) -> Result<Admitted, String> {
+    let slot = slots.target(app, keep.as_ref());
+    slots
+        .begin_point(slot, app, epoch, seq)
+        .map_err(|e| format!("preparing the replica slot of {app}: {e}"))?;
+    Ok(Admitted { slot, keep })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{ReplicaPoint, ReplicaSet, VolumeOwner};
+
+    fn state() -> State {
+        let mut s = State::default();
+        s.volumes.insert(
+            "db".into(),
+            VolumeOwner {
+                node: "n1".into(),
+                epoch: 3,
+                adopt: false,
+                issued: 3,
+                from_point: None,
+            },
+        );
+        let mut set = ReplicaSet::default();
+        set.nodes.insert(
+            "n2".into(),
+            Some(ReplicaPoint {
+                epoch: 3,
+                seq: 7,
+                root: "ab".repeat(32),
+                taken_at_ms: 0,
+            }),
+        );
+        set.nodes.insert("n3".into(), None);
+        s.replicas.insert("db".into(), set);
+        s
+    }
+
+    #[test]
+    fn only_the_owner_at_its_epoch_sends_and_only_to_a_replica() {
+        let s = state();
+        let keep = admit(&s, "n2", "n1", "db", 3).unwrap().unwrap();
+        assert_eq!((keep.epoch, keep.seq, keep.root), (3, 7, [0xab; 32]));
+        assert_eq!(admit(&s, "n3", "n1", "db", 3), Ok(None), "still seeding");
+        assert!(admit(&s, "n2", "n3", "db", 3).unwrap_err().contains("n3 does not own db"));
+        assert!(admit(&s, "n2", "n1", "db", 2).unwrap_err().contains("at epoch 2"));
+        assert!(admit(&s, "n4", "n1", "db", 3).unwrap_err().contains("n4 holds no replica"));
+        assert!(admit(&s, "n2", "n1", "web", 3).is_err());
+    }
+
+}
