@@ -8,10 +8,11 @@
 # faketime, jq, iproute2: the chaos suite (clock nemesis, verdicts, network namespaces);
 # netcat-openbsd, rsync: the volume benchmark's anchors; curl: the demo talks to its apps.
 # docker.io: the engine the agent tests drive (machines usually have one already).
+# python3: .ci/check-layers (most machines have it already).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl)
+    faketime jq iproute2 netcat-openbsd rsync curl python3)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -15,8 +15,9 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Where the fence directory appears inside containers.
-pub const FENCE_MOUNT: &str = "/.flocker";
+/// Where the fence directory appears inside containers: the mountpoint
+/// configurations may not use.
+pub const FENCE_MOUNT: &str = crate::config::RESERVED_MOUNT;
 /// The static busybox the fence runs on (Debian's `busybox-static`); images
 /// need no shell of their own.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";

@@ -5,14 +5,31 @@
 //! (`fence.rs`), so the container stops on time even when this process is
 //! dead or paused. The heartbeat loop (`scheduler`) renews it; the agent and
 //! the routing mesh act on its validity.
+//!
+//! The timing of invariant 3 is defined here, both sides of it: how often a
+//! node heartbeats, how long an ack lets it run, and how long the leader
+//! waits before declaring it down, with the compile-time check that ties
+//! them. The leader's scheduler and the API's heartbeat both read them from
+//! here, below either.
 
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// How often every node heartbeats the leader.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a heartbeat ack lets a node run fenceable containers.
 pub const NODE_LEASE: Duration = Duration::from_secs(2);
+/// How long the leader waits without a heartbeat before declaring a node down.
+pub const DOWN_GRACE: Duration = Duration::from_millis(3500);
+/// Time the fenced node gets to kill its containers, in the margin.
+const KILL_MARGIN: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    DOWN_GRACE.as_millis()
+        > NODE_LEASE.as_millis() + HEARTBEAT_INTERVAL.as_millis() + KILL_MARGIN.as_millis(),
+    "the leader's grace must outlast a node's lease, a heartbeat and a kill"
+);
 
 /// Node side: until when this node may run containers the cluster may start
 /// elsewhere. Starts expired: a node runs none before it has heard from the

@@ -20,10 +20,9 @@ pub use desired::{
     container_name, desired_containers, link_environment, port_protocol, Desired, NodeContext,
     LABEL_APP, LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
 };
-pub use observed::{Observations, MAX_MOVE_REPORTS};
+pub use observed::{InstanceStatus, MoveReport, MoveStatus, Observations, MAX_MOVE_REPORTS};
 pub use restart::{may_restart, restart_delay};
 
-use crate::api::InstanceStatus;
 use crate::raft::StateMachineStore;
 use crate::runtime::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerRuntimeExt, ContainerState,
@@ -64,10 +63,10 @@ pub struct Observed {
     pub instances: BTreeMap<String, InstanceStatus>,
     /// Volume moves this node is sending, by application (`crate::moves`).
     #[serde(default)]
-    pub moves: BTreeMap<String, crate::api::MoveStatus>,
+    pub moves: BTreeMap<String, MoveStatus>,
     /// The last finished move this node sent, by application.
     #[serde(default)]
-    pub moved: BTreeMap<String, crate::api::MoveReport>,
+    pub moved: BTreeMap<String, MoveReport>,
     /// Disk used by the volumes this node owns, by application.
     #[serde(default)]
     pub volumes: BTreeMap<String, usage::VolumeUsage>,

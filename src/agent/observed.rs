@@ -2,9 +2,14 @@
 //! driver and usage loop record what they see, and the API reads it for
 //! `ctl status`. Each method says what happened rather than which field
 //! changes, so the rules (which move report to forget first) live here.
+//!
+//! The observed records themselves ([`InstanceStatus`], [`MoveStatus`],
+//! [`MoveReport`]) are defined here too: the API carries them to clients
+//! as they are (and re-exports them), so they are wire types whose fields
+//! keep their order.
 
 use super::{usage::VolumeUsage, Observed};
-use crate::api::{InstanceStatus, MoveReport, MoveStatus};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -84,6 +89,70 @@ impl Observations {
         }
         moved.insert(app.to_string(), report);
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub node: String,
+    /// `created`, `running`, `exited` or `missing`.
+    pub state: String,
+    pub container_id: Option<String>,
+    pub image_id: Option<String>,
+    pub started_at: Option<String>,
+    pub restarts: u32,
+    pub exit_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// When the node observed this, RFC 3339.
+    pub observed_at: String,
+}
+
+/// A volume move in flight, as its source reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveStatus {
+    pub from: String,
+    pub to: String,
+    /// The attempt's epoch: the destination's at the handoff.
+    pub epoch: u64,
+    pub attempt: u32,
+    /// `pushing round N`, `freezing`, `stopping the app`, `final delta`,
+    /// `handing off`, `retrying in Ns`, or `waiting for n1` when the source
+    /// does not answer.
+    pub phase: String,
+    /// Of the current round.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_per_sec: u64,
+    /// Over every round so far.
+    pub bytes_sent: u64,
+    /// Leader's clock when the move began (milliseconds since the Unix epoch).
+    pub started_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A finished move, as its source saw it: times in milliseconds since the
+/// Unix epoch, on the source's clock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MoveReport {
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    pub rounds: u32,
+    /// Chunk data sent, all rounds.
+    pub bytes_sent: u64,
+    /// Of that, in the final round (with the app stopped).
+    pub final_bytes: u64,
+    /// Bytes the final scan re-read (changed, or changed too recently to
+    /// trust the cache).
+    pub final_scan_bytes: u64,
+    /// The freeze applied here.
+    pub frozen_ms: u64,
+    /// The app's container no longer ran here.
+    pub stopped_ms: u64,
+    /// The destination's copy was complete.
+    pub final_ms: u64,
+    /// The handoff was committed.
+    pub handed_off_ms: u64,
+    pub finished_ms: u64,
 }
 
 #[cfg(test)]

@@ -51,15 +51,7 @@ impl Api {
                 Err(e) => ClientReply::refused(e),
             };
         }
-        let member = self
-            .sm
-            .read()
-            .membership
-            .membership()
-            .nodes()
-            .find(|(_, n)| n.name == node)
-            .map(|(_, n)| n.clone());
-        let Some(member) = member else {
+        let Some(member) = self.member(&node) else {
             return ClientReply::refused(format!(
                 "{} runs on {node}, which is not a member any more",
                 request.app

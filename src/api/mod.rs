@@ -3,17 +3,25 @@
 //! committed, and how reads are made linearizable with a read index.
 //!
 //! It owns request handling, not transport (`net`) or storage (`raft`).
+//! [`Api`] is also the handle the drivers above it (`scheduler`, `moves`)
+//! propose and ask through; it reports what the layers below it (`agent`,
+//! `routing`) observe, and depends on none above it (ARCHITECTURE.md, Layers).
 
 mod caller;
 pub mod client;
+mod heartbeat;
 mod logs;
+mod membership;
 mod messages;
+mod peer;
 mod proposer;
 mod routing_view;
 mod server;
+mod status_view;
 mod upkeep_trust;
 
 pub use caller::Caller;
+pub use heartbeat::Liveness;
 pub use logs::LogSource;
 pub use messages::*;
 pub use routing_view::{route_views, RouteView};

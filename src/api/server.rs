@@ -1,20 +1,22 @@
-//! Serving client and peer requests on a node. Writes go to the leader
-//! (forwarded if this node is not it) and are answered only once committed;
-//! reads pass a read-index barrier unless the client asked for a stale read.
+//! Serving client requests on a node: who may ask what, and where each is
+//! answered. Writes go to the leader (forwarded if this node is not it) and
+//! are answered only once committed; reads pass a read-index barrier unless
+//! the client asked for a stale read. What the answers say is worked out
+//! elsewhere: `status_view` (`ctl status`), `membership` (members add and
+//! remove), `peer` (asking the other members).
 
 use super::caller::Caller;
+use super::heartbeat::{Liveness, QuorumWatch};
 use super::messages::*;
 use super::proposer::{ProposeError, Proposer};
-use crate::agent::Observed;
-use crate::ca::{validate_name, Identity, Role};
+use super::status_view::status_view;
+use crate::ca::Identity;
 use crate::config::Configuration;
 use crate::net::frame::MAX_CLIENT_FRAME;
 use crate::net::{CallError, Net, Service};
 use crate::raft::{node_id_for, NodeInfo, Raft, StateMachineStore};
-use crate::scheduler::{waiting_reason, Liveness, DOWN_GRACE, HEARTBEAT_INTERVAL, NODE_LEASE};
 use crate::state::{check_request_id, plan, Command, Outcome, Proposal, AUTHORIZATION_KINDS};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,14 +28,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a leader to be known before giving up on a request.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
-/// How long a member has to answer a status probe for `ctl nodes`.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// History entries a page holds unless the client asks for fewer.
 pub const DEFAULT_HISTORY_PAGE: usize = 100;
 /// Most history entries one page may hold (it is also cut to fit a frame).
 pub const MAX_HISTORY_PAGE: usize = 1000;
-/// A learner this close to the leader's last log index may become a voter.
-pub const PROMOTE_LAG: u64 = 16;
 
 pub struct Api {
     pub name: String,
@@ -44,53 +42,18 @@ pub struct Api {
     pub max_voters: usize,
     proposer: Proposer,
     /// What this node's agent observes.
-    observed: crate::agent::Observations,
+    pub(super) observed: crate::agent::Observations,
     /// Leader side: heartbeats received.
-    liveness: Arc<Liveness>,
+    pub(super) liveness: Arc<Liveness>,
     /// Where this node's volume endpoint listens, once it does.
     pub volume_addr: std::sync::OnceLock<SocketAddr>,
     /// The certificate this node runs with, reported to the cluster.
     pub certificate: std::sync::OnceLock<crate::state::CertificateRecord>,
-    quorum: QuorumWatch,
+    pub(super) quorum: QuorumWatch,
     /// This node's engine, for `ctl logs`; set once the engine is made.
     pub log_source: std::sync::OnceLock<super::LogSource>,
     /// This node's routing, when it routes (`--routing iptables`).
     pub routing: std::sync::OnceLock<crate::routing::SharedReport>,
-}
-
-/// The leader's last quorum contact as openraft reported it, stamped with
-/// when this process saw the report.
-#[derive(Clone, Default)]
-struct QuorumWatch(Arc<std::sync::Mutex<Option<(Duration, std::time::Instant)>>>);
-
-impl QuorumWatch {
-    /// Follows the metrics for as long as Raft runs.
-    fn start(raft: &Raft) -> QuorumWatch {
-        let watch = QuorumWatch::default();
-        let seen = watch.clone();
-        let mut metrics = raft.metrics();
-        tokio::spawn(async move {
-            loop {
-                let report = {
-                    let m = metrics.borrow_and_update();
-                    m.millis_since_quorum_ack
-                        .filter(|_| m.state == ServerState::Leader)
-                        .map(|ms| (Duration::from_millis(ms), std::time::Instant::now()))
-                };
-                *seen.0.lock().expect("quorum lock") = report;
-                if metrics.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        watch
-    }
-
-    /// How long ago a quorum acknowledged this leader, as of now.
-    fn age(&self) -> Option<Duration> {
-        let (age, seen) = (*self.0.lock().expect("quorum lock"))?;
-        Some(age + seen.elapsed())
-    }
 }
 
 impl Api {
@@ -144,6 +107,9 @@ impl Api {
         }
     }
 
+    /// Serves a request `caller` is permitted: reads here (behind a read
+    /// barrier unless the client asked for a stale read), writes and
+    /// membership changes on the leader.
     pub(super) async fn serve_client(&self, caller: &Caller, env: ClientEnvelope) -> ClientReply {
         if let Err(why) = caller.permit(&env.request) {
             return ClientReply::refused(why);
@@ -151,73 +117,74 @@ impl Api {
         match &env.request {
             ClientRequest::Nodes { stale } => self.nodes(*stale).await,
             ClientRequest::PlanDeploy { configuration } => self.plan_deploy(configuration).await,
-            ClientRequest::ShowConfig => match self.read_barrier().await {
-                Ok(()) => {
-                    let applied = self.sm.read();
-                    ClientReply::Config {
-                        version: applied.state.deployed.version,
-                        configuration: applied.state.deployed.config.clone(),
-                    }
-                }
-                Err(e) => ClientReply::unknown(e),
-            },
-            ClientRequest::ShowConfigVersion { version } => match self.read_barrier().await {
-                Ok(()) => {
-                    let applied = self.sm.read();
-                    match applied.state.configuration_at(*version) {
-                        Ok(configuration) => ClientReply::Config {
-                            version: *version,
-                            configuration: configuration.clone(),
-                        },
-                        Err(why) => ClientReply::refused(why),
-                    }
-                }
-                Err(e) => ClientReply::unknown(e),
-            },
+            ClientRequest::ShowConfig => self.show_config(None).await,
+            ClientRequest::ShowConfigVersion { version } => self.show_config(Some(*version)).await,
             ClientRequest::Status => self.app_status().await,
             ClientRequest::History => self.history(DEFAULT_HISTORY_PAGE, None).await,
             ClientRequest::HistoryPage { limit, before } => {
                 self.history(*limit as usize, *before).await
             }
             ClientRequest::Logs(request) => self.logs(request).await,
-            ClientRequest::SnapshotSave => match self.read_barrier().await {
-                Ok(()) => {
-                    let applied = self.sm.read();
-                    let state = applied.state.encode();
-                    let last = applied.last_applied;
-                    drop(applied);
-                    if state.len() > MAX_CLIENT_FRAME - 4096 {
-                        return ClientReply::refused(format!(
-                            "the state is {} bytes, more than one reply carries ({MAX_CLIENT_FRAME}); back up a stopped node's data dir instead",
-                            state.len()
-                        ));
-                    }
-                    ClientReply::Snapshot {
-                        index: last.map_or(0, |l| l.index),
-                        term: last.map_or(0, |l| l.leader_id.term),
-                        state,
-                    }
-                }
-                Err(e) => ClientReply::unknown(e),
-            },
+            ClientRequest::SnapshotSave => self.snapshot_save().await,
             // Answered in `handle_client`, which knows the certificate.
             ClientRequest::WhoAmI => ClientReply::refused("whoami is answered by the first node"),
             ClientRequest::Write {
                 request_id,
                 command,
             } => self.write(caller, request_id, command, &env).await,
-            ClientRequest::MembersAdd { name, address } => {
-                if !self.is_leader() {
-                    return self.forward(caller, env).await;
-                }
+            ClientRequest::MembersAdd { name, address } if self.is_leader() => {
                 self.members_add(name, address).await
             }
-            ClientRequest::MembersRemove { name } => {
-                if !self.is_leader() {
-                    return self.forward(caller, env).await;
-                }
+            ClientRequest::MembersRemove { name } if self.is_leader() => {
                 self.members_remove(caller, name).await
             }
+            ClientRequest::MembersAdd { .. } | ClientRequest::MembersRemove { .. } => {
+                self.forward(caller, env).await
+            }
+        }
+    }
+
+    /// The deployed configuration, or the kept one at `version`.
+    async fn show_config(&self, version: Option<u64>) -> ClientReply {
+        if let Err(e) = self.read_barrier().await {
+            return ClientReply::unknown(e);
+        }
+        let applied = self.sm.read();
+        let deployed = &applied.state.deployed;
+        match version {
+            None => ClientReply::Config {
+                version: deployed.version,
+                configuration: deployed.config.clone(),
+            },
+            Some(version) => match applied.state.configuration_at(version) {
+                Ok(configuration) => ClientReply::Config {
+                    version,
+                    configuration: configuration.clone(),
+                },
+                Err(why) => ClientReply::refused(why),
+            },
+        }
+    }
+
+    /// The applied state, encoded, with the index and term it is at.
+    async fn snapshot_save(&self) -> ClientReply {
+        if let Err(e) = self.read_barrier().await {
+            return ClientReply::unknown(e);
+        }
+        let applied = self.sm.read();
+        let state = applied.state.encode();
+        let last = applied.last_applied;
+        drop(applied);
+        if state.len() > MAX_CLIENT_FRAME - 4096 {
+            return ClientReply::refused(format!(
+                "the state is {} bytes, more than one reply carries ({MAX_CLIENT_FRAME}); back up a stopped node's data dir instead",
+                state.len()
+            ));
+        }
+        ClientReply::Snapshot {
+            index: last.map_or(0, |l| l.index),
+            term: last.map_or(0, |l| l.leader_id.term),
+            state,
         }
     }
 
@@ -300,99 +267,6 @@ impl Api {
         )
     }
 
-    pub async fn handle_peer(
-        &self,
-        peer: &Identity,
-        request: PeerRequest,
-    ) -> Result<PeerReply, String> {
-        if peer.role != Role::Node {
-            return Err(format!(
-                "refused: node-to-node requests need a node certificate, and this is the certificate of {peer}"
-            ));
-        }
-        match request {
-            PeerRequest::Status => Ok(PeerReply::Status(self.status())),
-            PeerRequest::VolumeAddress => Ok(PeerReply::VolumeAddress(
-                self.volume_addr.get().map(|a| a.to_string()),
-            )),
-            PeerRequest::Observed => Ok(PeerReply::Observed(self.observed.snapshot())),
-            PeerRequest::Heartbeat => {
-                // A node that is no longer a member (removed) gets no lease:
-                // the cluster may already be starting its apps elsewhere.
-                let member = self.sm.read().state.nodes.contains_key(&peer.name);
-                if member {
-                    self.liveness.heard(&peer.name);
-                }
-                Ok(PeerReply::HeartbeatAck {
-                    quorum_age_ms: self
-                        .quorum_age()
-                        .filter(|_| member)
-                        .map(|d| d.as_millis() as u64),
-                    leader_applied: self
-                        .raft
-                        .metrics()
-                        .borrow()
-                        .last_applied
-                        .map_or(0, |l| l.index),
-                })
-            }
-            PeerRequest::ReadIndex => {
-                match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(read_log_id)) => {
-                        Ok(PeerReply::ReadIndex(read_log_id.map_or(0, |l| l.index)))
-                    }
-                    Ok(Err(e)) => Err(format!("no read index from {}: {e}", self.name)),
-                    Err(_) => Err(format!(
-                        "{} could not confirm its leadership within {READ_TIMEOUT:?}",
-                        self.name
-                    )),
-                }
-            }
-            PeerRequest::Logs(request) => self.local_logs(&request).await.map(PeerReply::Logs),
-            PeerRequest::Routing => Ok(PeerReply::Routing(self.routing_report())),
-            PeerRequest::Join { address } => {
-                let env = ClientEnvelope::new(ClientRequest::MembersAdd {
-                    name: peer.name.clone(),
-                    address,
-                });
-                match self.serve_client(&Caller::node(&peer.name), env).await {
-                    ClientReply::Done(message) => Ok(PeerReply::Joined(message)),
-                    ClientReply::Failed { message, .. } => Err(message),
-                    other => Err(format!("unexpected reply to join: {other:?}")),
-                }
-            }
-        }
-    }
-
-    /// This node's own view of itself, from its Raft metrics.
-    pub fn status(&self) -> NodeStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Learner => "learner",
-            ServerState::Candidate => "candidate",
-            ServerState::Shutdown => "shutdown",
-        };
-        let leader = m.current_leader.map(|id| {
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map_or_else(|| format!("#{id}"), |n| n.name.clone())
-        });
-        NodeStatus {
-            name: self.name.clone(),
-            role: role.to_string(),
-            term: m.current_term,
-            leader,
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            degraded: self.observed.degraded(),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            snapshot_index: m.snapshot.map(|l| l.index),
-            purged_index: m.purged.map(|l| l.index),
-        }
-    }
-
     /// As leader: refuses a command kind some voter cannot apply yet.
     fn unsupported(&self, command: &Command) -> Option<String> {
         if !self.is_leader() {
@@ -419,48 +293,6 @@ impl Api {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
-    }
-
-    /// As leader: how long ago a quorum last acknowledged this node, when
-    /// recent enough to renew a lease.
-    ///
-    /// openraft's figure is as old as its last metrics report, and a paused
-    /// process reads it unchanged on waking: so it is aged by the time since
-    /// it was seen (`QuorumWatch`), or a leader back from a SIGSTOP would
-    /// renew leases on a quorum contact from before its pause.
-    fn quorum_age(&self) -> Option<Duration> {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
-            return None;
-        }
-        let age = self.quorum.age()?;
-        (age < NODE_LEASE).then_some(age)
-    }
-
-    /// Sends this node's heartbeat to the leader (or, on the leader, checks
-    /// its own quorum); returns how old the leader's quorum contact is and
-    /// the log index this node must apply before it may renew its lease.
-    pub async fn heartbeat_leader(&self) -> Option<(Duration, u64)> {
-        if self.is_leader() {
-            // Everything in its log: a new leader applies its predecessor's
-            // entries before it may act on them.
-            let catch_up_to = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
-            return self.quorum_age().map(|age| (age, catch_up_to));
-        }
-        let leader = {
-            let m = self.raft.metrics().borrow().clone();
-            let id = m.current_leader?;
-            m.membership_config.membership().get_node(&id).cloned()?
-        };
-        match self
-            .ask(&leader, &PeerRequest::Heartbeat, HEARTBEAT_INTERVAL)
-            .await
-        {
-            Ok(PeerReply::HeartbeatAck {
-                quorum_age_ms: Some(ms),
-                leader_applied,
-            }) => Some((Duration::from_millis(ms), leader_applied)),
-            _ => None,
-        }
     }
 
     /// The leader as this node knows it, waiting a little for an election.
@@ -642,74 +474,6 @@ impl Api {
         }
     }
 
-    /// Asks every member at once (this node answers itself with `local`);
-    /// `None` for a member that did not answer with what `take` accepts.
-    async fn ask_members<T>(
-        &self,
-        request: &PeerRequest,
-        local: impl Fn() -> T,
-        take: impl Fn(PeerReply) -> Option<T>,
-    ) -> Vec<(String, Option<T>)> {
-        let members: Vec<NodeInfo> = self
-            .sm
-            .read()
-            .membership
-            .membership()
-            .nodes()
-            .map(|(_, n)| n.clone())
-            .collect();
-        let (local, take) = (&local, &take);
-        let asks = members.into_iter().map(|info| async move {
-            if info.name == self.name {
-                return (info.name, Some(local()));
-            }
-            let reply = self.ask(&info, request, PROBE_TIMEOUT).await;
-            (info.name, reply.ok().and_then(take))
-        });
-        futures::future::join_all(asks).await
-    }
-
-    /// Every member's observations, asked of each (this node's own locally).
-    async fn observations(&self) -> Vec<(String, Option<Observed>)> {
-        self.ask_members(
-            &PeerRequest::Observed,
-            || self.observed.snapshot(),
-            |reply| match reply {
-                PeerReply::Observed(o) => Some(o),
-                _ => None,
-            },
-        )
-        .await
-    }
-
-    /// This node's routing report (`off` when it does not route).
-    fn routing_report(&self) -> crate::routing::RoutingReport {
-        match self.routing.get() {
-            Some(shared) => shared.lock().expect("routing report lock").clone(),
-            None => crate::routing::RoutingReport {
-                mode: "off".into(),
-                ..Default::default()
-            },
-        }
-    }
-
-    /// Every member's routing report (`None`: it did not answer, or its
-    /// build predates routing).
-    async fn routing_reports(&self) -> Vec<(String, Option<crate::routing::RoutingReport>)> {
-        let mut reports = self
-            .ask_members(
-                &PeerRequest::Routing,
-                || self.routing_report(),
-                |reply| match reply {
-                    PeerReply::Routing(r) => Some(r),
-                    _ => None,
-                },
-            )
-            .await;
-        reports.sort_by(|a, b| a.0.cmp(&b.0));
-        reports
-    }
-
     async fn app_status(&self) -> ClientReply {
         if let Err(e) = self.read_barrier().await {
             return ClientReply::unknown(e);
@@ -717,136 +481,7 @@ impl Api {
         let (observations, routing) =
             futures::future::join(self.observations(), self.routing_reports()).await;
         let applied = self.sm.read();
-        let deployed = &applied.state.deployed;
-        let deployment = &deployed.config.deployment;
-        let mut names: Vec<&String> = deployment
-            .pinned
-            .values()
-            .flatten()
-            .chain(&deployment.anywhere)
-            .collect();
-        names.sort();
-        let apps = names
-            .into_iter()
-            .filter_map(|name| {
-                let spec = deployed.config.applications.get(name)?;
-                let desired_node = deployed.placements.get(name).cloned();
-                let instances: Vec<InstanceStatus> = observations
-                    .iter()
-                    .filter_map(|(_, o)| o.as_ref()?.instances.get(name).cloned())
-                    .collect();
-                let waiting = match &desired_node {
-                    _ if waiting_reason(&applied.state, name).is_some() => {
-                        waiting_reason(&applied.state, name)
-                    }
-                    None => Some("waiting for a node: none can take it now".to_string()),
-                    Some(node) => {
-                        let seen = observations.iter().find(|(n, _)| n == node);
-                        match seen {
-                            Some((_, None)) => Some(format!("{node} did not answer")),
-                            Some((_, Some(o))) if o.degraded.is_some() => o
-                                .degraded
-                                .as_ref()
-                                .map(|d| format!("{node} is degraded: {d}")),
-                            _ => instances
-                                .iter()
-                                .find(|i| i.node == *node && i.state != "running")
-                                .and_then(|i| i.last_error.clone()),
-                        }
-                    }
-                };
-                let moving = applied.state.moves.get(name).map(|m| {
-                    let reported = observations
-                        .iter()
-                        .find(|(n, _)| *n == m.from)
-                        .and_then(|(_, o)| o.as_ref()?.moves.get(name))
-                        .filter(|r| r.epoch == m.epoch);
-                    reported.cloned().unwrap_or_else(|| MoveStatus {
-                        from: m.from.clone(),
-                        to: m.to.clone(),
-                        epoch: m.epoch,
-                        attempt: m.attempt,
-                        phase: format!("waiting for {} to send", m.from),
-                        started_ms: m.started_ms,
-                        last_error: m.last_error.clone(),
-                        ..MoveStatus::default()
-                    })
-                });
-                let waiting = match applied.state.releases.get(name) {
-                    Some(holder) => Some(format!("waiting for {holder} to stop it first")),
-                    None => waiting,
-                };
-                let waiting = match &moving {
-                    Some(m) if applied.state.moves.get(name).is_some_and(|s| s.frozen) => {
-                        Some(format!("stopped for the move to {}: {}", m.to, m.phase))
-                    }
-                    Some(_) => None,
-                    None => waiting,
-                };
-                let last_move = observations
-                    .iter()
-                    .filter_map(|(_, o)| o.as_ref()?.moved.get(name))
-                    .max_by_key(|r| r.handed_off_ms)
-                    .cloned();
-                let volume = applied.state.volumes.get(name).map(|owner| {
-                    let usage = observations
-                        .iter()
-                        .find(|(n, _)| *n == owner.node)
-                        .and_then(|(_, o)| o.as_ref()?.volumes.get(name));
-                    VolumeView {
-                        owner: owner.node.clone(),
-                        epoch: owner.epoch,
-                        used_bytes: usage.map(|u| u.used_bytes),
-                        maximum_size: spec.volume.as_ref().and_then(|v| v.maximum_size),
-                        warning: usage.filter(|u| u.exceeded()).map(|u| {
-                            format!(
-                                "uses {} bytes, over its maximum_size of {} (reported, not enforced: this file system has no per-directory quota)",
-                                u.used_bytes,
-                                u.maximum_size.unwrap_or_default()
-                            )
-                        }),
-                    }
-                });
-                Some(AppStatus {
-                    name: name.clone(),
-                    image: spec.image.to_string(),
-                    waiting,
-                    desired_node,
-                    instances,
-                    moving,
-                    last_move,
-                    volume,
-                })
-            })
-            .collect();
-        ClientReply::Status(StatusView {
-            config_version: deployed.version,
-            apps,
-            routing: super::route_views(&applied.state, &routing),
-        })
-    }
-
-    /// The volume endpoint of member `node`.
-    pub async fn volume_address_of(&self, node: &str) -> Result<SocketAddr, String> {
-        let info = self
-            .sm
-            .read()
-            .membership
-            .membership()
-            .nodes()
-            .find(|(_, n)| n.name == node)
-            .map(|(_, n)| n.clone())
-            .ok_or_else(|| format!("{node} is not a member"))?;
-        match self
-            .ask(&info, &PeerRequest::VolumeAddress, PROBE_TIMEOUT)
-            .await?
-        {
-            PeerReply::VolumeAddress(Some(addr)) => addr
-                .parse()
-                .map_err(|_| format!("{node} named an unusable volume address '{addr}'")),
-            PeerReply::VolumeAddress(None) => Err(format!("{node} has no volume endpoint")),
-            other => Err(format!("unexpected reply {other:?}")),
-        }
+        ClientReply::Status(status_view(&applied.state, &observations, &routing))
     }
 
     /// Submits a write on this node's own behalf (author `node <name>`).
@@ -859,172 +494,6 @@ impl Api {
             ClientReply::Written(outcome) => outcome.result.clone().map(|_| outcome),
             ClientReply::Failed { message, .. } => Err(message),
             other => Err(format!("unexpected reply {other:?}")),
-        }
-    }
-
-    /// One node-to-node request to `member`, whose certificate must carry
-    /// its name.
-    pub(super) async fn ask(
-        &self,
-        member: &NodeInfo,
-        request: &PeerRequest,
-        timeout: Duration,
-    ) -> Result<PeerReply, String> {
-        let addr: SocketAddr = member
-            .address
-            .parse()
-            .map_err(|_| format!("member {member} has an unusable address"))?;
-        self.net
-            .call(
-                addr,
-                Some(&member.name),
-                Service::Peer,
-                request,
-                MAX_CLIENT_FRAME,
-                timeout,
-            )
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn probe(&self, info: &NodeInfo) -> Option<NodeStatus> {
-        match self.ask(info, &PeerRequest::Status, PROBE_TIMEOUT).await {
-            Ok(PeerReply::Status(s)) => Some(s),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(peer = %info, "status probe failed: {e}");
-                None
-            }
-        }
-    }
-
-    async fn members_add(&self, name: &str, address: &str) -> ClientReply {
-        if let Err(e) = validate_name(name) {
-            return ClientReply::refused(e.to_string());
-        }
-        if address.parse::<SocketAddr>().is_err() {
-            return ClientReply::refused(format!(
-                "invalid address '{address}': expected IP:PORT, e.g. 127.0.0.1:7004"
-            ));
-        }
-        let id = node_id_for(name);
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        for (other_id, info) in membership.membership().nodes() {
-            if info.name == name {
-                if info.address == address {
-                    return ClientReply::Done(format!("{name} is already a member at {address}"));
-                }
-                return ClientReply::refused(format!(
-                    "{name} is already a member at {}; remove it first to change its address",
-                    info.address
-                ));
-            }
-            if *other_id == id {
-                return ClientReply::refused(format!(
-                    "the name {name} collides with member {} (same node id); choose another name",
-                    info.name
-                ));
-            }
-        }
-        let node = NodeInfo {
-            name: name.to_string(),
-            address: address.to_string(),
-        };
-        match self.raft.add_learner(id, node, false).await {
-            Ok(_) => ClientReply::Done(format!(
-                "{name} added as a learner; it becomes a voter once caught up while there are fewer than {} voters",
-                self.max_voters
-            )),
-            Err(e) => self.membership_error(e),
-        }
-    }
-
-    /// Removes a member for good: its certificate goes on the deny list
-    /// first (so it can neither rejoin nor keep talking), then it leaves
-    /// the membership.
-    async fn members_remove(&self, caller: &Caller, name: &str) -> ClientReply {
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        let membership = membership.membership();
-        let Some((&id, _)) = membership.nodes().find(|(_, n)| n.name == name) else {
-            return ClientReply::Done(format!("{name} is not a member"));
-        };
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return ClientReply::refused(format!(
-                    "{name} is the only voter; removing it would leave no cluster"
-                ));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        };
-        let revoked = match self.revoke_member(caller, name).await {
-            Ok(said) => said,
-            Err(reply) => return reply,
-        };
-        // Its lease may have been renewed just before the revocation: once
-        // it leaves the membership its apps are placed elsewhere at once,
-        // so first wait until it has certainly stopped them (the same
-        // grace after which a silent node is declared down; invariant 3).
-        tokio::time::sleep(DOWN_GRACE).await;
-        match self.raft.change_membership(change, false).await {
-            Ok(_) => ClientReply::Done(format!("{name} removed; {revoked}")),
-            Err(e) => self.membership_error(e),
-        }
-    }
-
-    fn membership_error(&self, e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> ClientReply {
-        match e {
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
-                ClientReply::refused(format!("membership change refused: {c}"))
-            }
-            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                ClientReply::refused("leadership moved during the change; retry".to_string())
-            }
-            other => ClientReply::unknown(format!("membership change failed: {other}")),
-        }
-    }
-
-    /// Leader only: promotes one caught-up learner while there are fewer
-    /// voters than `max_voters`. Called periodically; one change at a time.
-    pub async fn reconcile_membership(&self) {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return;
-        }
-        let membership = m.membership_config.membership();
-        if membership.get_joint_config().len() > 1 {
-            return;
-        }
-        let voters = membership.voter_ids().count();
-        if voters >= self.max_voters {
-            return;
-        }
-        let last = m.last_log_index.unwrap_or(0);
-        let Some(replication) = &m.replication else {
-            return;
-        };
-        let caught_up = membership.learner_ids().find(|learner| {
-            let matched = replication
-                .get(learner)
-                .copied()
-                .flatten()
-                .map_or(0, |l| l.index);
-            last.saturating_sub(matched) <= PROMOTE_LAG
-        });
-        if let Some(learner) = caught_up {
-            let name = membership
-                .get_node(&learner)
-                .map_or_else(|| format!("#{learner}"), |n| n.name.clone());
-            tracing::info!(%name, voters, max = self.max_voters, "promoting learner to voter");
-            if let Err(e) = self
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([learner])), false)
-                .await
-            {
-                tracing::warn!(%name, "promotion failed: {e}");
-            }
         }
     }
 }

@@ -54,6 +54,7 @@
 
 use super::stats::ms;
 use crate::api::Api;
+use crate::api::Liveness;
 use crate::ca::{self, CertsDir, Role};
 use crate::config::{AppSpec, Configuration, Constraint, ConstraintOp, Deployment, ImageRef};
 use crate::net::tls::TlsMaterial;
@@ -62,7 +63,7 @@ use crate::node::dispatch::Dispatcher;
 use crate::node::settings::{DEFAULT_MAX_VOTERS, DEFAULT_SNAPSHOT_LOGS};
 use crate::node::NodeSettings;
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
-use crate::scheduler::{place, Change, Liveness, DOWN_GRACE};
+use crate::scheduler::{place, Change, DOWN_GRACE};
 use crate::state::{Batch, Capacity, Command, Outcome, Principal, Proposal, State, COMMAND_KINDS};
 use anyhow::{bail, Context, Result};
 use openraft::error::{InitializeError, RaftError};

@@ -3,7 +3,7 @@
 //! directory has, never the CA's private key. A node started from a bundle
 //! cannot mint certificates if its host is compromised.
 
-use super::files::{sync_dir, write_new};
+use super::files::{load_cert, sync_dir, write_new};
 use super::{CertsDir, Identity, Role};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -18,7 +18,7 @@ pub fn bundle(dir: &Path, role: Role, name: &str, out: &Path) -> Result<Vec<Path
     let to = CertsDir::new(out);
     let cert = fs::read(from.cert(role, name))
         .with_context(|| format!("reading {}", from.cert(role, name).display()))?;
-    let der = crate::net::tls::load_cert(&from.cert(role, name))?;
+    let der = load_cert(&from.cert(role, name))?;
     let identity = Identity::from_der(&der)
         .with_context(|| format!("reading {}", from.cert(role, name).display()))?;
     if identity.role != role || identity.name != name {

@@ -1,12 +1,20 @@
-//! Writing certificate and key files: never over an existing file by
-//! accident, keys created with mode 0600 from the first byte, replacements
+//! Reading certificate files, and writing certificate and key files: never
+//! over an existing file by accident, keys created with mode 0600 from the first byte, replacements
 //! made atomically (a reader sees the old file or the new one, never half).
 
 use anyhow::{Context, Result};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The certificate in PEM file `path`.
+pub fn load_cert(path: &Path) -> Result<CertificateDer<'static>> {
+    CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading certificate {}", path.display()))
+}
 
 /// Creates `path` with `contents` and `mode`; fails if it exists.
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {

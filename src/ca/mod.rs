@@ -20,6 +20,7 @@ pub use identity::{
 pub use renew::{renew, Renewed};
 
 use anyhow::{bail, Context, Result};
+pub use files::load_cert;
 use files::write_new;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
@@ -295,6 +296,6 @@ fn make(certs: &CertsDir, subject: &Subject, validity: Validity) -> Result<Made>
 /// The SHA-256 fingerprint of the PEM certificate in `path`, as
 /// `ctl revoke --fingerprint` takes it.
 pub fn fingerprint_file(path: &Path) -> Result<String> {
-    let der = crate::net::tls::load_cert(path)?;
+    let der = load_cert(path)?;
     Ok(fingerprint(der.as_ref()))
 }

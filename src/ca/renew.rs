@@ -3,7 +3,7 @@
 //! a renewal done by mistake can be undone by hand, and the new files replace
 //! the old ones by rename, so a reader sees either the old file or the new.
 
-use super::files::{sync_dir, Staged};
+use super::files::{load_cert, sync_dir, Staged};
 use super::{make, Access, CertsDir, Identity, Role, Subject, Validity};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -39,7 +39,7 @@ pub fn renew(
             cert_path.display()
         );
     }
-    let old = Identity::from_der(&crate::net::tls::load_cert(&cert_path)?)
+    let old = Identity::from_der(&load_cert(&cert_path)?)
         .with_context(|| format!("reading {}", cert_path.display()))?;
     if old.role != role || old.name != name {
         bail!(
@@ -73,7 +73,7 @@ pub fn renew(
     };
     new_key.commit()?;
     new_cert.commit()?;
-    let identity = Identity::from_der(&crate::net::tls::load_cert(&cert_path)?)?;
+    let identity = Identity::from_der(&load_cert(&cert_path)?)?;
     Ok(Renewed {
         identity,
         cert: cert_path,

@@ -40,7 +40,7 @@ pub use model::{
     AppFormat, AppSpec, Configuration, Constraint, ConstraintOp, Deployment, ImageRef, Link,
     PortMapping, Protocol, RestartPolicy, VolumeSpec,
 };
-pub use names::check_app_name;
+pub use names::{check_app_name, validate_label, MAX_LABEL_KEY, MAX_LABEL_VALUE, RESERVED_MOUNT};
 pub use resolve::resolve_nodes;
 pub use size::{format_size, parse_size};
 pub use write::to_files;

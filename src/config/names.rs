@@ -24,7 +24,7 @@
 //! | environment variables per app | 1,000 | |
 //! | command arguments | 1,000, each ≤ 64 KiB | each within Linux's 128 KiB per-argument limit |
 //! | image reference | 1 KiB (repository 255, tag 128, digest hex ≤ 128) | Docker's own limits |
-//! | constraints per app | 64; label key ≤ 63, value ≤ 253 | node labels' rules (`state::validate_label`) |
+//! | constraints per app | 64; label key ≤ 63, value ≤ 253 | node labels' rules (`validate_label`) |
 //! | mountpoint | 4 KiB, not `/.flocker` or below | PATH_MAX; the fence is mounted there |
 
 use super::model::{Constraint, ConstraintOp};
@@ -42,8 +42,12 @@ pub const MAX_COMMAND_ARGS: usize = 1_000;
 pub const MAX_COMMAND_ARG: usize = 64 << 10;
 pub const MAX_CONSTRAINTS: usize = 64;
 /// Where the agent mounts the fence in every fenceable container
-/// (`agent::fence::FENCE_MOUNT`): no volume may be mounted there or below.
-pub const RESERVED_MOUNT: &str = crate::agent::fence::FENCE_MOUNT;
+/// (`agent::fence::FENCE_MOUNT` is this): no volume may be mounted there or
+/// below.
+pub const RESERVED_MOUNT: &str = "/.flocker";
+/// Longest label key and value accepted, as in Kubernetes-style labels.
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 253;
 
 pub fn check_app_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -228,12 +232,34 @@ pub fn parse_constraint(text: &str) -> Result<Constraint, String> {
     if value.is_empty() {
         return Err(format!("constraint '{}' has no value", text.escape_debug()));
     }
-    crate::state::validate_label(label, Some(value))?;
+    validate_label(label, Some(value))?;
     Ok(Constraint {
         label: label.to_string(),
         op,
         value: value.to_string(),
     })
+}
+
+/// Label keys: letters, digits, `.`, `_`, `-`, `/`; values: printable, no spaces.
+pub fn validate_label(key: &str, value: Option<&str>) -> Result<(), String> {
+    let key_ok = !key.is_empty()
+        && key.len() <= MAX_LABEL_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+    if !key_ok {
+        return Err(format!(
+            "invalid label key '{key}': 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
+        ));
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_LABEL_VALUE || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "invalid value for label '{key}': at most {MAX_LABEL_VALUE} printable characters without spaces"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Dataset ids are UUIDs in their usual hyphenated form, lower case.

@@ -6,6 +6,7 @@
 
 use super::deny::DenyList;
 use super::verify::{ClientVerifier, ServerVerifier};
+pub use crate::ca::load_cert;
 use crate::ca::{CertsDir, Identity, Role, NODE_SERVER_NAME};
 use anyhow::{bail, Context, Result};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -14,7 +15,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,11 +140,6 @@ impl TlsMaterial {
 /// The name a client verifies a node's certificate against.
 pub fn server_name() -> &'static str {
     NODE_SERVER_NAME
-}
-
-pub fn load_cert(path: &Path) -> Result<CertificateDer<'static>> {
-    CertificateDer::from_pem_file(path)
-        .with_context(|| format!("reading certificate {}", path.display()))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod settings;
 
 use crate::agent::{Agent, NodeContext};
+use crate::api::Liveness;
 use crate::api::{Api, PeerReply, PeerRequest};
 use crate::ca::{validate_name, CertsDir, Role};
 use crate::net::frame::MAX_CLIENT_FRAME;
@@ -17,7 +18,7 @@ use crate::net::{DenyList, Net, Service};
 use crate::raft::{node_id_for, open_stores, NodeInfo, Raft, RaftNetworkFactoryImpl};
 use crate::routing::{Router, RoutingMode};
 use crate::runtime::{ContainerRuntime, DockerRuntime, DockerTimeouts, SimRuntime};
-use crate::scheduler::{self, Lease, Liveness};
+use crate::scheduler::{self, Lease};
 use crate::state::{Capacity, Command};
 use anyhow::{bail, Context, Result};
 use dispatch::Dispatcher;

@@ -8,53 +8,26 @@
 //! a node down only after [`DOWN_GRACE`] without a heartbeat — strictly longer
 //! than the lease plus a heartbeat and a kill — and a new leader first grants
 //! every node a full grace. Only then are its `anywhere` apps placed again.
+//! The numbers are defined beside the lease (`agent::lease`, re-exported
+//! here); the heartbeat's requests and acks are the API's (`api::heartbeat`):
+//! these loops only drive them, through the [`Api`] handle.
 
 mod placement;
 
-pub use placement::{place, waiting_reason, Change};
+pub use crate::agent::lease::{Lease, DOWN_GRACE, HEARTBEAT_INTERVAL, NODE_LEASE};
+pub use placement::{place, Change};
 
-use crate::api::Api;
+use crate::api::{Api, Liveness};
 use crate::state::Command;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-pub use crate::agent::lease::{Lease, NODE_LEASE};
-/// How long the leader waits without a heartbeat before declaring a node down.
-pub const DOWN_GRACE: Duration = Duration::from_millis(3500);
-/// Time the fenced node gets to kill its containers, in the margin.
-const KILL_MARGIN: Duration = Duration::from_millis(500);
-const _: () = assert!(
-    DOWN_GRACE.as_millis()
-        > NODE_LEASE.as_millis() + HEARTBEAT_INTERVAL.as_millis() + KILL_MARGIN.as_millis(),
-    "the leader's grace must outlast a node's lease, a heartbeat and a kill"
-);
 /// How often the leader reviews liveness and placements.
 const SCHEDULER_TICK: Duration = Duration::from_millis(200);
 /// How long a heartbeat waits for this node to apply what the leader had
 /// committed before it renews the lease (no renewal otherwise).
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
-
-/// Leader side: when each node was last heard from.
-#[derive(Default)]
-pub struct Liveness {
-    heard: Mutex<HashMap<String, Instant>>,
-}
-
-impl Liveness {
-    pub fn heard(&self, node: &str) {
-        self.heard
-            .lock()
-            .expect("liveness lock")
-            .insert(node.to_string(), Instant::now());
-    }
-
-    fn last(&self, node: &str) -> Option<Instant> {
-        self.heard.lock().expect("liveness lock").get(node).copied()
-    }
-}
 
 /// Every node: heartbeats the leader and renews its lease from the acks.
 pub async fn heartbeat_loop(api: Arc<Api>, lease: Arc<Lease>) {

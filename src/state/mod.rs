@@ -36,6 +36,8 @@ pub use moves::VolumeMove;
 pub use replicas::{ReplicaPoint, ReplicaSet, ZONE_LABEL};
 pub use trust::{short as trust_short, CertificateRecord, Denial};
 
+/// Node labels follow the rules configurations check constraints against.
+pub use crate::config::{validate_label, MAX_LABEL_KEY, MAX_LABEL_VALUE};
 pub use history::{History, HistoryEntry, HISTORY_BYTES, HISTORY_CAPACITY};
 pub use requests::{RequestWindow, REQUEST_WINDOW_BYTES, REQUEST_WINDOW_CAPACITY};
 
@@ -149,10 +151,6 @@ impl Effect {
         }
     }
 }
-
-/// Longest label key and value accepted, as in Kubernetes-style labels.
-pub const MAX_LABEL_KEY: usize = 63;
-pub const MAX_LABEL_VALUE: usize = 253;
 
 impl State {
     /// Applies one proposal of the entry committed at log `index`. A retried
@@ -429,28 +427,6 @@ impl State {
             .expect("test commands decode")
             .remove(0)
     }
-}
-
-/// Label keys: letters, digits, `.`, `_`, `-`, `/`; values: printable, no spaces.
-pub fn validate_label(key: &str, value: Option<&str>) -> Result<(), String> {
-    let key_ok = !key.is_empty()
-        && key.len() <= MAX_LABEL_KEY
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
-    if !key_ok {
-        return Err(format!(
-            "invalid label key '{key}': 1-{MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
-        ));
-    }
-    if let Some(v) = value {
-        if v.len() > MAX_LABEL_VALUE || !v.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "invalid value for label '{key}': at most {MAX_LABEL_VALUE} printable characters without spaces"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
