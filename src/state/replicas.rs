@@ -22,7 +22,7 @@
 //! (invariant 4); whatever it wrote after the point is kept aside as
 //! diverged when it returns (`diverged`).
 
-use super::{Effect, State, VolumeOwner};
+use super::{Command, Effect, State, VolumeOwner};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -270,6 +270,51 @@ impl State {
             "{app}: failed over from {} (down) to {node} at epoch {epoch}, from its point {seq} of epoch {}",
             owner.node, point.epoch
         )))
+    }
+
+    /// The failovers the leader should propose now, one per app: the owner
+    /// of an `anywhere` app with replicas is down (its grace ran out, which
+    /// is longer than the node lease, so its container is already fenced)
+    /// and a live replica holds a committed point. Pinned apps never move
+    /// by themselves; `ctl volume recover` moves them.
+    pub fn due_failovers(&self) -> Vec<Command> {
+        self.volumes
+            .iter()
+            .filter(|(app, owner)| {
+                self.deployed.config.deployment.is_anywhere(app)
+                    && self.replicas.contains_key(*app)
+                    && self.nodes.get(&owner.node).is_some_and(|n| n.down)
+            })
+            .filter_map(|(app, _)| {
+                let (node, point) = self.freshest_replica(app)?;
+                Some(Command::Failover {
+                    app: app.clone(),
+                    node: node.to_string(),
+                    seq: point.seq,
+                })
+            })
+            .collect()
+    }
+
+    /// What an app whose owner is down waits for, when it has replicas.
+    pub fn failover_wait(&self, app: &str) -> Option<String> {
+        let set = self.replicas.get(app)?;
+        if set.nodes.is_empty() {
+            return None;
+        }
+        if !self.deployed.config.deployment.is_anywhere(app) {
+            return Some(
+                "pinned: it does not fail over by itself; `ctl volume recover` moves it to a replica"
+                    .to_string(),
+            );
+        }
+        match self.freshest_replica(app) {
+            Some((node, point)) => Some(format!(
+                "failing over to {node} (point {} of epoch {})",
+                point.seq, point.epoch
+            )),
+            None => Some("no live replica holds a complete point yet".to_string()),
+        }
     }
 
     /// `ForgetDiverged`: an operator is done with what `node` (every node
@@ -541,5 +586,78 @@ mod tests {
         })
         .unwrap();
         assert!(log.state.replicas["db"].diverged.is_empty());
+    }
+    fn failover_state(anywhere: bool, owner_down: bool, point: bool) -> State {
+        let mut s = State::default();
+        s.apply_membership([("n1", "a:1"), ("n2", "a:2"), ("n3", "a:3")].into_iter());
+        let deployment = if anywhere {
+            "version: 1\nanywhere: [db]\n"
+        } else {
+            "version: 1\nnodes:\n  n1: [db]\n"
+        };
+        s.deployed.config = crate::config::parse(
+            deployment,
+            "deployment.yml",
+            "version: 1\napplications:\n  db:\n    image: x\n    volume: {mountpoint: /d, replicas: 2}\n",
+            "application.yml",
+        )
+        .unwrap();
+        s.nodes.get_mut("n1").unwrap().down = owner_down;
+        s.volumes.insert(
+            "db".into(),
+            super::super::VolumeOwner {
+                node: "n1".into(),
+                epoch: 2,
+                adopt: false,
+                issued: 2,
+                from_point: None,
+            },
+        );
+        let mut set = super::ReplicaSet::default();
+        set.nodes.insert(
+            "n2".into(),
+            point.then(|| super::ReplicaPoint {
+                epoch: 2,
+                seq: 4,
+                root: String::new(),
+                taken_at_ms: 0,
+            }),
+        );
+        s.replicas.insert("db".into(), set);
+        s
+    }
+
+    #[test]
+    fn only_a_down_owners_anywhere_app_with_a_committed_point_fails_over() {
+        let failover = Command::Failover {
+            app: "db".into(),
+            node: "n2".into(),
+            seq: 4,
+        };
+        let cases = [
+            // (anywhere, owner down, replica has a point) -> failover?
+            (true, true, true, true),
+            (true, false, true, false),
+            (true, true, false, false),
+            (false, true, true, false),
+        ];
+        for (anywhere, down, point, expected) in cases {
+            let s = failover_state(anywhere, down, point);
+            let got = s.due_failovers();
+            assert_eq!(
+                got == vec![failover.clone()],
+                expected,
+                "anywhere={anywhere} down={down} point={point}: {got:?}"
+            );
+            assert_eq!(got.is_empty(), !expected);
+        }
+        assert!(failover_state(true, true, false)
+            .failover_wait("db")
+            .unwrap()
+            .contains("no live replica holds a complete point"));
+        assert!(failover_state(false, true, true)
+            .failover_wait("db")
+            .unwrap()
+            .contains("pinned"));
     }
 }
