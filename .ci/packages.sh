@@ -8,10 +8,12 @@
 # faketime, jq, iproute2: the chaos suite (clock nemesis, verdicts, network namespaces);
 # netcat-openbsd, rsync: the volume benchmark's anchors; curl: the demo talks to its apps.
 # docker.io: the engine the agent tests drive (machines usually have one already).
+# btrfs-progs, xfsprogs, e2fsprogs: mkfs for the loop-mounted btrfs, XFS (reflink) and
+#   ext4 the volume backend tests and benchmarks run on (src/volume/backend/loopfs.rs).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl)
+    faketime jq iproute2 netcat-openbsd rsync curl btrfs-progs xfsprogs e2fsprogs)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

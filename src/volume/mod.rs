@@ -37,8 +37,12 @@
 //! - `delta`: `Delta`. `chunks`: `ChunkReader`. `apply`: `ReceiverCopy`, `Round`.
 //! - `wire`: the messages and their size limits.
 //! - `usage`: disk a copy uses, compared with `maximum_size`.
+//! - `backend`: `Backend` (btrfs, xfs, dir), how this node takes
+//!   crash-consistent points of a volume and writable copies of them
+//!   (issue 15); `changed_ranges` from FIEMAP; `LoopFs` for its tests.
 
 pub mod apply;
+pub mod backend;
 pub mod cache;
 pub mod chunks;
 pub mod delta;
@@ -58,6 +62,7 @@ pub mod wire;
 mod tests;
 
 pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
+pub use backend::{Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};
@@ -80,4 +85,5 @@ const _: fn() = || {
     shareable::<Summary>();
     shareable::<Delta>();
     shareable::<VolumeError>();
+    shareable::<Backend>();
 };
