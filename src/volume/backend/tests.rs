@@ -587,3 +587,50 @@ fn xfs_changed_ranges_are_the_rewritten_blocks() {
 fn btrfs_changed_ranges_are_the_rewritten_blocks() {
     three_rewritten_blocks(LoopFsKind::Btrfs);
 }
+
+/// A page written through a writable mapping can be written again without
+/// any timestamp moving, unless it was written back (which write-protects
+/// it): the dir capture does that before reading, so the second write moves
+/// ctime and is captured, though the copy was checked long after the first.
+#[test]
+fn dir_capture_sees_a_second_write_through_the_same_mapping() {
+    let n = node(LoopFsKind::Ext4);
+    // A point to update: a first capture syncs the whole file system.
+    let point = n.points.join("1");
+    n.backend.capture(&n.live, &point).unwrap();
+    let path = n.live.join("mapped");
+    write(&path, &[0u8; BLOCK_SIZE]);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: a shared read-write mapping of one page of a file we hold open;
+    // only this test touches it, and it is unmapped below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            BLOCK_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    let poke = |byte: u8| {
+        // SAFETY: `page` maps BLOCK_SIZE writable bytes until munmap.
+        unsafe { std::ptr::write_volatile(page.cast::<u8>().add(100), byte) }
+    };
+    poke(1);
+    std::thread::sleep(RACY_WINDOW_AND_A_TICK);
+    n.backend.capture(&n.live, &point).unwrap();
+    assert_eq!(fs::read(point.join("mapped")).unwrap()[100], 1);
+    std::thread::sleep(RACY_WINDOW_AND_A_TICK);
+    poke(2);
+    n.backend.capture(&n.live, &point).unwrap();
+    // SAFETY: the mapping made above, unmapped once.
+    assert_eq!(unsafe { libc::munmap(page, BLOCK_SIZE) }, 0);
+    assert_eq!(fs::read(point.join("mapped")).unwrap()[100], 2);
+    assert_eq!(root_of(&point), root_of(&n.live));
+}
