@@ -13,11 +13,12 @@
 //!
 //! - **btrfs**: each volume's `data` is a subvolume; a point is a read-only
 //!   snapshot of it (`BTRFS_IOC_SNAP_CREATE_V2`). The snapshot is taken in
-//!   one transaction commit and holds every write that returned before the
-//!   call and none that started after, across all files at once: a
-//!   crash-consistent state with the app running, so no pause. A `data`
-//!   made as a plain directory (before this backend) is captured like xfs,
-//!   paused (`capture_method` says which).
+//!   one transaction commit and holds, across all files at once, every write
+//!   that returned before the call (fsynced or not) and none made after it
+//!   returned; a write racing with it may be in it in part, as with a power
+//!   cut. A crash-consistent state with the app running, so no pause. A
+//!   `data` made as a plain directory (before this backend) is captured like
+//!   xfs, paused (`capture_method` says which).
 //! - **xfs** (any file system where `FICLONE` works): a point is a fresh
 //!   reflink copy of the tree (blocks shared, metadata copied), built under
 //!   a hidden `.<name>.partial` and renamed into place. The app is paused
@@ -31,11 +32,13 @@
 //!   which files it reads and why a crash mid-update loses nothing). Cost
 //!   in the pause: the changed files' bytes, read twice, written once.
 //!
-//! Not part of a point on any backend: xattrs and ACLs (a move does not
-//! carry them), fifos, sockets and devices, hard links (copied as separate
-//! files by xfs and dir, as a move does), and on btrfs the content of a
-//! subvolume the app created inside its volume (a snapshot stops there; it
-//! appears as an empty directory).
+//! What a point holds, next to the volume as `scan` defines it (what a move
+//! carries): the same directories, files, symlinks, modes, owners and mtimes
+//! on every backend. xfs and dir copies leave out xattrs and ACLs, fifos,
+//! sockets and devices, and copy hard links as separate files, as a move
+//! does; a btrfs snapshot keeps them all. On btrfs a subvolume the app made
+//! inside its volume is not in the snapshot (it appears as an empty
+//! directory).
 
 mod btrfs;
 mod copy;
@@ -321,8 +324,8 @@ impl Backend {
     /// point in place (or makes a first one). Not fsynced on btrfs and xfs,
     /// where a point serves shipping in this boot (a btrfs snapshot is
     /// durable anyway); on dir the point is durable, being the next base.
-    /// On error, nothing is at `point` on btrfs and xfs, and on dir a copy
-    /// that the next capture repairs.
+    /// On error there is no new point: on btrfs `point` is gone, on xfs it
+    /// is what it was before, on dir a copy the next capture repairs.
     pub fn capture(&self, live: &Path, point: &Path) -> Result<CaptureStats> {
         let started = Instant::now();
         apart(live, point)?;
