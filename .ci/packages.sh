@@ -9,10 +9,12 @@
 # netcat-openbsd, rsync: the volume benchmark's anchors; curl: the demo talks to its apps.
 # docker.io: the engine the agent tests drive (machines usually have one already).
 # python3: .ci/check-layers (most machines have it already).
+# btrfs-progs, xfsprogs, e2fsprogs: mkfs for the loop-mounted btrfs, XFS (reflink) and
+#   ext4 the volume backend tests and benchmarks run on (src/volume/backend/loopfs.rs).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl python3)
+    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -39,8 +39,12 @@
 //! - `usage`: disk a copy uses, compared with `maximum_size`.
 //! - `replica`: `ReplicaSlots`, a replica's two copies of a volume (the last
 //!   complete point kept while the next arrives) and their promotion.
+//! - `backend`: `Backend` (btrfs, xfs, dir), how this node takes
+//!   crash-consistent points of a volume and writable copies of them
+//!   (issue 15); `changed_ranges` from FIEMAP; `LoopFs` for its tests.
 
 pub mod apply;
+pub mod backend;
 pub mod cache;
 pub mod chunks;
 pub mod delta;
@@ -61,6 +65,7 @@ pub mod wire;
 mod tests;
 
 pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
+pub use backend::{Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};
@@ -84,4 +89,5 @@ const _: fn() = || {
     shareable::<Summary>();
     shareable::<Delta>();
     shareable::<VolumeError>();
+    shareable::<Backend>();
 };

@@ -1,7 +1,10 @@
 //! The few system calls std does not offer, each wrapped once with its
 //! fallback: finding data and holes (`SEEK_DATA`/`SEEK_HOLE`), punching a
-//! hole, setting a symlink's mtime, `syncfs`, free space (`statvfs`), and
-//! the durable atomic replace of a small file. Nothing here knows about volumes.
+//! hole, setting a symlink's mtime, `syncfs`, writeback without a flush
+//! (`sync_file_range`), free space (`statvfs`), the
+//! file system's type (`statfs`), sharing one file's blocks with another
+//! (`FICLONE`), and the durable atomic replace of a small file. Nothing here
+//! knows about volumes.
 
 use super::error::{IoContext, Result};
 use std::ffi::CString;
@@ -98,20 +101,67 @@ pub(crate) fn set_mtime_nofollow(path: &Path, mtime_ns: i64) -> io::Result<()> {
 /// Bytes an unprivileged writer may still use on the file system holding
 /// `path` (`statvfs`: available blocks times the fragment size).
 pub fn available_bytes(path: &Path) -> io::Result<u64> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path and `st` points to writable
-    // memory of the right type, both outliving the call.
-    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
+    let st = stat_path(path, libc::statvfs)?;
     // Both are u64 on 64-bit Linux, narrower on some other targets.
     #[allow(clippy::unnecessary_cast)]
     let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
     Ok(blocks.saturating_mul(size))
+}
+
+/// `statvfs` or `statfs` (`call`) on `path`.
+fn stat_path<T>(
+    path: &Path,
+    call: unsafe extern "C" fn(*const libc::c_char, *mut T) -> libc::c_int,
+) -> io::Result<T> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut st = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `call` is statvfs or statfs, which read the NUL-terminated `c`
+    // and fill `st`, of the type they take; both outlive the call.
+    let r = unsafe { call(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call returned 0, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The `statfs` type magic of the file system holding `path`
+/// (`libc::BTRFS_SUPER_MAGIC`, `libc::XFS_SUPER_MAGIC`, ...).
+pub(crate) fn fs_magic(path: &Path) -> io::Result<u64> {
+    let st = stat_path(path, libc::statfs)?;
+    // The magic is a 32-bit pattern in a signed word: keep the bits.
+    Ok(st.f_type as u32 as u64)
+}
+
+/// Makes `dst` (open for writing) share all of `src`'s blocks, replacing its
+/// content: a copy that writes no data (`FICLONE`, XFS with reflink, btrfs).
+/// `EOPNOTSUPP`, `EXDEV` and `EINVAL` mean this file system or pair cannot.
+pub(crate) fn reflink(src: &File, dst: &File) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source descriptor as its argument; both
+    // descriptors are ours and open for the duration of the call.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes `file`'s dirty pages back and waits, without making anything
+/// durable (no journal commit, no cache flush: `sync_file_range`). What it
+/// is for: writeback write-protects the pages, so a later write through an
+/// `mmap` of them faults and moves the file's timestamps.
+pub(crate) fn write_back(file: &File) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: sync_file_range on a descriptor we own; offset 0 and length 0
+    // mean the whole file.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether this process may chown to any owner.
