@@ -14,6 +14,7 @@ pub mod node;
 pub mod plant;
 pub mod raft;
 pub mod recover;
+pub mod replication;
 pub mod routing;
 pub mod runtime;
 pub mod scheduler;

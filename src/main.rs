@@ -162,6 +162,13 @@ struct NodeArgs {
     /// root or CAP_NET_ADMIN) or `off` (an app answers only where it runs).
     #[arg(long, value_enum, default_value_t = flocker::routing::RoutingMode::Iptables)]
     routing: flocker::routing::RoutingMode,
+    /// How this node keeps volumes so replicas get crash-consistent points:
+    /// `auto` (the best the volumes' file system allows, said at start),
+    /// `btrfs` (snapshots, no pause), `xfs` (reflink copies, a short
+    /// `docker pause`) or `dir` (plain directories, changed blocks copied
+    /// during a `docker pause`).
+    #[arg(long, default_value = "auto")]
+    volume_backend: flocker::volume::BackendChoice,
     /// How log lines are written to stderr: `text` (colour only when stderr
     /// is a terminal) or `json` (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -536,6 +543,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         volume_rate: args.volume_rate,
         reserve: args.reserve,
         routing: args.routing,
+        volume_backend: args.volume_backend,
     };
     let running = node::start(settings).await?;
     let mut fatal = running.fatal.clone();

@@ -613,6 +613,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             volume_rate: 0,
             reserve: 0,
             routing: crate::routing::RoutingMode::Off,
+            volume_backend: Default::default(),
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

@@ -103,10 +103,15 @@ mod tests {
         let keep = admit(&s, "n2", "n1", "db", 3).unwrap().unwrap();
         assert_eq!((keep.epoch, keep.seq, keep.root), (3, 7, [0xab; 32]));
         assert_eq!(admit(&s, "n3", "n1", "db", 3), Ok(None), "still seeding");
-        assert!(admit(&s, "n2", "n3", "db", 3).unwrap_err().contains("n3 does not own db"));
-        assert!(admit(&s, "n2", "n1", "db", 2).unwrap_err().contains("at epoch 2"));
-        assert!(admit(&s, "n4", "n1", "db", 3).unwrap_err().contains("n4 holds no replica"));
+        assert!(admit(&s, "n2", "n3", "db", 3)
+            .unwrap_err()
+            .contains("n3 does not own db"));
+        assert!(admit(&s, "n2", "n1", "db", 2)
+            .unwrap_err()
+            .contains("at epoch 2"));
+        assert!(admit(&s, "n4", "n1", "db", 3)
+            .unwrap_err()
+            .contains("n4 holds no replica"));
         assert!(admit(&s, "n2", "n1", "web", 3).is_err());
     }
-
 }

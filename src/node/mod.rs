@@ -326,6 +326,12 @@ fn start_movers(
     endpoint
         .handle()
         .spawn(crate::moves::releases::run(ctx.clone()));
+    let backend = crate::volume::Backend::select(ctx.store.root(), settings.volume_backend)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("{}", backend.describe());
+    let points = crate::volume::VolumeStore::open_at(settings.data_dir.join("points"))?;
+    let replicator = crate::replication::Replicator::new(ctx.clone(), backend, points);
+    endpoint.handle().spawn(replicator.run());
     endpoint.handle().spawn(driver::run(ctx));
     tracing::info!(volume = %advertised, "volume endpoint serving");
     Ok(endpoint)

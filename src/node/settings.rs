@@ -56,6 +56,8 @@ pub struct NodeSettings {
     pub reserve: u64,
     /// How this node routes apps' external ports (`--routing`).
     pub routing: crate::routing::RoutingMode,
+    /// How volume points are taken here (`--volume-backend`).
+    pub volume_backend: crate::volume::BackendChoice,
 }
 
 /// Default `--reserve`: room for the Raft log to grow through a few

@@ -101,7 +101,7 @@ pub async fn leader_loop(api: Arc<Api>, liveness: Arc<Liveness>) {
         let now = Instant::now();
         // A new leader gives every node a full grace before judging it.
         let since = *leader_since.get_or_insert(now);
-        let (liveness_changes, placements) = {
+        let (liveness_changes, placements, failovers) = {
             let applied = api.sm.read();
             let state = &applied.state;
             let mut changes = Vec::new();
@@ -122,7 +122,7 @@ pub async fn leader_loop(api: Arc<Api>, liveness: Arc<Liveness>) {
                     changes.push((name.clone(), false));
                 }
             }
-            (changes, place(state))
+            (changes, place(state), state.due_failovers())
         };
         for (node, down) in liveness_changes {
             tracing::warn!(%node, down, "leader changes node liveness");
@@ -131,6 +131,12 @@ pub async fn leader_loop(api: Arc<Api>, liveness: Arc<Liveness>) {
                 .await
             {
                 tracing::warn!("liveness change not committed: {e}");
+            }
+        }
+        for failover in failovers {
+            tracing::warn!(?failover, "failing a volume over to its freshest replica");
+            if let Err(e) = api.submit_as_node(failover).await {
+                tracing::warn!("failover not committed: {e}");
             }
         }
         if !placements.is_empty() {

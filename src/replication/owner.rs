@@ -1,0 +1,326 @@
+//! The owner's side of replication: takes points of the volumes this node
+//! owns and runs, ships them to their replicas, commits what arrived.
+//!
+//! One app at a time and one replica at a time: points of one node share
+//! its disk and its volume rate limit, and a replica that is slow to take a
+//! point must not make the next point of another app late. A failure
+//! (a replica down, a refused session) is retried at the next interval; a
+//! replica that stays behind shows as lagging in `ctl status`.
+
+use crate::agent::LABEL_APP;
+use crate::moves::protocol::ToReceiver;
+use crate::moves::sender::SenderSession;
+use crate::moves::MoveContext;
+use crate::runtime::{ContainerId, ContainerState};
+use crate::state::Command;
+use crate::volume::backend::Backend;
+use crate::volume::{ScanOptions, VolumeStore};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the replicator looks for points that are due.
+const TICK: Duration = Duration::from_millis(250);
+/// Rounds of one point to one replica before giving up until the next
+/// interval: a point holds still, so the first round normally matches.
+const MAX_ROUNDS: u32 = 3;
+/// Tries to thaw a container after a capture before leaving it to the
+/// next pass (each is one engine call, bounded by the engine's timeout).
+const UNPAUSE_TRIES: u32 = 5;
+/// Shortest interval between points of one volume.
+const MIN_POINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The interval between points of a volume whose objective is `max_lag_ms`:
+/// a third of it, so a point, its shipping and its commit fit in the lag
+/// with room for one failed attempt.
+pub fn point_interval(max_lag_ms: u64) -> Duration {
+    Duration::from_millis(max_lag_ms / 3).max(MIN_POINT_INTERVAL)
+}
+
+pub struct Replicator {
+    ctx: Arc<MoveContext>,
+    backend: Backend,
+    /// `<data-dir>/points`: the last point of each volume this node owns.
+    points: VolumeStore,
+    progress: HashMap<String, Progress>,
+}
+
+/// Where one owned volume's points stand.
+#[derive(Default)]
+struct Progress {
+    epoch: u64,
+    /// The last point taken at `epoch`.
+    seq: u64,
+    next_due: Option<Instant>,
+}
+
+/// A point of one volume that is due, as the applied state describes it.
+struct Due {
+    app: String,
+    epoch: u64,
+    seq: u64,
+    replicas: Vec<String>,
+    interval: Duration,
+}
+
+/// A point taken.
+struct Taken {
+    at: Instant,
+    root: String,
+    /// How long the app was paused (zero when it was not).
+    stall: Duration,
+}
+
+impl Replicator {
+    pub fn new(ctx: Arc<MoveContext>, backend: Backend, points: VolumeStore) -> Replicator {
+        Replicator {
+            ctx,
+            backend,
+            points,
+            progress: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        self.thaw_leftovers().await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for due in self.due() {
+                self.replicate(due).await;
+            }
+        }
+    }
+
+    /// A process that died inside a capture left its app paused; this
+    /// node is the only one that pauses its containers, so at start any
+    /// paused one of ours is such a leftover.
+    async fn thaw_leftovers(&self) {
+        let Ok(containers) = self.ctx.runtime.list(&self.ctx.labels).await else {
+            return;
+        };
+        for c in containers.iter().filter(|c| c.state == ContainerState::Paused) {
+            tracing::warn!(container = %c.id, "unpausing a container left paused by an interrupted volume point");
+            let _ = self.ctx.runtime.unpause(&c.id).await;
+        }
+    }
+
+    /// Points due now: of volumes this node owns and runs, that have
+    /// replicas, whose interval has passed.
+    fn due(&mut self) -> Vec<Due> {
+        let applied = self.ctx.sm.read();
+        let state = &applied.state;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (app, set) in &state.replicas {
+            let Some(owner) = state.volumes.get(app) else {
+                continue;
+            };
+            let runs_here = state.runs_on(app) == Some(self.ctx.node.as_str());
+            if owner.node != self.ctx.node || !runs_here || set.nodes.is_empty() {
+                continue;
+            }
+            let max_lag_ms = state
+                .deployed
+                .config
+                .applications
+                .get(app)
+                .and_then(|s| s.volume.as_ref())
+                .map_or(10_000, |v| v.max_lag_ms);
+            let progress = self.progress.entry(app.clone()).or_default();
+            if progress.epoch != owner.epoch {
+                // A new epoch (first point, a handoff, a failover): count
+                // on from the newest point committed at it.
+                let committed = set
+                    .nodes
+                    .values()
+                    .flatten()
+                    .filter(|p| p.epoch == owner.epoch)
+                    .map(|p| p.seq)
+                    .max();
+                *progress = Progress {
+                    epoch: owner.epoch,
+                    seq: committed.unwrap_or(0),
+                    next_due: None,
+                };
+            }
+            if progress.next_due.is_some_and(|at| at > now) {
+                continue;
+            }
+            due.push(Due {
+                app: app.clone(),
+                epoch: owner.epoch,
+                seq: progress.seq + 1,
+                replicas: set.nodes.keys().cloned().collect(),
+                interval: point_interval(max_lag_ms),
+            });
+        }
+        let owned: Vec<&String> = state.replicas.keys().collect();
+        self.progress.retain(|app, _| owned.contains(&app));
+        due
+    }
+
+    async fn replicate(&mut self, due: Due) {
+        let app = due.app.clone();
+        let next_due = Instant::now() + due.interval;
+        if let Some(p) = self.progress.get_mut(&app) {
+            p.next_due = Some(next_due);
+        }
+        let taken = match self.take_point(&app).await {
+            Ok(taken) => taken,
+            Err(why) => {
+                tracing::warn!(%app, "volume point not taken: {why}");
+                return;
+            }
+        };
+        if let Some(p) = self.progress.get_mut(&app) {
+            p.seq = due.seq;
+        }
+        tracing::debug!(%app, seq = due.seq, stall_ms = taken.stall.as_millis() as u64, "volume point taken");
+        let mut shipped = BTreeMap::new();
+        for node in &due.replicas {
+            match self.ship(&due, node).await {
+                Ok(bytes) => {
+                    shipped.insert(node.clone(), bytes);
+                }
+                Err(why) => tracing::warn!(%app, replica = %node, seq = due.seq, "point not shipped: {why}"),
+            }
+        }
+        for node in shipped.keys() {
+            let command = Command::ReplicaPoint {
+                app: app.clone(),
+                node: node.clone(),
+                epoch: due.epoch,
+                seq: due.seq,
+                root: taken.root.clone(),
+                age_ms: taken.at.elapsed().as_millis() as u64,
+            };
+            if let Err(why) = self.ctx.api.submit_as_node(command).await {
+                tracing::warn!(%app, replica = %node, seq = due.seq, "point not committed: {why}");
+            }
+        }
+    }
+
+    /// Captures the live copy of `app` into its point, the app paused
+    /// around it when the backend needs that, and returns the point's root.
+    async fn take_point(&self, app: &str) -> Result<Taken, String> {
+        let live = self.ctx.store.data_dir(app).map_err(|e| e.to_string())?;
+        let point_dir = self.points.volume_dir(app).map_err(|e| e.to_string())?;
+        let point = self.points.data_dir(app).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&point_dir)
+            .map_err(|e| format!("creating {}: {e}", point_dir.display()))?;
+        let method = self
+            .backend
+            .capture_method(&live)
+            .map_err(|e| e.to_string())?;
+        let paused = match method.needs_pause() {
+            true => self.running_container(app).await?,
+            false => None,
+        };
+        if let Some(id) = &paused {
+            self.ctx
+                .runtime
+                .pause(id)
+                .await
+                .map_err(|e| format!("pausing {app} for its point: {e}"))?;
+        }
+        let at = Instant::now();
+        let backend = self.backend.clone();
+        let captured =
+            tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
+        let stall = at.elapsed();
+        if let Some(id) = &paused {
+            self.thaw(app, id).await;
+        }
+        let stats = captured
+            .map_err(|e| format!("capture task: {e}"))?
+            .map_err(|e| format!("capturing the volume: {e}"))?;
+        tracing::trace!(%app, ?stats, "captured");
+        let points = self.points.clone();
+        let app_name = app.to_string();
+        let root = tokio::task::spawn_blocking(move || {
+            let mut scanner = points.scanner(&app_name, ScanOptions::default())?;
+            let (manifest, _) = scanner.scan()?;
+            scanner.save()?;
+            Ok::<_, crate::volume::VolumeError>(manifest.root())
+        })
+        .await
+        .map_err(|e| format!("scan task: {e}"))?
+        .map_err(|e| format!("scanning the point: {e}"))?;
+        Ok(Taken {
+            at,
+            root: crate::volume::replica::root_to_hex(&root),
+            stall,
+        })
+    }
+
+    /// The container of `app` running here, if one is: the one to pause.
+    async fn running_container(&self, app: &str) -> Result<Option<ContainerId>, String> {
+        let containers = self
+            .ctx
+            .runtime
+            .list(&self.ctx.labels)
+            .await
+            .map_err(|e| format!("listing containers: {e}"))?;
+        Ok(containers
+            .into_iter()
+            .find(|c| {
+                c.labels.get(LABEL_APP).map(String::as_str) == Some(app)
+                    && c.state == ContainerState::Running
+            })
+            .map(|c| c.id))
+    }
+
+    async fn thaw(&self, app: &str, id: &ContainerId) {
+        for attempt in 1..=UNPAUSE_TRIES {
+            match self.ctx.runtime.unpause(id).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(%app, attempt, "unpausing after the point failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        tracing::error!(%app, "left paused after {UNPAUSE_TRIES} tries; the next start thaws it");
+    }
+
+    /// Sends the point to `node`'s spare slot; the chunk bytes it took.
+    async fn ship(&self, due: &Due, node: &str) -> Result<u64, String> {
+        let addr = self.ctx.api.volume_address_of(node).await?;
+        let points = self.points.clone();
+        let app = due.app.clone();
+        let scanner =
+            tokio::task::spawn_blocking(move || points.scanner(&app, ScanOptions::default()))
+                .await
+                .map_err(|e| format!("scan task: {e}"))?
+                .map_err(|e| e.to_string())?;
+        let hello = ToReceiver::ReplicaHello {
+            app: due.app.clone(),
+            epoch: due.epoch,
+            seq: due.seq,
+        };
+        let mut session = SenderSession::open_with(
+            &self.ctx.volume_net,
+            addr,
+            node,
+            hello,
+            scanner,
+            self.ctx.rate_limit,
+        )
+        .await?;
+        let mut bytes = 0;
+        for _ in 0..MAX_ROUNDS {
+            let prepared = session.prepare().await?;
+            let round = session.send_round(prepared, Some(due.epoch), |_| {}).await?;
+            bytes += round.bytes;
+            if round.complete {
+                session.close().await;
+                return Ok(bytes);
+            }
+        }
+        session.close().await;
+        Err(format!(
+            "{node}'s copy did not match the point after {MAX_ROUNDS} rounds"
+        ))
+    }
+}
