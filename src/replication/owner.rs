@@ -101,7 +101,10 @@ impl Replicator {
         let Ok(containers) = self.ctx.runtime.list(&self.ctx.labels).await else {
             return;
         };
-        for c in containers.iter().filter(|c| c.state == ContainerState::Paused) {
+        for c in containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Paused)
+        {
             tracing::warn!(container = %c.id, "unpausing a container left paused by an interrupted volume point");
             let _ = self.ctx.runtime.unpause(&c.id).await;
         }
@@ -185,7 +188,9 @@ impl Replicator {
                 Ok(bytes) => {
                     shipped.insert(node.clone(), bytes);
                 }
-                Err(why) => tracing::warn!(%app, replica = %node, seq = due.seq, "point not shipped: {why}"),
+                Err(why) => {
+                    tracing::warn!(%app, replica = %node, seq = due.seq, "point not shipped: {why}")
+                }
             }
         }
         for node in shipped.keys() {
@@ -228,8 +233,7 @@ impl Replicator {
         }
         let at = Instant::now();
         let backend = self.backend.clone();
-        let captured =
-            tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
+        let captured = tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
         let stall = at.elapsed();
         if let Some(id) = &paused {
             self.thaw(app, id).await;
@@ -311,7 +315,9 @@ impl Replicator {
         let mut bytes = 0;
         for _ in 0..MAX_ROUNDS {
             let prepared = session.prepare().await?;
-            let round = session.send_round(prepared, Some(due.epoch), |_| {}).await?;
+            let round = session
+                .send_round(prepared, Some(due.epoch), |_| {})
+                .await?;
             bytes += round.bytes;
             if round.complete {
                 session.close().await;

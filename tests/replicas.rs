@@ -1,0 +1,155 @@
+//! Volume replicas and automatic failover (issue 15), on the real Docker
+//! engine with real QUIC streams: the owner of a replicated volume ships
+//! crash-consistent points to its replica; when the owner's host dies (the
+//! node killed, its containers removed, its data directory gone), the app
+//! runs on the replica with the data of the last committed point; the old
+//! owner, back, never mounts its copy again. Needs Docker.
+
+mod common;
+
+use common::*;
+use flocker::runtime::TEST_IMAGE;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn running(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .expect("docker CLI");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// The node whose container of `app` runs, if one does.
+fn runs_on(c: &Cluster, app: &str) -> Option<String> {
+    c.nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| running(&c.container(n, app)))
+}
+
+fn data_dir(c: &Cluster, node: &str) -> PathBuf {
+    c.nodes[c.index(node)].data_dir.clone()
+}
+
+/// What `file` holds in the complete replica slot of `app` on `node`, if a
+/// slot holds a complete point.
+fn replica_file(c: &Cluster, node: &str, app: &str, file: &str) -> Option<String> {
+    ["a", "b"].iter().find_map(|slot| {
+        let dir = data_dir(c, node).join("replicas").join(slot).join(app);
+        let point = std::fs::read_to_string(dir.join("point")).ok()?;
+        let mark = flocker::volume::mark::read_mark(&dir).ok()??;
+        (mark.state == flocker::volume::MarkState::Complete && !point.is_empty())
+            .then(|| std::fs::read_to_string(dir.join("data").join(file)).ok())?
+    })
+}
+
+/// Removes every container of this cluster's `node`, as a dead host's
+/// would be gone.
+fn remove_containers_of(c: &Cluster, node: &str) {
+    let id = c.cluster_id().expect("cluster id");
+    let out = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=flocker.cluster={id}"),
+        "--filter",
+        &format!("label=flocker.node={node}"),
+    ]);
+    for container in out.split_whitespace() {
+        docker(&["rm", "-f", container]);
+    }
+}
+
+#[test]
+fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
+    build_image();
+    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], |name: &str| {
+        let i: u8 = name.trim_start_matches('n').parse().unwrap();
+        vec!["--publish-ip".to_string(), format!("127.0.0.{}", 170 + i)]
+    });
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
+    let dir = c.dir.path().to_path_buf();
+    let apps = write(
+        &dir,
+        "app.yml",
+        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 3s}}\n"),
+    );
+    let dep = write(&dir, "d.yml", "version: 1\nanywhere: [kv]\n");
+    let r = c.ctl(
+        "n1",
+        &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "deploy: {}", r.stderr);
+    let owner = wait_until(T, || runs_on(&c, "kv")).expect("kv runs somewhere");
+
+    // The app writes (here: the host, into its bind-mounted volume).
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    std::fs::write(live.join("record"), "first\n").unwrap();
+    let replica = wait_until(T, || {
+        c.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| *n != owner)
+            .find(|n| replica_file(&c, n, "kv", "record").as_deref() == Some("first\n"))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a replica holds the point with the record; owner's log:\n{}",
+            c.log(&owner)
+        )
+    });
+    // Later points follow the volume.
+    std::fs::write(live.join("record"), "second\n").unwrap();
+    wait_until(T, || {
+        (replica_file(&c, &replica, "kv", "record").as_deref() == Some("second\n")).then_some(())
+    })
+    .expect("the next point reaches the replica");
+    // Let the leader commit it (the owner proposes right after shipping).
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The owner's host dies: its process, its containers, its disk.
+    c.kill(&owner);
+    remove_containers_of(&c, &owner);
+    let hidden = data_dir(&c, &owner).with_extension("unreachable");
+    std::fs::rename(data_dir(&c, &owner), &hidden).unwrap();
+    let via = c
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| *n != owner)
+        .unwrap();
+
+    let now = wait_until(Duration::from_secs(90), || {
+        runs_on(&c, "kv").filter(|n| *n != owner)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "kv fails over; status:\n{}\nreplica's log:\n{}",
+            c.ctl(&via, &["status"]).stdout,
+            c.log(&replica)
+        )
+    });
+    assert_eq!(
+        now, replica,
+        "the failover goes to the replica with the point"
+    );
+    let promoted = data_dir(&c, &replica).join("volumes/kv/data/record");
+    assert_eq!(
+        std::fs::read_to_string(&promoted).unwrap(),
+        "second\n",
+        "the app runs with the last committed point's data"
+    );
+    let history = c.ctl(&via, &["history"]).stdout;
+    assert!(history.contains("failed over from"), "{history}");
+
+    // The old owner returns: it never mounts its copy again.
+    std::fs::rename(&hidden, data_dir(&c, &owner)).unwrap();
+    c.restart(&owner);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(runs_on(&c, "kv").as_deref(), Some(replica.as_str()));
+    assert!(!running(&c.container(&owner, "kv")));
+}
