@@ -70,6 +70,8 @@ struct Taken {
     root: String,
     /// How long the app was paused (zero when it was not).
     stall: Duration,
+    /// Bytes the capture wrote or shared (what changed, for `dir`).
+    captured_bytes: u64,
 }
 
 impl Replicator {
@@ -181,11 +183,21 @@ impl Replicator {
         if let Some(p) = self.progress.get_mut(&app) {
             p.seq = due.seq;
         }
-        tracing::debug!(%app, seq = due.seq, stall_ms = taken.stall.as_millis() as u64, "volume point taken");
+        // One line per point: the failover benchmark reads the stall and
+        // the bytes from it.
+        tracing::info!(
+            %app,
+            epoch = due.epoch,
+            seq = due.seq,
+            stall_us = taken.stall.as_micros() as u64,
+            captured_bytes = taken.captured_bytes,
+            "volume point taken"
+        );
         let mut shipped = BTreeMap::new();
         for node in &due.replicas {
             match self.ship(&due, node).await {
                 Ok(bytes) => {
+                    tracing::info!(%app, replica = %node, seq = due.seq, sent_bytes = bytes, "volume point shipped");
                     shipped.insert(node.clone(), bytes);
                 }
                 Err(why) => {
@@ -242,6 +254,7 @@ impl Replicator {
             .map_err(|e| format!("capture task: {e}"))?
             .map_err(|e| format!("capturing the volume: {e}"))?;
         tracing::trace!(%app, ?stats, "captured");
+        let captured_bytes = stats.bytes_copied + stats.bytes_reflinked;
         let points = self.points.clone();
         let app_name = app.to_string();
         let root = tokio::task::spawn_blocking(move || {
@@ -257,6 +270,7 @@ impl Replicator {
             at,
             root: crate::volume::replica::root_to_hex(&root),
             stall,
+            captured_bytes,
         })
     }
 
