@@ -108,8 +108,28 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
         (replica_file(&c, &replica, "kv", "record").as_deref() == Some("second\n")).then_some(())
     })
     .expect("the next point reaches the replica");
-    // Let the leader commit it (the owner proposes right after shipping).
-    std::thread::sleep(Duration::from_secs(1));
+    // `ctl status` shows the replica in sync with a recent point.
+    let replica_view = wait_until(T, || {
+        let volume = volume_status(&c, &owner, "kv")?;
+        let r = volume["replicas"].as_array()?.first()?.clone();
+        (r["node"] == replica.as_str() && r["state"] == "in-sync" && r["seq"].as_u64()? >= 2)
+            .then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "status shows the replica in sync: {}",
+            c.ctl(&owner, &["status"]).stdout
+        )
+    });
+    assert!(
+        replica_view["age_ms"].as_u64().unwrap() < 3_000,
+        "{replica_view}"
+    );
+    let table = c.ctl(&owner, &["status"]).stdout;
+    assert!(
+        table.contains(&format!("replicas: {replica} in-sync (point")),
+        "{table}"
+    );
 
     // The owner's host dies: its process, its containers, its disk.
     c.kill(&owner);
@@ -146,10 +166,35 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
     let history = c.ctl(&via, &["history"]).stdout;
     assert!(history.contains("failed over from"), "{history}");
 
-    // The old owner returns: it never mounts its copy again.
+    let volume = volume_status(&c, &via, "kv").expect("status");
+    assert_eq!(volume["owner"], replica.as_str());
+    assert_eq!(
+        volume["diverged"][0].as_str().unwrap(),
+        format!("{owner} (epoch 1)")
+    );
+
+    // The old owner returns: it never mounts its copy again, and keeps it
+    // aside (it may hold writes after the promoted point).
     std::fs::rename(&hidden, data_dir(&c, &owner)).unwrap();
     c.restart(&owner);
-    std::thread::sleep(Duration::from_secs(5));
+    let kept = data_dir(&c, &owner).join("volumes/kv/diverged-1/data/record");
+    wait_until(T, || kept.exists().then_some(()))
+        .unwrap_or_else(|| panic!("the old copy is kept aside; log:\n{}", c.log(&owner)));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "second\n");
     assert_eq!(runs_on(&c, "kv").as_deref(), Some(replica.as_str()));
     assert!(!running(&c.container(&owner, "kv")));
+    let r = c.ctl(&via, &["volume", "forget-diverged", "kv"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    wait_until(T, || (!kept.exists()).then_some(())).expect("forgotten copies are removed");
+}
+
+/// `apps[].volume` of `app` in `ctl status -o json` through `via`.
+fn volume_status(c: &Cluster, via: &str, app: &str) -> Option<serde_json::Value> {
+    let r = c.ctl(via, &["status", "-o", "json"]);
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+    s["apps"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == app)
+        .map(|a| a["volume"].clone())
 }

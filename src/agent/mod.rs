@@ -20,7 +20,9 @@ pub use desired::{
     container_name, desired_containers, link_environment, port_protocol, Desired, NodeContext,
     LABEL_APP, LABEL_CLUSTER, LABEL_CONFIG_VERSION, LABEL_NODE, LABEL_SPEC,
 };
-pub use observed::{InstanceStatus, MoveReport, MoveStatus, Observations, MAX_MOVE_REPORTS};
+pub use observed::{
+    InstanceStatus, MoveReport, MoveStatus, Observations, ReplicaProgress, MAX_MOVE_REPORTS,
+};
 pub use restart::{may_restart, restart_delay};
 
 use crate::raft::StateMachineStore;
@@ -73,6 +75,9 @@ pub struct Observed {
     /// The applied index of the state the last finished pass acted on.
     #[serde(default)]
     pub reconciled_index: u64,
+    /// Points this node ships as owner, by app and replica (issue 15).
+    #[serde(default)]
+    pub replication: BTreeMap<String, BTreeMap<String, ReplicaProgress>>,
 }
 
 /// Why the agent stopped following its event stream.

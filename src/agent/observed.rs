@@ -89,6 +89,46 @@ impl Observations {
         }
         moved.insert(app.to_string(), report);
     }
+
+    /// The owner's shipping of points of `app` to `replica` moved on.
+    pub fn replica_progress(
+        &self,
+        app: &str,
+        replica: &str,
+        change: impl FnOnce(&mut ReplicaProgress),
+    ) {
+        let mut observed = self.0.write().expect("observed lock");
+        let progress = observed
+            .replication
+            .entry(app.to_string())
+            .or_default()
+            .entry(replica.to_string())
+            .or_default();
+        change(progress);
+    }
+
+    /// This node ships points of `apps` only: the rest is forgotten.
+    pub fn replicating(&self, apps: &[&String]) {
+        self.0
+            .write()
+            .expect("observed lock")
+            .replication
+            .retain(|app, _| apps.contains(&app));
+    }
+}
+
+/// How the owner's shipping of points to one replica stands (issue 15).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaProgress {
+    /// The newest point the replica took complete.
+    pub shipped_seq: u64,
+    /// Bytes of changes the replica lacks: the size of the point being
+    /// sent (or that failed), 0 once it arrived.
+    pub bytes_behind: Option<u64>,
+    /// While a point is on its way: bytes sent of the round's total.
+    pub sending: Option<(u64, u64)>,
+    /// Why the last point did not reach it.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

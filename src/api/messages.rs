@@ -294,8 +294,35 @@ pub struct VolumeView {
     pub used_bytes: Option<u64>,
     pub maximum_size: Option<u64>,
     /// Set when the volume uses more than its `maximum_size`, which this
-    /// file system cannot enforce (see `agent::usage`).
+    /// file system cannot enforce (see `agent::usage`), or when fewer
+    /// copies are kept than `volume.replicas` asks.
     pub warning: Option<String>,
+    /// Copies besides the owner's (issue 15), by node.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaView>,
+    /// Former owners whose copies a failover left aside (`node (epoch N)`),
+    /// until `ctl volume forget-diverged`.
+    #[serde(default)]
+    pub diverged: Vec<String>,
+}
+
+/// One replica of a volume, as `ctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub node: String,
+    /// `seeding` (no complete point yet), `in-sync` (a point within
+    /// `max_lag`), `lagging` (older, or of unknown age and behind), `down`.
+    pub state: String,
+    /// Its newest committed point: the owner's epoch and seq.
+    pub epoch: Option<u64>,
+    pub seq: Option<u64>,
+    /// How old that point is, on the answering node's monotonic clock.
+    pub age_ms: Option<u64>,
+    /// What the owner says it lacks (the point on its way, or that failed).
+    pub bytes_behind: Option<u64>,
+    /// A point on its way: bytes sent of the round's total.
+    pub sending: Option<(u64, u64)>,
+    pub last_error: Option<String>,
 }
 
 /// `ctl logs`: which lines of an app's output to read.

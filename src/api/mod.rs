@@ -9,12 +9,14 @@
 
 mod caller;
 pub mod client;
+pub mod freshness;
 mod heartbeat;
 mod logs;
 mod membership;
 mod messages;
 mod peer;
 mod proposer;
+mod replica_view;
 mod routing_view;
 mod server;
 mod status_view;

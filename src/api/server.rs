@@ -54,6 +54,8 @@ pub struct Api {
     pub log_source: std::sync::OnceLock<super::LogSource>,
     /// This node's routing, when it routes (`--routing iptables`).
     pub routing: std::sync::OnceLock<crate::routing::SharedReport>,
+    /// How old each replica's newest point is, on this node's clock.
+    pub(super) freshness: super::freshness::Freshness,
 }
 
 impl Api {
@@ -67,7 +69,9 @@ impl Api {
         liveness: Arc<Liveness>,
     ) -> Api {
         let quorum = QuorumWatch::start(&raft);
+        let freshness = super::freshness::Freshness::follow(sm.clone());
         Api {
+            freshness,
             observed,
             liveness,
             proposer: Proposer::start(raft.clone(), WRITE_TIMEOUT),
@@ -481,7 +485,8 @@ impl Api {
         let (observations, routing) =
             futures::future::join(self.observations(), self.routing_reports()).await;
         let applied = self.sm.read();
-        ClientReply::Status(status_view(&applied.state, &observations, &routing))
+        let ages = self.freshness.ages();
+        ClientReply::Status(status_view(&applied.state, &observations, &routing, &ages))
     }
 
     /// Submits a write on this node's own behalf (author `node <name>`).

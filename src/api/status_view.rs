@@ -5,7 +5,9 @@
 //! asking the members) is the server's; nothing here reads a clock or the
 //! network, so each rule is tested from a table.
 
+use super::freshness::ReplicaAges;
 use super::messages::{AppStatus, StatusView, VolumeView};
+use super::replica_view::replica_views;
 use super::routing_view::route_views;
 use crate::agent::{InstanceStatus, MoveReport, MoveStatus, Observed};
 use crate::config::AppSpec;
@@ -20,6 +22,7 @@ pub fn status_view(
     state: &State,
     observations: &[MemberObservations],
     routing: &[(String, Option<RoutingReport>)],
+    ages: &ReplicaAges,
 ) -> StatusView {
     let deployed = &state.deployed;
     let deployment = &deployed.config.deployment;
@@ -34,14 +37,19 @@ pub fn status_view(
         config_version: deployed.version,
         apps: names
             .into_iter()
-            .filter_map(|name| app_status(state, name, observations))
+            .filter_map(|name| app_status(state, name, observations, ages))
             .collect(),
         routing: route_views(state, routing),
     }
 }
 
 /// One app's line (`None` for a name the configuration does not define).
-fn app_status(state: &State, name: &str, observations: &[MemberObservations]) -> Option<AppStatus> {
+fn app_status(
+    state: &State,
+    name: &str,
+    observations: &[MemberObservations],
+    ages: &ReplicaAges,
+) -> Option<AppStatus> {
     let spec = state.deployed.config.applications.get(name)?;
     let desired_node = state.deployed.placements.get(name).cloned();
     let instances: Vec<InstanceStatus> = observations
@@ -65,7 +73,7 @@ fn app_status(state: &State, name: &str, observations: &[MemberObservations]) ->
         instances,
         moving,
         last_move: last_move(name, observations),
-        volume: volume_view(state, name, spec, observations),
+        volume: volume_view(state, name, spec, observations, ages),
     })
 }
 
@@ -111,8 +119,13 @@ fn waiting(
 fn held_by_its_volume(state: &State, app: &str) -> Option<String> {
     let node = state.deployed.placements.get(app)?;
     let record = state.nodes.get(node)?;
-    (record.down && state.deployed.has_volume(app))
-        .then(|| format!("waiting for {node}: its volume is there"))
+    if !(record.down && state.deployed.has_volume(app)) {
+        return None;
+    }
+    Some(match state.failover_wait(app) {
+        Some(replicas) => format!("waiting for {node}: its volume is there; {replicas}"),
+        None => format!("waiting for {node}: its volume is there"),
+    })
 }
 
 /// The app's move in flight: as its source reports this attempt, else what
@@ -156,8 +169,13 @@ fn volume_view(
     name: &str,
     spec: &AppSpec,
     observations: &[MemberObservations],
+    ages: &ReplicaAges,
 ) -> Option<VolumeView> {
     let owner = state.volumes.get(name)?;
+    let (replicas, short, diverged) = match &spec.volume {
+        Some(v) => replica_views(state, name, v, &owner.node, observations, ages),
+        None => Default::default(),
+    };
     let usage = observations
         .iter()
         .find(|(n, _)| *n == owner.node)
@@ -173,7 +191,9 @@ fn volume_view(
                 u.used_bytes,
                 u.maximum_size.unwrap_or_default()
             )
-        }),
+        }).or(short),
+        replicas,
+        diverged,
     })
 }
 

@@ -221,6 +221,16 @@ pub enum VolumeAction {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Remove the copies a failover left aside on the volume's former
+    /// owners (what they wrote after the promoted point; `ctl status`
+    /// lists them): `--on NODE` only, or on every node.
+    ForgetDiverged {
+        app: String,
+        #[arg(long, value_name = "NODE")]
+        on: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +382,21 @@ pub async fn run(args: CtlArgs) -> Exit {
                 return Exit::Usage;
             }
             write(&client, request_id, Command::RecoverVolume { app, node }).await
+        }
+        CtlCommand::Volume {
+            action:
+                VolumeAction::ForgetDiverged {
+                    app,
+                    on,
+                    request_id,
+                },
+        } => {
+            write(
+                &client,
+                request_id,
+                Command::ForgetDiverged { app, node: on },
+            )
+            .await
         }
         CtlCommand::Move {
             app,

@@ -90,6 +90,7 @@ mod tests {
                 seq: 7,
                 root: "ab".repeat(32),
                 taken_at_ms: 0,
+                age_at_commit_ms: 0,
             }),
         );
         set.nodes.insert("n3".into(), None);

@@ -332,6 +332,9 @@ fn start_movers(
     let points = crate::volume::VolumeStore::open_at(settings.data_dir.join("points"))?;
     let replicator = crate::replication::Replicator::new(ctx.clone(), backend, points);
     endpoint.handle().spawn(replicator.run());
+    endpoint
+        .handle()
+        .spawn(crate::replication::upkeep::run(ctx.clone()));
     endpoint.handle().spawn(driver::run(ctx));
     tracing::info!(volume = %advertised, "volume endpoint serving");
     Ok(endpoint)

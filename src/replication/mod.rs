@@ -25,5 +25,6 @@
 //! state), and when to fail over (the leader, `scheduler`).
 
 pub mod owner;
+pub mod upkeep;
 
 pub use owner::{point_interval, Replicator};

@@ -7,7 +7,7 @@
 //! (a replica down, a refused session) is retried at the next interval; a
 //! replica that stays behind shows as lagging in `ctl status`.
 
-use crate::agent::LABEL_APP;
+use crate::agent::{ReplicaProgress, LABEL_APP};
 use crate::moves::protocol::ToReceiver;
 use crate::moves::sender::SenderSession;
 use crate::moves::MoveContext;
@@ -162,8 +162,18 @@ impl Replicator {
                 interval: point_interval(max_lag_ms),
             });
         }
-        let owned: Vec<&String> = state.replicas.keys().collect();
+        let owned: Vec<&String> = state
+            .replicas
+            .keys()
+            .filter(|app| {
+                state
+                    .volumes
+                    .get(*app)
+                    .is_some_and(|o| o.node == self.ctx.node)
+            })
+            .collect();
         self.progress.retain(|app, _| owned.contains(&app));
+        self.ctx.observed.replicating(&owned);
         due
     }
 
@@ -201,7 +211,11 @@ impl Replicator {
                     shipped.insert(node.clone(), bytes);
                 }
                 Err(why) => {
-                    tracing::warn!(%app, replica = %node, seq = due.seq, "point not shipped: {why}")
+                    tracing::warn!(%app, replica = %node, seq = due.seq, "point not shipped: {why}");
+                    self.report(&app, node, |p| {
+                        p.sending = None;
+                        p.last_error = Some(why);
+                    });
                 }
             }
         }
@@ -302,6 +316,11 @@ impl Replicator {
         tracing::error!(%app, "left paused after {UNPAUSE_TRIES} tries; the next start thaws it");
     }
 
+    /// Publishes a change to what `ctl status` shows of `replica`.
+    fn report(&self, app: &str, replica: &str, change: impl FnOnce(&mut ReplicaProgress)) {
+        self.ctx.observed.replica_progress(app, replica, change);
+    }
+
     /// Sends the point to `node`'s spare slot; the chunk bytes it took.
     async fn ship(&self, due: &Due, node: &str) -> Result<u64, String> {
         let addr = self.ctx.api.volume_address_of(node).await?;
@@ -329,12 +348,26 @@ impl Replicator {
         let mut bytes = 0;
         for _ in 0..MAX_ROUNDS {
             let prepared = session.prepare().await?;
+            let total = prepared.stats().send_bytes;
+            self.report(&due.app, node, |p| {
+                p.bytes_behind = Some(total);
+                p.sending = Some((0, total));
+            });
             let round = session
-                .send_round(prepared, Some(due.epoch), |_| {})
+                .send_round(prepared, Some(due.epoch), |sent| {
+                    self.report(&due.app, node, |p| p.sending = Some((sent, total)))
+                })
                 .await?;
             bytes += round.bytes;
             if round.complete {
                 session.close().await;
+                self.report(&due.app, node, |p| {
+                    *p = ReplicaProgress {
+                        shipped_seq: due.seq,
+                        bytes_behind: Some(0),
+                        ..ReplicaProgress::default()
+                    }
+                });
                 return Ok(bytes);
             }
         }

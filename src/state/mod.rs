@@ -313,6 +313,7 @@ impl State {
                     seq: *seq,
                     root: root.clone(),
                     taken_at_ms: now_ms.saturating_sub(*age_ms),
+                    age_at_commit_ms: *age_ms,
                 };
                 self.execute_replica_point(app, node, point)
             }

@@ -55,6 +55,11 @@ pub struct ReplicaPoint {
     /// Unix epoch): shown to operators only; ages that decide anything are
     /// measured on a node's monotonic clock.
     pub taken_at_ms: u64,
+    /// How long before its commit the point was taken, by the owner's
+    /// monotonic clock: each node dates the point from when it saw the
+    /// commit (`api::freshness`).
+    #[serde(default)]
+    pub age_at_commit_ms: u64,
 }
 
 impl ReplicaPoint {
@@ -621,6 +626,7 @@ mod tests {
                 seq: 4,
                 root: String::new(),
                 taken_at_ms: 0,
+                age_at_commit_ms: 0,
             }),
         );
         s.replicas.insert("db".into(), set);

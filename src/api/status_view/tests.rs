@@ -89,7 +89,7 @@ impl Cluster {
     }
 
     fn app(&self, name: &str) -> AppStatus {
-        let view = status_view(&self.state, &self.observed, &[]);
+        let view = status_view(&self.state, &self.observed, &[], &Default::default());
         view.apps.into_iter().find(|a| a.name == name).unwrap()
     }
 }
@@ -358,7 +358,7 @@ fn every_deployed_app_by_name_with_the_config_version() {
     c.place("cron", "n2");
     c.runs("n2", "cron", "running", None);
     c.runs("n1", "cron", "exited", None);
-    let view = status_view(&c.state, &c.observed, &[]);
+    let view = status_view(&c.state, &c.observed, &[], &Default::default());
     assert_eq!(view.config_version, 7);
     let names: Vec<&str> = view.apps.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["cron", "db", "web"], "pinned and anywhere, sorted");

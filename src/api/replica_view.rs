@@ -1,0 +1,164 @@
+//! The replicas of an app's volume as `ctl status` shows them (issue 15):
+//! each replica's state, the point it holds and how old that is, and what
+//! the owner says it still lacks. Pure: the ages come in measured.
+
+use super::freshness::ReplicaAges;
+use super::messages::ReplicaView;
+use super::status_view::MemberObservations;
+use crate::config::VolumeSpec;
+use crate::state::State;
+use std::time::Duration;
+
+/// The replicas of `app` (owned by `owner`), a warning when fewer are kept
+/// than asked, and the former owners whose copies a failover left aside.
+pub fn replica_views(
+    state: &State,
+    app: &str,
+    spec: &VolumeSpec,
+    owner: &str,
+    observations: &[MemberObservations],
+    ages: &ReplicaAges,
+) -> (Vec<ReplicaView>, Option<String>, Vec<String>) {
+    let Some(set) = state.replicas.get(app) else {
+        return (Vec::new(), None, Vec::new());
+    };
+    let progress = observations
+        .iter()
+        .find(|(n, _)| n == owner)
+        .and_then(|(_, o)| o.as_ref()?.replication.get(app));
+    let max_lag = Duration::from_millis(spec.max_lag_ms);
+    let views = set
+        .nodes
+        .iter()
+        .map(|(node, point)| {
+            let shipped = progress.and_then(|p| p.get(node));
+            let age = ages
+                .get(&(app.to_string(), node.clone()))
+                .copied()
+                .flatten();
+            let down = state.nodes.get(node).is_none_or(|n| n.down);
+            let behind = shipped.and_then(|p| p.bytes_behind);
+            let state = match (down, point, age) {
+                (true, _, _) => "down",
+                (false, None, _) => "seeding",
+                (false, Some(_), Some(age)) if age <= max_lag => "in-sync",
+                // Age unknown here (this node started since): in sync if
+                // the owner says nothing is on its way.
+                (false, Some(_), None) if behind == Some(0) => "in-sync",
+                _ => "lagging",
+            };
+            ReplicaView {
+                node: node.clone(),
+                state: state.to_string(),
+                epoch: point.as_ref().map(|p| p.epoch),
+                seq: point.as_ref().map(|p| p.seq),
+                age_ms: age.map(|a| a.as_millis() as u64),
+                bytes_behind: behind,
+                sending: shipped.and_then(|p| p.sending),
+                last_error: shipped.and_then(|p| p.last_error.clone()),
+            }
+        })
+        .collect::<Vec<_>>();
+    let wanted = (spec.replicas as usize).saturating_sub(1);
+    let short = (views.len() < wanted).then(|| {
+        format!(
+            "keeps {} of {} copies: no other live, undrained node can hold a replica",
+            views.len() + 1,
+            spec.replicas
+        )
+    });
+    let diverged = set
+        .diverged
+        .iter()
+        .map(|(node, epoch)| format!("{node} (epoch {epoch})"))
+        .collect();
+    (views, short, diverged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{Observed, ReplicaProgress};
+    use crate::state::{ReplicaPoint, ReplicaSet, VolumeOwner};
+
+    fn state() -> State {
+        let mut s = State::default();
+        s.apply_membership(
+            [("n1", "a:1"), ("n2", "a:2"), ("n3", "a:3"), ("n4", "a:4")].into_iter(),
+        );
+        s.nodes.get_mut("n4").unwrap().down = true;
+        s.volumes.insert(
+            "db".into(),
+            VolumeOwner {
+                node: "n1".into(),
+                epoch: 2,
+                adopt: false,
+                issued: 2,
+                from_point: None,
+            },
+        );
+        let point = |seq| {
+            Some(ReplicaPoint {
+                epoch: 2,
+                seq,
+                root: String::new(),
+                taken_at_ms: 0,
+                age_at_commit_ms: 0,
+            })
+        };
+        let mut set = ReplicaSet::default();
+        set.nodes.insert("n2".into(), point(9));
+        set.nodes.insert("n3".into(), None);
+        set.nodes.insert("n4".into(), point(3));
+        set.diverged.insert("n0".into(), 1);
+        s.replicas.insert("db".into(), set);
+        s
+    }
+
+    #[test]
+    fn each_replica_says_how_fresh_it_is() {
+        let s = state();
+        let spec = VolumeSpec {
+            replicas: 5,
+            max_lag_ms: 10_000,
+            ..VolumeSpec::at("/d".into())
+        };
+        let mut owner = Observed::default();
+        let n3 = ReplicaProgress {
+            bytes_behind: Some(4096),
+            sending: Some((1024, 4096)),
+            ..ReplicaProgress::default()
+        };
+        owner
+            .replication
+            .insert("db".into(), [("n3".to_string(), n3)].into());
+        let observations = vec![("n1".to_string(), Some(owner))];
+        let table = [
+            // (age of n2's point, n2's state)
+            (Some(Duration::from_secs(3)), "in-sync"),
+            (Some(Duration::from_secs(11)), "lagging"),
+            (None, "lagging"),
+        ];
+        for (age, expected) in table {
+            let ages: ReplicaAges = [(("db".to_string(), "n2".to_string()), age)].into();
+            let (views, short, diverged) =
+                replica_views(&s, "db", &spec, "n1", &observations, &ages);
+            let states: Vec<(&str, &str)> = views
+                .iter()
+                .map(|v| (v.node.as_str(), v.state.as_str()))
+                .collect();
+            assert_eq!(
+                states,
+                [("n2", expected), ("n3", "seeding"), ("n4", "down")],
+                "age {age:?}"
+            );
+            assert_eq!(views[1].sending, Some((1024, 4096)));
+            assert_eq!(views[0].seq, Some(9));
+            assert_eq!(
+                short.as_deref(),
+                Some("keeps 4 of 5 copies: no other live, undrained node can hold a replica")
+            );
+            assert_eq!(diverged, ["n0 (epoch 1)"]);
+        }
+    }
+}
