@@ -64,12 +64,16 @@ fn remove_containers_of(c: &Cluster, node: &str) {
     }
 }
 
-#[test]
-fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
+/// Three nodes (publish IPs 127.0.0.<base+i>, `extra` arguments each) and
+/// `kv` deployed anywhere with two copies; returns the cluster and the
+/// node kv runs on.
+fn replicated_kv(base: u8, extra: &'static [&'static str]) -> (Cluster, String) {
     build_image();
-    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], |name: &str| {
+    let c = Cluster::start_each(&["n1", "n2", "n3"], &[], move |name: &str| {
         let i: u8 = name.trim_start_matches('n').parse().unwrap();
-        vec!["--publish-ip".to_string(), format!("127.0.0.{}", 170 + i)]
+        let mut args = vec!["--publish-ip".to_string(), format!("127.0.0.{}", base + i)];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
     });
     c.wait_for_registration(&["n1", "n2", "n3"], T);
     let dir = c.dir.path().to_path_buf();
@@ -85,23 +89,39 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
     let owner = wait_until(T, || runs_on(&c, "kv")).expect("kv runs somewhere");
+    (c, owner)
+}
+
+/// The replica of kv that holds `file` with `content` in a complete slot.
+fn replica_holding(c: &Cluster, owner: &str, file: &str, content: &str) -> String {
+    wait_until(T, || {
+        c.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| n != owner)
+            .find(|n| replica_file(c, n, "kv", file).as_deref() == Some(content))
+    })
+    .unwrap_or_else(|| panic!("a replica holds {file}; owner's log:\n{}", c.log(owner)))
+}
+
+/// Kills `node` as a dead host: its process, its containers, its disk
+/// (renamed away; the path it went to is returned).
+fn crash(c: &mut Cluster, node: &str) -> PathBuf {
+    c.kill(node);
+    remove_containers_of(c, node);
+    let hidden = data_dir(c, node).with_extension("unreachable");
+    std::fs::rename(data_dir(c, node), &hidden).unwrap();
+    hidden
+}
+
+#[test]
+fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
+    let (mut c, owner) = replicated_kv(170, &[]);
 
     // The app writes (here: the host, into its bind-mounted volume).
     let live = data_dir(&c, &owner).join("volumes/kv/data");
     std::fs::write(live.join("record"), "first\n").unwrap();
-    let replica = wait_until(T, || {
-        c.nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .filter(|n| *n != owner)
-            .find(|n| replica_file(&c, n, "kv", "record").as_deref() == Some("first\n"))
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "a replica holds the point with the record; owner's log:\n{}",
-            c.log(&owner)
-        )
-    });
+    let replica = replica_holding(&c, &owner, "record", "first\n");
     // Later points follow the volume.
     std::fs::write(live.join("record"), "second\n").unwrap();
     wait_until(T, || {
@@ -132,10 +152,7 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
     );
 
     // The owner's host dies: its process, its containers, its disk.
-    c.kill(&owner);
-    remove_containers_of(&c, &owner);
-    let hidden = data_dir(&c, &owner).with_extension("unreachable");
-    std::fs::rename(data_dir(&c, &owner), &hidden).unwrap();
+    let hidden = crash(&mut c, &owner);
     let via = c
         .nodes
         .iter()
@@ -197,4 +214,117 @@ fn volume_status(c: &Cluster, via: &str, app: &str) -> Option<serde_json::Value>
         .iter()
         .find(|a| a["name"] == app)
         .map(|a| a["volume"].clone())
+}
+
+#[test]
+fn draining_the_owner_moves_the_app_to_its_replica_sending_only_the_difference() {
+    let (mut c, owner) = replicated_kv(180, &[]);
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(live.join("big"), &big).unwrap();
+    std::fs::write(live.join("record"), "before the drain\n").unwrap();
+    let replica = replica_holding(&c, &owner, "record", "before the drain\n");
+    let r = c.ctl(&owner, &["drain", &owner]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    wait_until(T, || {
+        (runs_on(&c, "kv").as_deref() == Some(replica.as_str())).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "kv moves to its replica {replica}: {}",
+            c.ctl(&replica, &["status"]).stdout
+        )
+    });
+    let moved = data_dir(&c, &replica).join("volumes/kv/data");
+    assert_eq!(std::fs::read(moved.join("big")).unwrap(), big);
+    let report = wait_until(T, || {
+        let r = c.ctl(&replica, &["status", "-o", "json"]);
+        let s: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+        s["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "kv")?
+            .get("last_move")
+            .cloned()
+            .filter(|m| !m.is_null())
+    })
+    .expect("the move's report");
+    let sent = report["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < 1 << 20,
+        "the replica's point seeded the copy: {sent} bytes sent, {report}"
+    );
+
+    // A lost replica is replaced: with the drained node back in service,
+    // kill the new owner's replica.
+    let r = c.ctl(&replica, &["activate", &owner]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let volume = volume_status(&c, &replica, "kv").unwrap();
+    let old_replica = volume["replicas"][0]["node"].as_str().unwrap().to_string();
+    c.kill(&old_replica);
+    let view = wait_until(Duration::from_secs(60), || {
+        let v = volume_status(&c, &replica, "kv")?;
+        let r = v["replicas"].as_array()?.first()?.clone();
+        (r["node"] != old_replica.as_str() && r["state"] == "in-sync").then_some(r)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "a new replica is seeded: {}",
+            c.ctl(&replica, &["status"]).stdout
+        )
+    });
+    assert_eq!(
+        view["node"],
+        owner.as_str(),
+        "the drained node takes no replica; the only other live one does"
+    );
+    let _ = &mut c;
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_point_never_leaves_a_mixed_copy() {
+    // 4 MiB/s: a 32 MiB point takes about 8 s on its way.
+    let (mut c, owner) = replicated_kv(190, &["--volume-rate", "4M"]);
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    std::fs::write(live.join("record"), "v1\n").unwrap();
+    let replica = replica_holding(&c, &owner, "record", "v1\n");
+    wait_until(T, || {
+        let r = volume_status(&c, &owner, "kv")?["replicas"][0].clone();
+        (r["state"] == "in-sync").then_some(())
+    })
+    .expect("point v1 committed");
+    let big: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    std::fs::write(live.join("big"), &big).unwrap();
+    std::fs::write(live.join("record"), "v2\n").unwrap();
+    let on_its_way = |c: &Cluster| {
+        wait_until(T, || {
+            let r = volume_status(c, &owner, "kv")?["replicas"][0].clone();
+            let (sent, total) = (r["sending"][0].as_u64()?, r["sending"][1].as_u64()?);
+            (total > 16 << 20 && sent < total / 2).then_some(())
+        })
+        .expect("point v2 on its way")
+    };
+    on_its_way(&c);
+    // The replica dies mid-point and comes back: its committed point is
+    // intact; the owner sends the point again.
+    c.kill(&replica);
+    c.restart(&replica);
+    on_its_way(&c);
+    // Now the owner dies mid-point.
+    crash(&mut c, &owner);
+    wait_until(Duration::from_secs(90), || {
+        (runs_on(&c, "kv").as_deref() == Some(replica.as_str())).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kv fails over to {replica}: {}", c.log(&replica)));
+    let data = data_dir(&c, &replica).join("volumes/kv/data");
+    let record = std::fs::read_to_string(data.join("record")).unwrap();
+    match record.as_str() {
+        "v1\n" => assert!(!data.join("big").exists(), "point v1 has no big file"),
+        "v2\n" => assert_eq!(std::fs::read(data.join("big")).unwrap(), big),
+        other => panic!("not a point's record: {other:?}"),
+    }
 }

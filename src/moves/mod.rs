@@ -65,6 +65,8 @@ pub struct MoveContext {
     pub reserve: u64,
     /// This node's replica slots (`volume::replica`).
     pub slots: crate::volume::ReplicaSlots,
+    /// How this node takes points and copies trees (`volume::backend`).
+    pub backend: crate::volume::Backend,
 }
 
 /// How a handoff question ended.

@@ -109,6 +109,9 @@ impl Receiver {
         };
         let (busy, mut cancelled) = self.take_slot(&key);
         let _held = busy.lock().await;
+        if matches!(target, Target::Move { .. }) {
+            self.seed_from_replica(&app).await;
+        }
         tracing::info!(%app, epoch, from = %peer.name, ?target, "receiving volume");
 
         let (in_tx, in_rx) = mpsc::channel::<ToReceiver>(INBOX);
@@ -125,6 +128,20 @@ impl Receiver {
         let _ = worker.await;
         let _ = send.finish();
         result
+    }
+
+    /// Starts a move's copy from this node's replica of the app, if it has
+    /// one and no copy of its own (a failure only costs the saving).
+    async fn seed_from_replica(&self, app: &str) {
+        let ctx = self.ctx.clone();
+        let app = app.to_string();
+        let seeded = tokio::task::spawn_blocking(move || {
+            replica::seed_from_replica(&ctx.store, &ctx.slots, &ctx.backend, &app)
+        })
+        .await;
+        if let Ok(Err(why)) = seeded {
+            tracing::warn!("{why}");
+        }
     }
 
     /// Whether `peer` may send point `seq` of `app` (taken at `epoch`) to

@@ -4,7 +4,7 @@
 
 use crate::state::State;
 use crate::volume::replica::root_from_hex;
-use crate::volume::{HeldPoint, ReplicaSlots, Slot};
+use crate::volume::{Backend, HeldPoint, ReplicaSlots, Slot, VolumeStore};
 
 /// Where an admitted point goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +47,37 @@ pub fn admit(
             root: root_from_hex(&p.root)?,
         })
     }))
+}
+
+/// A move's destination that holds a replica of `app` but no copy of its
+/// own starts from its newest complete point, so the move sends only what
+/// changed since (the summary exchange finds it). The copy has no mark: it
+/// is not mountable until the move's final round completes it. Blocking.
+pub fn seed_from_replica(
+    store: &VolumeStore,
+    slots: &ReplicaSlots,
+    backend: &Backend,
+    app: &str,
+) -> Result<bool, String> {
+    if store.exists(app).map_err(|e| e.to_string())? {
+        return Ok(false);
+    }
+    let newest = [Slot::A, Slot::B]
+        .into_iter()
+        .filter_map(|slot| Some((slots.held(slot, app)?, slot)))
+        .max_by_key(|(point, _)| point.position());
+    let Some((point, slot)) = newest else {
+        return Ok(false);
+    };
+    let from = slots.store(slot).data_dir(app).map_err(|e| e.to_string())?;
+    let dir = store.volume_dir(app).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let to = store.data_dir(app).map_err(|e| e.to_string())?;
+    let stats = backend
+        .clone_tree(&from, &to)
+        .map_err(|e| format!("seeding {app} from its replica: {e}"))?;
+    tracing::info!(%app, seq = point.seq, epoch = point.epoch, bytes = stats.bytes_copied, "move destination seeded from its replica's point");
+    Ok(true)
 }
 
 /// Chooses the slot for the next point and marks it as receiving it.

@@ -306,6 +306,9 @@ fn start_movers(
     let slot: Arc<std::sync::OnceLock<Arc<Receiver>>> = Arc::default();
     let endpoint = VolumeEndpoint::start(listen, tls, Arc::new(LateReceiver(slot.clone())))?;
     let slots = crate::volume::ReplicaSlots::open(&settings.data_dir)?;
+    let backend = crate::volume::Backend::select(store.root(), settings.volume_backend)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("{}", backend.describe());
     let ctx = Arc::new(MoveContext {
         node: settings.name.clone(),
         api: api.clone(),
@@ -318,6 +321,7 @@ fn start_movers(
         rate_limit: settings.volume_rate,
         reserve: settings.reserve,
         slots,
+        backend,
     });
     let _ = slot.set(Receiver::new(ctx.clone()));
     let bound = endpoint.local_addr()?;
@@ -326,11 +330,8 @@ fn start_movers(
     endpoint
         .handle()
         .spawn(crate::moves::releases::run(ctx.clone()));
-    let backend = crate::volume::Backend::select(ctx.store.root(), settings.volume_backend)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!("{}", backend.describe());
     let points = crate::volume::VolumeStore::open_at(settings.data_dir.join("points"))?;
-    let replicator = crate::replication::Replicator::new(ctx.clone(), backend, points);
+    let replicator = crate::replication::Replicator::new(ctx.clone(), points);
     endpoint.handle().spawn(replicator.run());
     endpoint
         .handle()

@@ -13,7 +13,6 @@ use crate::moves::sender::SenderSession;
 use crate::moves::MoveContext;
 use crate::runtime::{ContainerId, ContainerState};
 use crate::state::Command;
-use crate::volume::backend::Backend;
 use crate::volume::{ScanOptions, VolumeStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,7 +39,6 @@ pub fn point_interval(max_lag_ms: u64) -> Duration {
 
 pub struct Replicator {
     ctx: Arc<MoveContext>,
-    backend: Backend,
     /// `<data-dir>/points`: the last point of each volume this node owns.
     points: VolumeStore,
     progress: HashMap<String, Progress>,
@@ -75,10 +73,9 @@ struct Taken {
 }
 
 impl Replicator {
-    pub fn new(ctx: Arc<MoveContext>, backend: Backend, points: VolumeStore) -> Replicator {
+    pub fn new(ctx: Arc<MoveContext>, points: VolumeStore) -> Replicator {
         Replicator {
             ctx,
-            backend,
             points,
             progress: HashMap::new(),
         }
@@ -243,6 +240,7 @@ impl Replicator {
         std::fs::create_dir_all(&point_dir)
             .map_err(|e| format!("creating {}: {e}", point_dir.display()))?;
         let method = self
+            .ctx
             .backend
             .capture_method(&live)
             .map_err(|e| e.to_string())?;
@@ -258,7 +256,7 @@ impl Replicator {
                 .map_err(|e| format!("pausing {app} for its point: {e}"))?;
         }
         let at = Instant::now();
-        let backend = self.backend.clone();
+        let backend = self.ctx.backend.clone();
         let captured = tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
         let stall = at.elapsed();
         if let Some(id) = &paused {

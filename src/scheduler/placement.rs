@@ -66,10 +66,14 @@ pub fn place(state: &State) -> Vec<Change> {
         if let Some(i) = current.and_then(|n| nodes.position(n)) {
             nodes.update(i, |l| l.remove(spec.mem_limit, spec.cpu_shares));
         }
-        let choice = nodes.first(|record, load| {
+        let accepts = |record: &NodeRecord, load: &Load| {
             spec.constraints.iter().all(|c| c.holds(&record.labels))
                 && load.fits(spec.mem_limit, spec.cpu_shares)
-        });
+        };
+        // A volume goes where a replica already holds most of it.
+        let choice = nodes
+            .freshest_replica(state, app, accepts)
+            .or_else(|| nodes.first(accepts));
         if let Some(i) = choice {
             nodes.update(i, |l| l.add(spec.mem_limit, spec.cpu_shares));
         }
@@ -132,6 +136,27 @@ impl<'a> Nodes<'a> {
         if usable {
             self.order.insert(self.load[i].rank(i));
         }
+    }
+
+    /// The usable node holding the freshest replica of `app`'s volume that
+    /// `accepts`, if any (an app moving off a drained owner goes there, so
+    /// its move sends only what changed since that replica's point).
+    fn freshest_replica(
+        &self,
+        state: &State,
+        app: &str,
+        accepts: impl Fn(&NodeRecord, &Load) -> bool,
+    ) -> Option<usize> {
+        let set = state.replicas.get(app)?;
+        let mut held: Vec<(&String, (u64, u64))> = set
+            .nodes
+            .iter()
+            .filter_map(|(node, point)| Some((node, point.as_ref()?.position())))
+            .collect();
+        held.sort_by_key(|(node, position)| (Reverse(*position), *node));
+        held.into_iter()
+            .filter_map(|(node, _)| self.position(node))
+            .find(|&i| usable(self.records[i]) && accepts(self.records[i], &self.load[i]))
     }
 
     /// The most preferred usable node that `accepts`.
