@@ -328,3 +328,67 @@ fn a_crash_in_the_middle_of_a_point_never_leaves_a_mixed_copy() {
         other => panic!("not a point's record: {other:?}"),
     }
 }
+
+#[test]
+fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_loss() {
+    build_image();
+    let mut c = Cluster::start_each(&["n1", "n2", "n3"], &[], |name: &str| {
+        let i: u8 = name.trim_start_matches('n').parse().unwrap();
+        vec!["--publish-ip".to_string(), format!("127.0.0.{}", 200 + i)]
+    });
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
+    let dir = c.dir.path().to_path_buf();
+    let apps = write(
+        &dir,
+        "app.yml",
+        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 5s}}\n"),
+    );
+    let dep = write(&dir, "d.yml", "version: 1\nnodes:\n  n1: [kv]\n");
+    let r = c.ctl(
+        "n2",
+        &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "deploy: {}", r.stderr);
+    wait_until(T, || running(&c.container("n1", "kv")).then_some(())).expect("kv runs on n1");
+    let live = data_dir(&c, "n1").join("volumes/kv/data");
+    std::fs::write(live.join("record"), "pinned\n").unwrap();
+    let replica = replica_holding(&c, "n1", "record", "pinned\n");
+    let other = ["n2", "n3"].into_iter().find(|n| *n != replica).unwrap();
+    crash(&mut c, "n1");
+    // Pinned: it waits, and says how to move it.
+    let waiting = wait_until(T, || {
+        let r = c.ctl(&replica, &["status", "-o", "json"]);
+        let s: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+        let kv = s["apps"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "kv")?
+            .clone();
+        kv["waiting"]
+            .as_str()
+            .filter(|w| w.contains("pinned"))
+            .map(str::to_string)
+    })
+    .expect("kv waits for n1");
+    assert!(waiting.contains("ctl volume recover"), "{waiting}");
+    // Not a replica: the loss must be accepted.
+    let refused = c.ctl(&replica, &["volume", "recover", "kv", "--to", other]);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("holds no replica of kv"),
+        "{}",
+        refused.stderr
+    );
+    // The in-sync replica: no flag needed; it names the point.
+    let r = c.ctl(&replica, &["volume", "recover", "kv", "--to", &replica]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("from its replica's point"),
+        "{}",
+        r.stdout
+    );
+    wait_until(T, || running(&c.container(&replica, "kv")).then_some(()))
+        .unwrap_or_else(|| panic!("kv runs on {replica}: {}", c.log(&replica)));
+    let record = data_dir(&c, &replica).join("volumes/kv/data/record");
+    assert_eq!(std::fs::read_to_string(record).unwrap(), "pinned\n");
+}

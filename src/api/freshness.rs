@@ -12,12 +12,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Age of each replica's newest committed point, by (app, replica node);
-/// `None`: not known on this node (it started after the commit).
-pub type ReplicaAges = BTreeMap<(String, String), Option<Duration>>;
+/// What this node measured, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplicaAges {
+    /// Age of each replica's newest committed point, by (app, replica
+    /// node); `None`: not known here (this node started after the commit).
+    pub points: BTreeMap<(String, String), Option<Duration>>,
+    /// How long each node has been down, since this node saw it declared.
+    pub down_for: BTreeMap<String, Duration>,
+}
 
 #[derive(Clone, Default)]
-pub struct Freshness(Arc<Mutex<HashMap<(String, String), Seen>>>);
+pub struct Freshness(Arc<Mutex<Tracked>>);
+
+#[derive(Default)]
+struct Tracked {
+    points: HashMap<(String, String), Seen>,
+    down_since: HashMap<String, Instant>,
+}
 
 struct Seen {
     position: (u64, u64),
@@ -41,7 +53,15 @@ impl Freshness {
 
     fn update(&self, state: &State, at_start: bool) {
         let now = Instant::now();
-        let mut seen = self.0.lock().expect("freshness lock");
+        let mut tracked = self.0.lock().expect("freshness lock");
+        let down_since = std::mem::take(&mut tracked.down_since);
+        tracked.down_since = state
+            .nodes
+            .iter()
+            .filter(|(_, record)| record.down)
+            .map(|(node, _)| (node.clone(), down_since.get(node).copied().unwrap_or(now)))
+            .collect();
+        let seen = &mut tracked.points;
         let mut current = HashMap::new();
         for (app, set) in &state.replicas {
             for (node, point) in &set.nodes {
@@ -63,14 +83,21 @@ impl Freshness {
         *seen = current;
     }
 
-    /// Every replica's point age now.
+    /// Every replica's point age, and every down node's time down, now.
     pub fn ages(&self) -> ReplicaAges {
         let now = Instant::now();
-        self.0
-            .lock()
-            .expect("freshness lock")
-            .iter()
-            .map(|(key, seen)| (key.clone(), seen.taken.map(|t| now.duration_since(t))))
-            .collect()
+        let tracked = self.0.lock().expect("freshness lock");
+        ReplicaAges {
+            points: tracked
+                .points
+                .iter()
+                .map(|(key, seen)| (key.clone(), seen.taken.map(|t| now.duration_since(t))))
+                .collect(),
+            down_for: tracked
+                .down_since
+                .iter()
+                .map(|(node, since)| (node.clone(), now.duration_since(*since)))
+                .collect(),
+        }
     }
 }

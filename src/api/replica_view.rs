@@ -33,15 +33,22 @@ pub fn replica_views(
         .map(|(node, point)| {
             let shipped = progress.and_then(|p| p.get(node));
             let age = ages
+                .points
                 .get(&(app.to_string(), node.clone()))
                 .copied()
                 .flatten();
+            // With the owner down, what counts is how old the point was
+            // when it was lost (declared down: it died up to a grace before).
+            let lag = match ages.down_for.get(owner) {
+                Some(down_for) => age.map(|a| a.saturating_sub(*down_for)),
+                None => age,
+            };
             let down = state.nodes.get(node).is_none_or(|n| n.down);
             let behind = shipped.and_then(|p| p.bytes_behind);
             let state = match (down, point, age) {
                 (true, _, _) => "down",
                 (false, None, _) => "seeding",
-                (false, Some(_), Some(age)) if age <= max_lag => "in-sync",
+                (false, Some(_), _) if lag.is_some_and(|lag| lag <= max_lag) => "in-sync",
                 // Age unknown here (this node started since): in sync if
                 // the owner says nothing is on its way.
                 (false, Some(_), None) if behind == Some(0) => "in-sync",
@@ -140,7 +147,10 @@ mod tests {
             (None, "lagging"),
         ];
         for (age, expected) in table {
-            let ages: ReplicaAges = [(("db".to_string(), "n2".to_string()), age)].into();
+            let ages = ReplicaAges {
+                points: [(("db".to_string(), "n2".to_string()), age)].into(),
+                down_for: Default::default(),
+            };
             let (views, short, diverged) =
                 replica_views(&s, "db", &spec, "n1", &observations, &ages);
             let states: Vec<(&str, &str)> = views
@@ -159,6 +169,32 @@ mod tests {
                 Some("keeps 4 of 5 copies: no other live, undrained node can hold a replica")
             );
             assert_eq!(diverged, ["n0 (epoch 1)"]);
+        }
+    }
+
+    #[test]
+    fn with_the_owner_down_a_point_counts_as_old_as_it_was_at_the_loss() {
+        let mut s = state();
+        s.nodes.get_mut("n1").unwrap().down = true;
+        let spec = VolumeSpec {
+            replicas: 5,
+            max_lag_ms: 10_000,
+            ..VolumeSpec::at("/d".into())
+        };
+        for (age, down_for, expected) in [(25, 20, "in-sync"), (25, 10, "lagging")] {
+            let ages = ReplicaAges {
+                points: [(
+                    ("db".to_string(), "n2".to_string()),
+                    Some(Duration::from_secs(age)),
+                )]
+                .into(),
+                down_for: [("n1".to_string(), Duration::from_secs(down_for))].into(),
+            };
+            let (views, _, _) = replica_views(&s, "db", &spec, "n1", &[], &ages);
+            assert_eq!(
+                views[0].state, expected,
+                "age {age} s, owner down {down_for} s"
+            );
         }
     }
 }

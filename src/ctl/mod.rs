@@ -374,12 +374,26 @@ pub async fn run(args: CtlArgs) -> Exit {
                     request_id,
                 },
         } => {
-            if !accept_data_loss {
-                eprintln!(
-                    "error: recovering {app} on {node} gives up whatever only its current owner holds; \
-                     say so with --accept-data-loss"
-                );
-                return Exit::Usage;
+            let replica = recovery_point(&client, &app, &node).await;
+            match (&replica, accept_data_loss) {
+                (Some(r), _) if r.state == "in-sync" => {
+                    println!(
+                        "recovering {app} on {node} from its replica's {}",
+                        point_words(r)
+                    );
+                }
+                (_, false) => {
+                    let why = match &replica {
+                        Some(r) => format!("{node}'s replica is {} ({})", r.state, point_words(r)),
+                        None => format!("{node} holds no replica of {app}"),
+                    };
+                    eprintln!(
+                        "error: {why}: recovering {app} there gives up whatever only its current owner holds; \
+                         say so with --accept-data-loss"
+                    );
+                    return Exit::Usage;
+                }
+                (_, true) => {}
             }
             write(&client, request_id, Command::RecoverVolume { app, node }).await
         }
@@ -587,6 +601,30 @@ async fn save_snapshot(client: &Client, certs: &std::path::Path, file: &std::pat
 }
 
 /// Sends one write with its request id and reports its outcome.
+/// `node`'s replica of `app`'s volume as `ctl status` shows it, if it holds
+/// one (a recovery there starts from its point).
+async fn recovery_point(client: &Client, app: &str, node: &str) -> Option<crate::api::ReplicaView> {
+    let ClientReply::Status(view) = client.request(ClientRequest::Status).await else {
+        return None;
+    };
+    let volume = view.apps.into_iter().find(|a| a.name == app)?.volume?;
+    volume.replicas.into_iter().find(|r| r.node == node)
+}
+
+/// `point 14 of epoch 2, 1.2 s old`.
+fn point_words(r: &crate::api::ReplicaView) -> String {
+    match (r.seq, r.epoch, r.age_ms) {
+        (Some(seq), Some(epoch), Some(ms)) => {
+            format!(
+                "point {seq} of epoch {epoch}, {:.1} s old",
+                ms as f64 / 1000.0
+            )
+        }
+        (Some(seq), Some(epoch), None) => format!("point {seq} of epoch {epoch}, age unknown"),
+        _ => "no complete point yet".to_string(),
+    }
+}
+
 async fn write(client: &Client, request_id: Option<String>, command: Command) -> Exit {
     let request_id = request_id.unwrap_or_else(|| {
         let id = new_request_id();
