@@ -392,3 +392,57 @@ fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_lo
     let record = data_dir(&c, &replica).join("volumes/kv/data/record");
     assert_eq!(std::fs::read_to_string(record).unwrap(), "pinned\n");
 }
+
+#[test]
+fn on_btrfs_volumes_are_subvolumes_and_points_are_snapshots_taken_without_a_pause() {
+    use flocker::volume::backend::loopfs::{LoopFs, LoopFsKind};
+    use std::os::unix::fs::MetadataExt;
+    build_image();
+    // Declared first, dropped last: after the nodes and their containers.
+    let fs = LoopFs::new(LoopFsKind::Btrfs, 2 << 30).expect("a loop-mounted btrfs (needs root)");
+    let dir = tempfile::tempdir_in(fs.path()).unwrap();
+    let c = Cluster::start_each_in(dir, &["n1", "n2", "n3"], &[], |name: &str| {
+        let i: u8 = name.trim_start_matches('n').parse().unwrap();
+        vec!["--publish-ip".to_string(), format!("127.0.0.{}", 210 + i)]
+    });
+    c.wait_for_registration(&["n1", "n2", "n3"], T);
+    let work = c.dir.path().to_path_buf();
+    let apps = write(
+        &work,
+        "app.yml",
+        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 3s}}\n"),
+    );
+    let dep = write(&work, "d.yml", "version: 1\nanywhere: [kv]\n");
+    let r = c.ctl(
+        "n1",
+        &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "deploy: {}", r.stderr);
+    let owner = wait_until(T, || runs_on(&c, "kv")).expect("kv runs somewhere");
+    assert!(
+        c.log(&owner).contains("volume backend: btrfs"),
+        "{}",
+        c.log(&owner)
+    );
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    // The root directory of a btrfs subvolume is inode 256.
+    assert_eq!(
+        std::fs::metadata(&live).unwrap().ino(),
+        256,
+        "the volume is a subvolume"
+    );
+    std::fs::write(live.join("record"), "on btrfs\n").unwrap();
+    replica_holding(&c, &owner, "record", "on btrfs\n");
+    let log = c.log(&owner);
+    let points: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("volume point taken"))
+        .collect();
+    assert!(!points.is_empty(), "{log}");
+    assert!(
+        points.iter().all(|l| l.contains("stall_us=0")),
+        "a snapshot needs no pause: {points:?}"
+    );
+    drop(c);
+    drop(fs);
+}

@@ -37,6 +37,8 @@ pub struct NodeContext {
     /// links then lead to this node's own publish IP, wherever the target
     /// runs, so a move of the target recreates nothing that links to it.
     pub routing: bool,
+    /// How new volume copies are made here (`--volume-backend`).
+    pub volume_backend: Option<crate::volume::Backend>,
 }
 
 impl NodeContext {
@@ -240,6 +242,7 @@ mod tests {
             volumes_dir: "/data/volumes".into(),
             fence_dir: "/data/fence".into(),
             routing: false,
+            volume_backend: None,
         }
     }
 

@@ -592,7 +592,11 @@ fn ctx_volume_store(ctx: &NodeContext) -> Result<VolumeStore, String> {
         .volumes_dir
         .parent()
         .ok_or_else(|| format!("{} has no parent", ctx.volumes_dir.display()))?;
-    VolumeStore::open(data_dir).map_err(|e| e.to_string())
+    let store = VolumeStore::open(data_dir).map_err(|e| e.to_string())?;
+    Ok(match &ctx.volume_backend {
+        Some(backend) => store.with_backend(backend.clone()),
+        None => store,
+    })
 }
 
 /// A failover made this node the owner from its replica's `point`: that

@@ -113,6 +113,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let net = Net::server(settings.listen, &tls)?;
     data_dir::prepare(&settings.data_dir)?;
     data_dir::warn_if_below_reserve(&settings.data_dir, settings.reserve);
+    let volume_backend = select_volume_backend(&settings)?;
     let (log_store, sm) = open_stores(&settings.data_dir.join("raft"))?;
     let raft_config = Arc::new(
         settings
@@ -144,6 +145,7 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
         volumes_dir: settings.data_dir.join("volumes"),
         fence_dir,
         routing: settings.routing == RoutingMode::Iptables,
+        volume_backend: volume_backend.clone(),
     };
     let router = match settings.routing {
         RoutingMode::Iptables => Some(
@@ -199,6 +201,10 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let mut tasks = vec![net.serve(Arc::new(dispatcher))];
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {
+            let store = match &volume_backend {
+                Some(backend) => store.with_backend(backend.clone()),
+                None => store,
+            };
             let listen = settings
                 .volume_listen
                 .unwrap_or(SocketAddr::new(settings.listen.ip(), 0));
@@ -286,6 +292,19 @@ fn own_certificate(tls: &TlsMaterial) -> Option<crate::state::CertificateRecord>
     })
 }
 
+/// The volume backend (`--volume-backend`), said at start: an explicit
+/// choice the file system cannot do stops the node; without a usable
+/// volume store there is none (volumes are then unusable here anyway).
+fn select_volume_backend(settings: &NodeSettings) -> Result<Option<crate::volume::Backend>> {
+    let Ok(store) = crate::volume::VolumeStore::open(&settings.data_dir) else {
+        return Ok(None);
+    };
+    let backend = crate::volume::Backend::select(store.root(), settings.volume_backend)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("{}", backend.describe());
+    Ok(Some(backend))
+}
+
 /// The volume endpoint, its receiver and this node's move driver.
 #[allow(clippy::too_many_arguments)]
 fn start_movers(
@@ -305,10 +324,9 @@ fn start_movers(
     // the endpoint starts with a handler that waits for the context.
     let slot: Arc<std::sync::OnceLock<Arc<Receiver>>> = Arc::default();
     let endpoint = VolumeEndpoint::start(listen, tls, Arc::new(LateReceiver(slot.clone())))?;
-    let slots = crate::volume::ReplicaSlots::open(&settings.data_dir)?;
     let backend = crate::volume::Backend::select(store.root(), settings.volume_backend)
         .map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!("{}", backend.describe());
+    let slots = crate::volume::ReplicaSlots::open(&settings.data_dir)?.with_backend(&backend);
     let ctx = Arc::new(MoveContext {
         node: settings.name.clone(),
         api: api.clone(),

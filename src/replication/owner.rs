@@ -258,7 +258,12 @@ impl Replicator {
         let at = Instant::now();
         let backend = self.ctx.backend.clone();
         let captured = tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
-        let stall = at.elapsed();
+        // The app stalls only while paused; a snapshot costs it nothing.
+        let stall = if paused.is_some() {
+            at.elapsed()
+        } else {
+            Duration::ZERO
+        };
         if let Some(id) = &paused {
             self.thaw(app, id).await;
         }

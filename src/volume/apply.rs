@@ -126,9 +126,8 @@ impl ReceiverCopy {
                 "this node's copy of {app} is the volume at epoch {committed_epoch}: it cannot receive"
             )));
         }
-        let data = store.data_dir(app)?;
         // No mark is written yet: a copy without one is not mountable either.
-        std::fs::create_dir_all(&data).ctx("create", &data)?;
+        let data = store.create_data_dir(app)?;
         let mut cache = store.load_cache(app)?;
         let (manifest, _) = scan(&data, &mut cache, &scan_opts)?;
         Ok(ReceiverCopy {

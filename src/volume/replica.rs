@@ -108,6 +108,14 @@ impl ReplicaSlots {
         })
     }
 
+    /// These slots with new copies made by `backend`.
+    pub fn with_backend(self, backend: &super::backend::Backend) -> ReplicaSlots {
+        ReplicaSlots {
+            a: self.a.with_backend(backend.clone()),
+            b: self.b.with_backend(backend.clone()),
+        }
+    }
+
     pub fn store(&self, slot: Slot) -> &VolumeStore {
         match slot {
             Slot::A => &self.a,

@@ -34,6 +34,9 @@ const STALE_INFIX: &str = ".stale-";
 #[derive(Clone, Debug)]
 pub struct VolumeStore {
     root: PathBuf,
+    /// How new copies' `data` directories are made (a btrfs subvolume, so
+    /// points of it are snapshots); plain directories without one.
+    backend: Option<super::backend::Backend>,
 }
 
 /// A copy set aside by `set_aside`.
@@ -60,11 +63,36 @@ impl VolumeStore {
             .mode(0o700)
             .create(&root)
             .ctx("create", &root)?;
-        Ok(VolumeStore { root })
+        Ok(VolumeStore {
+            root,
+            backend: None,
+        })
+    }
+
+    /// This store with new copies made by `backend`.
+    pub fn with_backend(mut self, backend: super::backend::Backend) -> VolumeStore {
+        self.backend = Some(backend);
+        self
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Creates `app`'s `data` directory (and its volume directory) if
+    /// missing, as the backend makes volumes.
+    pub fn create_data_dir(&self, app: &str) -> Result<PathBuf> {
+        let data = self.data_dir(app)?;
+        if data.symlink_metadata().is_ok() {
+            return Ok(data);
+        }
+        let dir = self.volume_dir(app)?;
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        match &self.backend {
+            Some(backend) => backend.create_volume_dir(&data)?,
+            None => std::fs::create_dir_all(&data).ctx("create", &data)?,
+        }
+        Ok(data)
     }
 
     pub fn volume_dir(&self, app: &str) -> Result<PathBuf> {
@@ -128,8 +156,7 @@ impl VolumeStore {
                 dir.display()
             )));
         }
-        let data = dir.join(DATA_DIR);
-        std::fs::create_dir_all(&data).ctx("create", &data)?;
+        self.create_data_dir(app)?;
         sys::fsync_dir(&self.root)?;
         let mut scanner = self.scanner(app, ScanOptions::default())?;
         let (manifest, _) = scanner.scan()?;

@@ -45,7 +45,17 @@ impl Cluster {
         spare: &[&str],
         extra: impl Fn(&str) -> Vec<String>,
     ) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Cluster::start_each_in(tempfile::tempdir().expect("tempdir"), names, spare, extra)
+    }
+
+    /// As [`Cluster::start_each`], with certificates, logs and data
+    /// directories in `dir` (e.g. on a file system a test mounted).
+    pub fn start_each_in(
+        dir: tempfile::TempDir,
+        names: &[&str],
+        spare: &[&str],
+        extra: impl Fn(&str) -> Vec<String>,
+    ) -> Cluster {
         let all: Vec<&str> = names.iter().chain(spare).copied().collect();
         let out = Command::new(BIN)
             .args(["ca", "init", "--dir"])
