@@ -4,6 +4,7 @@
 mod logs;
 mod moving;
 mod output;
+mod seeding;
 mod trust;
 mod versions;
 
@@ -224,6 +225,14 @@ pub enum VolumeAction {
     /// Remove the copies a failover left aside on the volume's former
     /// owners (what they wrote after the promoted point; `ctl status`
     /// lists them): `--on NODE` only, or on every node.
+    /// Wait until every replica of APP's volume is in sync, drawing the
+    /// progress of the points on their way (a new replica's seeding).
+    Wait {
+        app: String,
+        /// Give up waiting (not the replication) after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     ForgetDiverged {
         app: String,
         #[arg(long, value_name = "NODE")]
@@ -396,6 +405,11 @@ pub async fn run(args: CtlArgs) -> Exit {
                 (_, true) => {}
             }
             write(&client, request_id, Command::RecoverVolume { app, node }).await
+        }
+        CtlCommand::Volume {
+            action: VolumeAction::Wait { app, timeout },
+        } => {
+            seeding::wait_for_replicas(&client, &app, std::time::Duration::from_secs(timeout)).await
         }
         CtlCommand::Volume {
             action:

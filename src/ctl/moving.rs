@@ -110,8 +110,7 @@ pub fn progress_line(app: &str, m: &MoveStatus) -> String {
     } else {
         (m.bytes_done as f64 / m.bytes_total as f64).min(1.0)
     };
-    let filled = (fraction * BAR_WIDTH as f64).round() as usize;
-    let bar: String = "#".repeat(filled) + &".".repeat(BAR_WIDTH - filled);
+    let bar = bar(fraction);
     let eta = if m.bytes_per_sec > 0 && m.bytes_total > m.bytes_done {
         format!(
             " ETA {}s",
@@ -134,6 +133,12 @@ pub fn progress_line(app: &str, m: &MoveStatus) -> String {
         human_bytes(m.bytes_per_sec),
         m.phase
     )
+}
+
+/// `#########.....`: `fraction` (0..=1) of the bar filled.
+pub fn bar(fraction: f64) -> String {
+    let filled = (fraction.clamp(0.0, 1.0) * BAR_WIDTH as f64).round() as usize;
+    "#".repeat(filled) + &".".repeat(BAR_WIDTH - filled)
 }
 
 pub fn human_bytes(bytes: u64) -> String {

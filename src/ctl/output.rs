@@ -192,7 +192,7 @@ pub fn replica_lines(app: &str, volume: &crate::api::VolumeView) -> String {
 
 fn replica_words(r: &crate::api::ReplicaView) -> String {
     let mut words = format!("{} {}", r.node, r.state);
-    let human = crate::volume::human_bytes;
+    let human = super::moving::human_bytes;
     let mut details = Vec::new();
     if let (Some(seq), Some(epoch)) = (r.seq, r.epoch) {
         details.push(match r.age_ms {
