@@ -123,7 +123,11 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
     std::fs::write(live.join("record"), "first\n").unwrap();
     let waited = c.ctl(&owner, &["volume", "wait", "kv", "--timeout", "60"]);
     assert_eq!(waited.code, 0, "{}{}", waited.stdout, waited.stderr);
-    assert!(waited.stdout.contains("in-sync (point"), "{}", waited.stdout);
+    assert!(
+        waited.stdout.contains("in-sync (point"),
+        "{}",
+        waited.stdout
+    );
     let replica = replica_holding(&c, &owner, "record", "first\n");
     // Later points follow the volume.
     std::fs::write(live.join("record"), "second\n").unwrap();

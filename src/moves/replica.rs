@@ -82,17 +82,27 @@ pub fn seed_from_replica(
 
 /// Chooses the slot for the next point and marks it as receiving it.
 /// Blocking.
+/// The spare slot starts as a copy of the kept one (a snapshot, reflinks
+/// or the differing blocks, by `backend`), so the owner sends one
+/// interval's changes, not two.
 pub fn prepare_slot(
     slots: &ReplicaSlots,
+    backend: &Backend,
     app: &str,
     keep: Option<HeldPoint>,
     epoch: u64,
     seq: u64,
 ) -> Result<Admitted, String> {
     let slot = slots.target(app, keep.as_ref());
+    let failed = |e: String| format!("preparing the replica slot of {app}: {e}");
     slots
         .begin_point(slot, app, epoch, seq)
-        .map_err(|e| format!("preparing the replica slot of {app}: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(kept) = keep.as_ref().and_then(|p| slots.holding(app, p)) {
+        slots
+            .refresh_from(kept, slot, app, backend)
+            .map_err(|e| failed(e.to_string()))?;
+    }
     Ok(Admitted { slot, keep })
 }
 

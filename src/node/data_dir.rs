@@ -21,7 +21,7 @@ use std::path::Path;
 /// Mode of the data directory, `raft/` and `volumes/`.
 pub const PRIVATE_MODE: u32 = 0o700;
 /// What the node itself creates directly in its data directory.
-const OWN_ENTRIES: &[&str] = &["raft", "volumes", "fence"];
+const OWN_ENTRIES: &[&str] = &["raft", "volumes", "fence", "replicas", "points"];
 /// Entries looked at before deciding the data directory is shared.
 const ENTRIES_CHECKED: usize = 64;
 

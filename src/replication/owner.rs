@@ -13,7 +13,7 @@ use crate::moves::sender::SenderSession;
 use crate::moves::MoveContext;
 use crate::runtime::{ContainerId, ContainerState};
 use crate::state::Command;
-use crate::volume::{ScanOptions, VolumeStore};
+use crate::volume::{CaptureMethod, ScanOptions, VolumeStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,6 +235,10 @@ impl Replicator {
     /// around it when the backend needs that, and returns the point's root.
     async fn take_point(&self, app: &str) -> Result<Taken, String> {
         let live = self.ctx.store.data_dir(app).map_err(|e| e.to_string())?;
+        if !live.exists() {
+            // The agent has not made the volume yet: nothing to take.
+            return Err(format!("{} is not there yet", live.display()));
+        }
         let point_dir = self.points.volume_dir(app).map_err(|e| e.to_string())?;
         let point = self.points.data_dir(app).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&point_dir)
@@ -244,10 +248,22 @@ impl Replicator {
             .backend
             .capture_method(&live)
             .map_err(|e| e.to_string())?;
+        if method == CaptureMethod::Update {
+            // Bring the point close while the app runs, so the paused pass
+            // copies only what changed meanwhile (a new owner's first point
+            // would otherwise copy the whole volume in the pause).
+            let (backend, live, point) = (self.ctx.backend.clone(), live.clone(), point.clone());
+            tokio::task::spawn_blocking(move || backend.capture(&live, &point))
+                .await
+                .map_err(|e| format!("capture task: {e}"))?
+                .map_err(|e| format!("copying ahead of the pause: {e}"))?;
+        }
         let paused = match method.needs_pause() {
             true => self.running_container(app).await?,
             false => None,
         };
+        // The app's stall counts the engine's pause and unpause calls too.
+        let at = Instant::now();
         if let Some(id) = &paused {
             self.ctx
                 .runtime
@@ -255,7 +271,6 @@ impl Replicator {
                 .await
                 .map_err(|e| format!("pausing {app} for its point: {e}"))?;
         }
-        let at = Instant::now();
         let backend = self.ctx.backend.clone();
         let captured = tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
         // The app stalls only while paused; a snapshot costs it nothing.
@@ -267,6 +282,11 @@ impl Replicator {
         if let Some(id) = &paused {
             self.thaw(app, id).await;
         }
+        let stall = if paused.is_some() {
+            at.elapsed()
+        } else {
+            stall
+        };
         let stats = captured
             .map_err(|e| format!("capture task: {e}"))?
             .map_err(|e| format!("capturing the volume: {e}"))?;

@@ -175,6 +175,28 @@ impl ReplicaSlots {
         sys::write_atomic(&dir, POINT_FILE, &bytes)
     }
 
+    /// Makes `to`'s data a copy of `from`'s (which stays as it is), for the
+    /// next point to arrive on top of: `to` must be marked as receiving
+    /// (`begin_point`) first. A snapshot keeps inodes and times, so the
+    /// kept slot's hash cache is right for it; an in-place update keeps
+    /// `to`'s own.
+    pub fn refresh_from(
+        &self,
+        from: Slot,
+        to: Slot,
+        app: &str,
+        backend: &super::backend::Backend,
+    ) -> Result<()> {
+        let source = self.store(from).data_dir(app)?;
+        let target = self.store(to).data_dir(app)?;
+        let stats = backend.clone_tree(&source, &target)?;
+        if stats.method == super::backend::CaptureMethod::Snapshot {
+            let cache = self.store(from).load_cache(app)?;
+            self.store(to).save_cache(app, &cache)?;
+        }
+        Ok(())
+    }
+
     /// Makes `slot`'s copy of `app` the node's live copy in `live`, complete
     /// at `epoch` (a failover's): any copy there is set aside first. Refuses
     /// unless the slot holds exactly `point`.
