@@ -12,6 +12,7 @@ use super::super::docker_cli::{docker, remove_matching};
 use super::super::logs::now_ms;
 use super::super::stats::ms;
 use super::load::REP;
+use super::points;
 use super::writer::{self, Loss};
 use super::{running_of, wait_for, Bench, FailoverBenchArgs, LIMIT};
 use crate::agent::{LABEL_CLUSTER, LABEL_NODE};
@@ -27,6 +28,9 @@ pub struct Trial {
     /// Crash → the app's container running on another node.
     pub took: Duration,
     pub loss: Loss,
+    /// The new owner's first point: it has no previous point to update,
+    /// so its capture is of the whole volume.
+    pub first_point: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +49,7 @@ pub async fn run(bench: &mut Bench, args: &FailoverBenchArgs) -> Crashes {
         match trial(bench, interval, since).await {
             Ok((trial, back_ms)) => {
                 println!(
-                    "  crash {n:2}: {}{} → {} running after {} ms; lost {} ms of acknowledged writes ({} records){}",
+                    "  crash {n:2}: {}{} → {} running after {} ms; lost {} ms of acknowledged writes ({} records){}; the new owner's first point stalled it {} ms",
                     trial.victim,
                     if trial.was_leader { " (leader)" } else { "" },
                     trial.to,
@@ -53,6 +57,7 @@ pub async fn run(bench: &mut Bench, args: &FailoverBenchArgs) -> Crashes {
                     ms(trial.loss.lost),
                     trial.loss.records,
                     if trial.loss.none_kept { ", none of its records kept" } else { "" },
+                    ms(trial.first_point),
                 );
                 if !trial.loss.prefix {
                     crashes.anomalies.push(format!(
@@ -97,6 +102,7 @@ async fn trial(bench: &mut Bench, interval: Duration, since_ms: u64) -> Result<(
         .context("the writer's pid")?;
     bench.cluster.nodes[victim].kill();
     let crashed = Instant::now();
+    let crashed_ms = now_ms();
     // SAFETY: kill has no memory preconditions; pid is the writer's init,
     // read just now from the engine.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -128,6 +134,13 @@ async fn trial(bench: &mut Bench, interval: Duration, since_ms: u64) -> Result<(
     bench.cluster.nodes[victim].start()?;
     let back_ms = now_ms();
     bench.cluster.leader(&[0, 1, 2], LIMIT).await?;
+    let first_point = wait_for(LIMIT, "the new owner's first point", || {
+        Ok(points::read(&bench.work, &to)
+            .taken_since(REP, crashed_ms)
+            .next()
+            .map(|t| t.stall))
+    })
+    .await?;
     Ok((
         Trial {
             victim: NAMES[victim],
@@ -135,6 +148,7 @@ async fn trial(bench: &mut Bench, interval: Duration, since_ms: u64) -> Result<(
             to,
             took,
             loss,
+            first_point,
         },
         back_ms,
     ))

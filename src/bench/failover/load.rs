@@ -24,7 +24,8 @@ const BLOB: &str = "blob";
 const WARM_UP: Duration = Duration::from_secs(2);
 
 /// One point: the capture's stall, the writer's longest wait in the
-/// interval the point closes, and bytes.
+/// interval the point closes (from the host's writes, when there are
+/// any), and bytes.
 #[derive(Clone, Debug)]
 pub struct PointCost {
     pub stall: Duration,
@@ -82,11 +83,14 @@ pub async fn measure(bench: &Bench, args: &FailoverBenchArgs) -> Result<Load> {
     let acks = writer::acks(&container)?;
     load.replicated = writer::latencies(&acks, from, to);
     let p = points::read(&bench.work, &owner);
-    let taken: Vec<&Taken> = p
+    // Each point closes the interval since the one before it.
+    let mut opened_us = from;
+    let taken: Vec<(&Taken, u64)> = p
         .taken_since(REP, from / 1000)
         .filter(|t| t.at_ms * 1000 <= to)
+        .map(|t| (t, std::mem::replace(&mut opened_us, t.at_ms * 1000)))
         .collect();
-    load.idle = costs(&p, &taken, &acks, from / 1000);
+    load.idle = costs(&p, &taken, &acks);
 
     // A large file for the dirty blocks, seeded to the replica first.
     let live = bench.volume_dir(&owner, REP);
@@ -107,21 +111,16 @@ async fn timed_window(window: Duration) -> (u64, u64) {
     (from, now_us())
 }
 
-/// The cost of each of `taken` (in order), the gap measured over the
-/// interval since the point before it (or `since_ms` for the first).
-fn costs(p: &points::Points, taken: &[&Taken], acks: &[Ack], since_ms: u64) -> Vec<PointCost> {
-    let mut previous_ms = since_ms;
+/// The cost of each point of `taken`, the writer's longest wait measured
+/// from the µs paired with the point to its line.
+fn costs(p: &points::Points, taken: &[(&Taken, u64)], acks: &[Ack]) -> Vec<PointCost> {
     taken
         .iter()
-        .map(|t| {
-            let cost = PointCost {
-                stall: t.stall,
-                gap: writer::longest_gap(acks, previous_ms * 1000, t.at_ms * 1000),
-                captured: t.captured_bytes,
-                sent: p.sent(&t.app, t.at_ms, t.seq).unwrap_or(0),
-            };
-            previous_ms = t.at_ms;
-            cost
+        .map(|&(t, opened_us)| PointCost {
+            stall: t.stall,
+            gap: writer::longest_gap(acks, opened_us, t.at_ms * 1000),
+            captured: t.captured_bytes,
+            sent: p.sent(&t.app, t.at_ms, t.seq).unwrap_or(0),
         })
         .collect()
 }
@@ -145,10 +144,11 @@ async fn dirty_points(
     let log_size = || std::fs::metadata(live.join(writer::LOG)).map_or(0, |m| m.len());
     let since = now_ms();
     let mut last = bench.newest_point(owner, REP)?;
-    let mut measured: Vec<Taken> = Vec::new();
-    // The interval the first measured point closes starts at the point
-    // before it.
-    let mut opened_ms = since;
+    // Each measured point, with when the writes it holds were done: the
+    // writer's wait is measured from then, so the host's own writing and
+    // fsyncing is not counted as the point's.
+    let mut measured: Vec<(Taken, u64)> = Vec::new();
+    let mut written_us = 0;
     let mut changed = 0;
     let mut log_before = 0;
     let mut rng = rand::rng();
@@ -164,9 +164,7 @@ async fn dirty_points(
         let log_now = log_size();
         if round > 0 {
             changed += dirty + log_now.saturating_sub(log_before);
-            measured.push(point.clone());
-        } else {
-            opened_ms = point.at_ms;
+            measured.push((point.clone(), written_us));
         }
         if round == args.points {
             break;
@@ -177,21 +175,22 @@ async fn dirty_points(
             blob.write_all_at(&buf, block as u64 * BLOCK)?;
         }
         blob.sync_data()?;
+        written_us = now_us();
         log_before = log_now;
         last = point.seq;
     }
     // The last point's shipped line follows its taken line.
-    let final_seq = measured.last().map_or(last, |t| t.seq);
+    let final_seq = measured.last().map_or(last, |t| t.0.seq);
     let p = wait_for(LIMIT, "the last point shipped", || {
         let p = points::read(&bench.work, owner);
         Ok(p.sent(REP, since, final_seq).is_some().then_some(p))
     })
     .await?;
     let acks = writer::acks(container)?;
-    let refs: Vec<&Taken> = measured.iter().collect();
+    let refs: Vec<(&Taken, u64)> = measured.iter().map(|(t, at)| (t, *at)).collect();
     Ok(DirtyRun {
         dirty,
-        points: costs(&p, &refs, &acks, opened_ms),
+        points: costs(&p, &refs, &acks),
         changed,
     })
 }
