@@ -89,6 +89,10 @@ enum BenchWhich {
     Deploy(flocker::bench::deploy::DeployBenchArgs),
     /// A node crash until its anywhere apps run elsewhere.
     NodeLoss(flocker::bench::nodeloss::NodeLossBenchArgs),
+    /// Volume replicas: a host crash until the stateful app runs elsewhere
+    /// with its data, the writes lost, the app's stall per point, its fsync
+    /// latency and the bytes shipped, per volume backend. Needs root.
+    Failover(flocker::bench::failover::FailoverBenchArgs),
     /// Placements/s through a 3-node Raft group; 1,000 nodes and 50,000
     /// apps in the state machine and scheduler.
     Scale(flocker::bench::scale::ScaleBenchArgs),
@@ -344,6 +348,7 @@ fn main() -> ExitCode {
                 BenchWhich::Raft(args) => runtime.block_on(flocker::bench::raft::run(args)),
                 BenchWhich::Deploy(args) => runtime.block_on(flocker::bench::deploy::run(args)),
                 BenchWhich::NodeLoss(args) => runtime.block_on(flocker::bench::nodeloss::run(args)),
+                BenchWhich::Failover(args) => runtime.block_on(flocker::bench::failover::run(args)),
                 BenchWhich::Scale(args) => runtime.block_on(flocker::bench::scale::run(args)),
                 BenchWhich::Volume(args) => runtime.block_on(flocker::bench::volume::run(args)),
                 BenchWhich::Routing(args) => runtime.block_on(flocker::bench::routing::run(args)),

@@ -6,6 +6,7 @@ mod cluster;
 pub mod deploy;
 mod docker_cli;
 mod etcd;
+pub mod failover;
 mod logs;
 pub mod nodeloss;
 mod procs;
