@@ -252,10 +252,8 @@ impl Replicator {
             // Bring the point close while the app runs, so the paused pass
             // copies only what changed meanwhile (a new owner's first point
             // would otherwise copy the whole volume in the pause).
-            let (backend, live, point) = (self.ctx.backend.clone(), live.clone(), point.clone());
-            tokio::task::spawn_blocking(move || backend.capture(&live, &point))
+            self.capture(&live, &point)
                 .await
-                .map_err(|e| format!("capture task: {e}"))?
                 .map_err(|e| format!("copying ahead of the pause: {e}"))?;
         }
         let paused = match method.needs_pause() {
@@ -271,31 +269,49 @@ impl Replicator {
                 .await
                 .map_err(|e| format!("pausing {app} for its point: {e}"))?;
         }
-        let backend = self.ctx.backend.clone();
-        let captured = tokio::task::spawn_blocking(move || backend.capture(&live, &point)).await;
-        // The app stalls only while paused; a snapshot costs it nothing.
-        let stall = if paused.is_some() {
-            at.elapsed()
-        } else {
-            Duration::ZERO
-        };
+        let captured = self.capture(&live, &point).await;
         if let Some(id) = &paused {
             self.thaw(app, id).await;
         }
-        let stall = if paused.is_some() {
-            at.elapsed()
-        } else {
-            stall
+        // The app stalls only while paused; a snapshot costs it nothing.
+        let stall = match paused {
+            Some(_) => at.elapsed(),
+            None => Duration::ZERO,
         };
-        let stats = captured
-            .map_err(|e| format!("capture task: {e}"))?
-            .map_err(|e| format!("capturing the volume: {e}"))?;
+        let stats = captured.map_err(|e| format!("capturing the volume: {e}"))?;
         tracing::trace!(%app, ?stats, "captured");
-        let captured_bytes = stats.bytes_copied + stats.bytes_reflinked;
+        Ok(Taken {
+            at,
+            root: self.point_root(app).await?,
+            stall,
+            captured_bytes: stats.bytes_copied + stats.bytes_reflinked,
+        })
+    }
+
+    /// The backend's capture of `live` into `point`, off the async threads.
+    async fn capture(
+        &self,
+        live: &std::path::Path,
+        point: &std::path::Path,
+    ) -> Result<crate::volume::CaptureStats, String> {
+        let (backend, live, point) = (
+            self.ctx.backend.clone(),
+            live.to_path_buf(),
+            point.to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || backend.capture(&live, &point))
+            .await
+            .map_err(|e| format!("capture task: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The root of `app`'s point as captured (its hash cache makes the
+    /// scan cost what changed), in hex.
+    async fn point_root(&self, app: &str) -> Result<String, String> {
         let points = self.points.clone();
-        let app_name = app.to_string();
+        let app = app.to_string();
         let root = tokio::task::spawn_blocking(move || {
-            let mut scanner = points.scanner(&app_name, ScanOptions::default())?;
+            let mut scanner = points.scanner(&app, ScanOptions::default())?;
             let (manifest, _) = scanner.scan()?;
             scanner.save()?;
             Ok::<_, crate::volume::VolumeError>(manifest.root())
@@ -303,12 +319,7 @@ impl Replicator {
         .await
         .map_err(|e| format!("scan task: {e}"))?
         .map_err(|e| format!("scanning the point: {e}"))?;
-        Ok(Taken {
-            at,
-            root: crate::volume::replica::root_to_hex(&root),
-            stall,
-            captured_bytes,
-        })
+        Ok(crate::volume::replica::root_to_hex(&root))
     }
 
     /// The container of `app` running here, if one is: the one to pause.
