@@ -330,7 +330,8 @@ fn start_movers(
         .map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!("{}", backend.describe());
     let points = crate::volume::VolumeStore::open_at(settings.data_dir.join("points"))?;
-    let replicator = crate::replication::Replicator::new(ctx.clone(), backend, points);
+    let replicator =
+        crate::replication::Replicator::new(ctx.clone(), backend, points, agent.lease());
     endpoint.handle().spawn(replicator.run());
     endpoint.handle().spawn(driver::run(ctx));
     tracing::info!(volume = %advertised, "volume endpoint serving");
