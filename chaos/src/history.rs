@@ -218,6 +218,17 @@ pub struct OwnerSeen {
     pub epoch: u64,
 }
 
+/// One line of `failovers.jsonl`: a failover in the cluster's history, as
+/// the move observer copied it when it saw the owner change (`time_ns`:
+/// when it was copied). `index` and `summary` are the history entry's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverEntry {
+    #[serde(default)]
+    pub time_ns: u64,
+    pub index: u64,
+    pub summary: String,
+}
+
 /// Reads a JSONL file of `T`, naming the file and line of any bad line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,

@@ -13,13 +13,18 @@
 //! `owners.jsonl` (a handoff or a failover, on the run's clock): the
 //! bounded-loss checker times the failovers the cluster's history names by
 //! them. Statuses are linearizable, so an epoch lower than one already seen
-//! is never shown; one through a node that is down just fails.
+//! is never shown; one through a node that is down just fails. After each
+//! change the observer also reads the newest history entries and copies
+//! the failovers among them to `failovers.jsonl`: the cluster keeps a
+//! bounded history, which a long run outgrows before it ends.
 
+use crate::check::bounded_loss::parse_failover;
 use crate::ctl::Outcome;
-use crate::history::{MoveRecord, OwnerSeen};
+use crate::history::{FailoverEntry, MoveRecord, OwnerSeen};
 use crate::record::Jsonl;
 use crate::views;
 use crate::workload::Env;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +49,7 @@ struct InFlight {
 }
 
 impl Observer {
-    pub fn start(env: Arc<Env>, app: &str, owners: Arc<Jsonl>) -> Observer {
+    pub fn start(env: Arc<Env>, app: &str, logs: Logs) -> Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, app) = (stop.clone(), app.to_string());
         let thread = std::thread::Builder::new()
@@ -54,7 +59,7 @@ impl Observer {
                     eprintln!("flocker-chaos: move observer: {e:#}");
                     return;
                 }
-                observe(&env, &app, &owners, &s);
+                observe(&env, &app, &logs, &s);
             })
             .ok();
         Observer { stop, thread }
@@ -77,8 +82,21 @@ struct Owner {
     invoke_ns: u64,
 }
 
-fn observe(env: &Env, app: &str, owners: &Jsonl, stop: &AtomicBool) {
+/// Newest history entries read after an owner change: the failover is
+/// among them unless this many changes were committed since.
+const HISTORY_TAIL: &str = "50";
+
+/// Where the observer writes besides `moves.jsonl`.
+pub struct Logs {
+    /// `owners.jsonl`.
+    pub owners: Arc<Jsonl>,
+    /// `failovers.jsonl`.
+    pub failovers: Arc<Jsonl>,
+}
+
+fn observe(env: &Env, app: &str, logs: &Logs, stop: &AtomicBool) {
     let mut current: Option<InFlight> = None;
+    let mut copied: BTreeSet<u64> = BTreeSet::new();
     let mut owner: Option<Owner> = None;
     let mut failed_at: Vec<Option<Instant>> = vec![None; env.nodes.len()];
     let mut turn = 0usize;
@@ -94,7 +112,9 @@ fn observe(env: &Env, app: &str, owners: &Jsonl, stop: &AtomicBool) {
         let seen = match called {
             Outcome::Ok(out) => {
                 if let Some((node, epoch)) = views::volume_owner(&out, app) {
-                    note_owner(owners, app, &mut owner, node, epoch, invoke_ns);
+                    if note_owner(&logs.owners, app, &mut owner, node, epoch, invoke_ns) {
+                        copy_failovers(env, addr, &logs.failovers, &mut copied);
+                    }
                 }
                 views::status_apps(&out).and_then(|apps| apps.into_iter().find(|a| a.name == app))
             }
@@ -151,8 +171,25 @@ fn next_turn(failed_at: &[Option<Instant>], turn: usize) -> usize {
         .unwrap_or((turn + 1) % n)
 }
 
-/// Records an owner or epoch not seen before; remembers when the read that
-/// showed the current one began.
+/// Copies the failovers among the newest history entries (through `addr`)
+/// that are not in `failovers.jsonl` yet.
+fn copy_failovers(env: &Env, addr: &str, out: &Jsonl, copied: &mut BTreeSet<u64>) {
+    let args = ["history", "-o", "json", "--limit", HISTORY_TAIL];
+    let Outcome::Ok(text) = env.ctl.call(addr, &args) else {
+        return;
+    };
+    let Ok(entries) = serde_json::from_str::<Vec<FailoverEntry>>(&text) else {
+        return;
+    };
+    for e in entries {
+        if parse_failover(&e.summary).is_some() && copied.insert(e.index) {
+            out.write_with(|time_ns| FailoverEntry { time_ns, ..e });
+        }
+    }
+}
+
+/// Records an owner or epoch not seen before (true); remembers when the
+/// read that showed the current one began.
 fn note_owner(
     owners: &Jsonl,
     app: &str,
@@ -160,11 +197,14 @@ fn note_owner(
     node: String,
     epoch: u64,
     invoke_ns: u64,
-) {
+) -> bool {
     match last {
-        Some(o) if o.node == node && o.epoch == epoch => o.invoke_ns = invoke_ns,
+        Some(o) if o.node == node && o.epoch == epoch => {
+            o.invoke_ns = invoke_ns;
+            false
+        }
         // Older than what was seen: cannot happen on linearizable reads.
-        Some(o) if epoch < o.epoch => {}
+        Some(o) if epoch < o.epoch => false,
         _ => {
             let prev_invoke_ns = last.as_ref().map(|o| o.invoke_ns);
             owners.write_with(|time_ns| OwnerSeen {
@@ -179,6 +219,7 @@ fn note_owner(
                 epoch,
                 invoke_ns,
             });
+            true
         }
     }
 }

@@ -159,6 +159,7 @@ fn execute(opts: &Options) -> Result<()> {
     let cuts_log = Arc::new(Jsonl::create(&out.join("cuts.jsonl"), clock)?);
     let routed_log = Arc::new(Jsonl::create(&out.join("routed.jsonl"), clock)?);
     let owners_log = Arc::new(Jsonl::create(&out.join("owners.jsonl"), clock)?);
+    let failovers_log = Arc::new(Jsonl::create(&out.join("failovers.jsonl"), clock)?);
     let caught = Arc::new(crate::caught::Caught::default());
     let witness = Witness::start(topo.slot.gateway(), witness_log, caught.clone())?;
     let events = DockerEvents::start(&topo.engine_hosts(), &cluster_id, events_log)?;
@@ -212,7 +213,10 @@ fn execute(opts: &Options) -> Result<()> {
                     nemesis: nemesis_log,
                     cuts: cuts_log,
                     routed: routed_log,
-                    owners: owners_log,
+                    observer: crate::moves::Logs {
+                        owners: owners_log,
+                        failovers: failovers_log,
+                    },
                 };
                 drive(&opts, &out, &env, cluster, topo, logs, &steps, clock)
             })?
@@ -261,7 +265,7 @@ struct Logs {
     nemesis: Arc<Jsonl>,
     cuts: Arc<Jsonl>,
     routed: Arc<Jsonl>,
-    owners: Arc<Jsonl>,
+    observer: crate::moves::Logs,
 }
 
 /// What the cluster-facing phases found.
@@ -300,7 +304,7 @@ fn drive(
     wait_for_apps(env, FIRST_DEPLOY, &stop).context("the first deployment did not converge")?;
     eprintln!("flocker-chaos: cluster up, apps running; workload and nemesis start");
 
-    let observer = crate::moves::Observer::start(env.clone(), LEDGER, logs.owners);
+    let observer = crate::moves::Observer::start(env.clone(), LEDGER, logs.observer);
     let clients = workload::start(env.clone(), opts.clients);
     let routed = crate::routed::start(env.clone(), logs.routed);
     let mut nemesis = Nemesis::new(

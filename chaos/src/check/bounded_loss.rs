@@ -8,9 +8,10 @@
 //! by the new owner's records. The final log stays one hash chain.
 //!
 //! Inputs, all on the run's clock except the cluster's own account:
-//! - the failovers, from `cluster-history.json` (the history lines "<app>:
-//!   failed over from X (down) to Y at epoch E, from its point S of epoch
-//!   P"), timed by `owners.jsonl` (the move observer's linearizable status
+//! - the failovers, from `cluster-history.json` and `failovers.jsonl` (the
+//!   history lines "<app>: failed over from X (down) to Y at epoch E, from
+//!   its point S of epoch P", at the end of the run and as the observer
+//!   copied them when they happened), timed by `owners.jsonl` (the move observer's linearizable status
 //!   reads: epoch E was committed after `prev_invoke_ns` and before
 //!   `time_ns`) and by the new owner's first heartbeat;
 //! - when the host was lost: the start of the fault that touched X and
@@ -31,7 +32,7 @@
 
 use super::volume::Chain;
 use super::Budget;
-use crate::history::{Heartbeat, NemesisEvent, OwnerSeen};
+use crate::history::{FailoverEntry, Heartbeat, NemesisEvent, OwnerSeen};
 use crate::verdict::{InvariantResult, Validity};
 use serde::Deserialize;
 use serde_json::json;
@@ -76,16 +77,31 @@ pub fn parse_failover(summary: &str) -> Option<Failover> {
 
 #[derive(Deserialize)]
 struct HistoryLine {
+    index: u64,
     summary: String,
 }
 
-/// The failovers in `cluster-history.json`, oldest first.
+/// The failovers, oldest first: those in `cluster-history.json` (the
+/// cluster's history at the end of the run, bounded) and those the move
+/// observer copied to `failovers.jsonl` as they happened, by history index.
+/// An error only when neither file can be read.
 pub fn load_failovers(dir: &Path) -> Result<Vec<Failover>, String> {
-    let lines: Vec<HistoryLine> = super::load_json(dir, "cluster-history.json")?;
-    Ok(lines
-        .iter()
-        .filter_map(|l| parse_failover(&l.summary))
-        .collect())
+    let at_end = super::load_json::<Vec<HistoryLine>>(dir, "cluster-history.json");
+    let copied = super::load_jsonl::<FailoverEntry>(dir, "failovers.jsonl");
+    let lines: BTreeMap<u64, String> = match (at_end, copied) {
+        (Err(a), Err(b)) => return Err(format!("{a}; {b}")),
+        (a, b) => a
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.index, l.summary))
+            .chain(
+                b.unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.index, e.summary)),
+            )
+            .collect(),
+    };
+    Ok(lines.values().filter_map(|s| parse_failover(s)).collect())
 }
 
 /// A fault's span, from `nemesis.jsonl`.
@@ -214,8 +230,8 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Reads them; a missing `cluster-history.json` or `owners.jsonl` is an
-    /// error (the failovers are then not known).
+    /// Reads them; neither `cluster-history.json` nor `failovers.jsonl`, or
+    /// no `owners.jsonl`, is an error (the failovers are then not known).
     pub fn load(dir: &Path) -> Result<Inputs, String> {
         let failovers = load_failovers(dir)?;
         let owners = super::load_jsonl::<OwnerSeen>(dir, "owners.jsonl")?;
@@ -651,6 +667,33 @@ mod tests {
         assert_eq!(check(dir.path(), &budget()).valid, Validity::Unknown);
         let vol = super::super::volume::check(dir.path(), &budget());
         assert_eq!(vol.valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn a_failover_the_cluster_history_no_longer_holds_is_copied_by_the_observer() {
+        let dir = run_dir(7, true);
+        let history = dir.path().join("cluster-history.json");
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&history).unwrap()).unwrap();
+        std::fs::write(&history, serde_json::to_string(&entries[..1]).unwrap()).unwrap();
+        assert_eq!(
+            check(dir.path(), &budget()).summary,
+            "no failover in this run"
+        );
+        let copied = json!({"time_ns": 17 * S, "index": 9, "summary": entries[1]["summary"]});
+        std::fs::write(dir.path().join("failovers.jsonl"), copied.to_string()).unwrap();
+        let res = check(dir.path(), &budget());
+        assert_eq!(res.valid, Validity::Valid, "{}", res.summary);
+        assert_eq!(res.details["failovers"][0]["lost_records"], 3);
+        // Both sources name it: one failover.
+        std::fs::write(&history, serde_json::to_string(&entries).unwrap()).unwrap();
+        assert_eq!(
+            check(dir.path(), &budget()).details["failovers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
