@@ -3,10 +3,12 @@
 //!
 //! - `reg1..regN`: registers. Each is a sleeper whose `CHAOS_VALUE`
 //!   environment variable is the register the workload writes and reads.
-//! - `ledger`: the stateful `anywhere` app with a volume. It appends
-//!   hash-chained, fsynced records to `/data/ledger.log` and, after each
-//!   fsync, sends a heartbeat to the witness. After a restart or move it
-//!   continues the chain from the file's last line.
+//! - `ledger`: the stateful `anywhere` app with a volume, replicated
+//!   ([`LEDGER_REPLICAS`] copies, [`LEDGER_MAX_LAG_MS`]: a host crash fails
+//!   it over to its replica). It appends hash-chained, fsynced records to
+//!   `/data/ledger.log` and, after each fsync, sends a heartbeat to the
+//!   witness. After a restart, move or failover it continues the chain
+//!   from the file's last line.
 //! - `beacon`: the same program without a volume (its chain lives in the
 //!   container and restarts with it, so its heartbeats carry seq 0: no
 //!   durable record). Apps with a volume stay on their node
@@ -37,6 +39,12 @@ pub const BEACON: &str = "beacon";
 /// Where the ledger keeps its log inside the container (its volume).
 pub const LEDGER_MOUNT: &str = "/data";
 pub const LEDGER_FILE: &str = "ledger.log";
+/// Copies of the ledger's volume (the owner's included) and its
+/// recovery-point objective, `max_lag`: short, so the bounded-loss check
+/// has a tight bound to hold the failovers to, but a point every second
+/// (a third of it) is still cheap for a log this small.
+pub const LEDGER_REPLICAS: u32 = 2;
+pub const LEDGER_MAX_LAG_MS: u64 = 3000;
 /// The environment variable holding a register's value.
 pub const VALUE_VAR: &str = "CHAOS_VALUE";
 /// The value every register starts with.
@@ -208,7 +216,10 @@ impl Apps {
                 self.witness_host, self.witness_port
             ));
             if app == LEDGER {
-                apps.push_str(&format!("    volume:\n      mountpoint: {LEDGER_MOUNT}\n"));
+                apps.push_str(&format!(
+                    "    volume:\n      mountpoint: {LEDGER_MOUNT}\n      replicas: {LEDGER_REPLICAS}\n      max_lag: {}ms\n",
+                    LEDGER_MAX_LAG_MS
+                ));
             }
         }
         (deployment, apps)
@@ -237,6 +248,7 @@ mod tests {
         assert!(a.contains("CHAOS_VALUE: \"init\""));
         assert!(a.contains("CHAOS_VALUE: \"7-3\""));
         assert!(a.contains("mountpoint: /data"));
+        assert!(a.contains("replicas: 2") && a.contains("max_lag: 3000ms"));
         assert!(a.contains("WITNESS_PORT: \"4000\""));
         assert!(a.contains("external: 18100") && a.contains("external: 18101"));
     }

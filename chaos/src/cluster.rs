@@ -36,6 +36,8 @@ pub struct Node {
     pub generation: u32,
     child: Option<Child>,
     stopped: bool,
+    /// Where the crash nemesis moved the data dir while the host is down.
+    hidden: Option<PathBuf>,
 }
 
 pub struct Cluster {
@@ -100,6 +102,7 @@ impl Cluster {
                 generation: 1,
                 child: None,
                 stopped: false,
+                hidden: None,
             });
         }
         let peers = nodes
@@ -146,6 +149,12 @@ impl Cluster {
     pub fn start(&mut self, topo: &Topology, i: usize) -> Result<()> {
         if self.nodes[i].child.is_some() {
             return Ok(());
+        }
+        if self.nodes[i].hidden.is_some() {
+            bail!(
+                "{}'s data dir is moved away (crashed host): restore it first",
+                self.nodes[i].name
+            );
         }
         let node = &self.nodes[i];
         // Made on first start, so a node issued later gets one too.
@@ -259,6 +268,35 @@ impl Cluster {
         std::fs::create_dir_all(data)?;
         self.nodes[i].join = Some(via.to_string());
         self.start(topo, i)
+    }
+
+    /// Moves node `i`'s data dir out of reach (`<data-dir>.crashed`), as a
+    /// dead host's disk is: nothing of it can be read or mounted until
+    /// [`Cluster::restore_data`]. The node must be stopped.
+    pub fn hide_data(&mut self, i: usize) -> Result<PathBuf> {
+        if self.nodes[i].child.is_some() {
+            bail!("{} still runs: kill it first", self.nodes[i].name);
+        }
+        let node = &self.nodes[i];
+        let hidden = node
+            .data_dir
+            .with_file_name(format!("{}.crashed", node.name));
+        std::fs::rename(&node.data_dir, &hidden)
+            .with_context(|| format!("moving {} away", node.data_dir.display()))?;
+        self.nodes[i].hidden = Some(hidden.clone());
+        Ok(hidden)
+    }
+
+    /// Puts back a data dir [`Cluster::hide_data`] moved away; true when
+    /// there was one.
+    pub fn restore_data(&mut self, i: usize) -> Result<bool> {
+        let Some(hidden) = self.nodes[i].hidden.take() else {
+            return Ok(false);
+        };
+        let data = &self.nodes[i].data_dir;
+        std::fs::rename(&hidden, data)
+            .with_context(|| format!("putting {} back as {}", hidden.display(), data.display()))?;
+        Ok(true)
     }
 
     /// The bundle node `i` runs with now.

@@ -203,6 +203,32 @@ pub struct MoveRecord {
     pub checksum_ok: Option<bool>,
 }
 
+/// One line of `owners.jsonl`: the move observer saw the owner or the
+/// epoch of an app's volume change (a move's handoff or a failover), in a
+/// linearizable `ctl status`. The change was committed between
+/// `prev_invoke_ns` (when the read that last showed the old owner began;
+/// absent for the first sighting) and `time_ns` (when this read ended).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnerSeen {
+    pub time_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_invoke_ns: Option<u64>,
+    pub app: String,
+    pub owner: String,
+    pub epoch: u64,
+}
+
+/// One line of `failovers.jsonl`: a failover in the cluster's history, as
+/// the move observer copied it when it saw the owner change (`time_ns`:
+/// when it was copied). `index` and `summary` are the history entry's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverEntry {
+    #[serde(default)]
+    pub time_ns: u64,
+    pub index: u64,
+    pub summary: String,
+}
+
 /// Reads a JSONL file of `T`, naming the file and line of any bad line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(
     path: &std::path::Path,

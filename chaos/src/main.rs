@@ -27,8 +27,11 @@ struct Args {
     /// Cluster size: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Comma-separated: partition,kill,pause,clock,link,membership.
-    #[arg(long, default_value = "partition,kill,pause,clock,link,membership")]
+    /// Comma-separated: partition,kill,pause,clock,link,membership,crash.
+    #[arg(
+        long,
+        default_value = "partition,kill,pause,clock,link,membership,crash"
+    )]
     nemesis: String,
     /// Passed to every node (`flocker node --plant-bug NAME`); the run uses
     /// the schedule that exposes it: stale-reads or no-fencing.

@@ -8,16 +8,32 @@
 //!
 //! Moves that start and finish between two polls are missed; the
 //! volume-integrity checker's heartbeat comparison covers them anyway.
+//!
+//! The same polls record every change of the volume's owner or epoch in
+//! `owners.jsonl` (a handoff or a failover, on the run's clock): the
+//! bounded-loss checker times the failovers the cluster's history names by
+//! them. Statuses are linearizable, so an epoch lower than one already seen
+//! is never shown; one through a node that is down just fails. After each
+//! change the observer also reads the newest history entries and copies
+//! the failovers among them to `failovers.jsonl`: the cluster keeps a
+//! bounded history, which a long run outgrows before it ends.
 
+use crate::check::bounded_loss::parse_failover;
 use crate::ctl::Outcome;
-use crate::history::MoveRecord;
+use crate::history::{FailoverEntry, MoveRecord, OwnerSeen};
+use crate::record::Jsonl;
 use crate::views;
 use crate::workload::Env;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(250);
+/// How long a node whose status call failed is left out of the rotation: a
+/// call through a dead or cut-off node takes ctl's whole timeout, which
+/// would blind the observer to the failover that follows.
+const SKIP_FAILED: Duration = Duration::from_secs(5);
 
 pub struct Observer {
     stop: Arc<AtomicBool>,
@@ -33,7 +49,7 @@ struct InFlight {
 }
 
 impl Observer {
-    pub fn start(env: Arc<Env>, app: &str) -> Observer {
+    pub fn start(env: Arc<Env>, app: &str, logs: Logs) -> Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, app) = (stop.clone(), app.to_string());
         let thread = std::thread::Builder::new()
@@ -43,7 +59,7 @@ impl Observer {
                     eprintln!("flocker-chaos: move observer: {e:#}");
                     return;
                 }
-                observe(&env, &app, &s);
+                observe(&env, &app, &logs, &s);
             })
             .ok();
         Observer { stop, thread }
@@ -58,14 +74,48 @@ impl Observer {
     }
 }
 
-fn observe(env: &Env, app: &str, stop: &AtomicBool) {
+/// The volume's owner and epoch as last seen, and when the read that
+/// showed them began.
+struct Owner {
+    node: String,
+    epoch: u64,
+    invoke_ns: u64,
+}
+
+/// Newest history entries read after an owner change: the failover is
+/// among them unless this many changes were committed since.
+const HISTORY_TAIL: &str = "50";
+
+/// Where the observer writes besides `moves.jsonl`.
+pub struct Logs {
+    /// `owners.jsonl`.
+    pub owners: Arc<Jsonl>,
+    /// `failovers.jsonl`.
+    pub failovers: Arc<Jsonl>,
+}
+
+fn observe(env: &Env, app: &str, logs: &Logs, stop: &AtomicBool) {
     let mut current: Option<InFlight> = None;
+    let mut copied: BTreeSet<u64> = BTreeSet::new();
+    let mut owner: Option<Owner> = None;
+    let mut failed_at: Vec<Option<Instant>> = vec![None; env.nodes.len()];
     let mut turn = 0usize;
     while !stop.load(Ordering::SeqCst) {
-        turn = turn.wrapping_add(1);
-        let (_, addr) = &env.nodes[turn % env.nodes.len()];
-        let seen = match env.ctl.call(addr, &["status", "-o", "json"]) {
+        turn = next_turn(&failed_at, turn);
+        let (_, addr) = &env.nodes[turn];
+        let invoke_ns = env.clock.now_ns();
+        let called = env.ctl.call(addr, &["status", "-o", "json"]);
+        failed_at[turn] = match called {
+            Outcome::Ok(_) => None,
+            _ => Some(Instant::now()),
+        };
+        let seen = match called {
             Outcome::Ok(out) => {
+                if let Some((node, epoch)) = views::volume_owner(&out, app) {
+                    if note_owner(&logs.owners, app, &mut owner, node, epoch, invoke_ns) {
+                        copy_failovers(env, addr, &logs.failovers, &mut copied);
+                    }
+                }
                 views::status_apps(&out).and_then(|apps| apps.into_iter().find(|a| a.name == app))
             }
             _ => None,
@@ -108,6 +158,69 @@ fn observe(env: &Env, app: &str, stop: &AtomicBool) {
             }
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// The node to ask next after `turn`: the next one in turn whose last call
+/// did not fail within [`SKIP_FAILED`], else simply the next one.
+fn next_turn(failed_at: &[Option<Instant>], turn: usize) -> usize {
+    let n = failed_at.len();
+    (1..=n)
+        .map(|k| (turn + k) % n)
+        .find(|&i| failed_at[i].is_none_or(|t| t.elapsed() >= SKIP_FAILED))
+        .unwrap_or((turn + 1) % n)
+}
+
+/// Copies the failovers among the newest history entries (through `addr`)
+/// that are not in `failovers.jsonl` yet.
+fn copy_failovers(env: &Env, addr: &str, out: &Jsonl, copied: &mut BTreeSet<u64>) {
+    let args = ["history", "-o", "json", "--limit", HISTORY_TAIL];
+    let Outcome::Ok(text) = env.ctl.call(addr, &args) else {
+        return;
+    };
+    let Ok(entries) = serde_json::from_str::<Vec<FailoverEntry>>(&text) else {
+        return;
+    };
+    for e in entries {
+        if parse_failover(&e.summary).is_some() && copied.insert(e.index) {
+            out.write_with(|time_ns| FailoverEntry { time_ns, ..e });
+        }
+    }
+}
+
+/// Records an owner or epoch not seen before (true); remembers when the
+/// read that showed the current one began.
+fn note_owner(
+    owners: &Jsonl,
+    app: &str,
+    last: &mut Option<Owner>,
+    node: String,
+    epoch: u64,
+    invoke_ns: u64,
+) -> bool {
+    match last {
+        Some(o) if o.node == node && o.epoch == epoch => {
+            o.invoke_ns = invoke_ns;
+            false
+        }
+        // Older than what was seen: cannot happen on linearizable reads.
+        Some(o) if epoch < o.epoch => false,
+        _ => {
+            let prev_invoke_ns = last.as_ref().map(|o| o.invoke_ns);
+            owners.write_with(|time_ns| OwnerSeen {
+                time_ns,
+                prev_invoke_ns,
+                app: app.to_string(),
+                owner: node.clone(),
+                epoch,
+            });
+            *last = Some(Owner {
+                node,
+                epoch,
+                invoke_ns,
+            });
+            true
+        }
     }
 }
 

@@ -19,11 +19,14 @@
 //!
 //! The membership nemesis (`membership.rs`) is one self-contained cycle:
 //! remove a follower, keep it out, bring it back with a new certificate.
+//! So is the crash nemesis (`crash.rs`): a host down with its containers
+//! and its disk, then back.
 //!
 //! Healing is one idempotent step, [`Nemesis::heal_all`]: flush every
 //! node's rules and queueing discipline, reset every clock, continue
-//! stopped nodes and restart killed ones. A node that exited on its own is
-//! restarted too, and that is logged as a crash.
+//! stopped nodes, put back crashed hosts' data dirs and restart killed
+//! nodes. A node that exited on its own is restarted too, and that is
+//! logged as a crash.
 
 use crate::app::{BEACON, LEDGER};
 use crate::cluster::Cluster;
@@ -41,6 +44,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod crash;
 mod membership;
 pub use membership::{judge_probe, Probe};
 
@@ -113,6 +117,13 @@ impl Nemesis {
         for step in steps {
             if !sleep_until(start + step.at, stop) {
                 return;
+            }
+            if let Fault::Crash { owner, pick } = step.fault {
+                let ended = self.crash_cycle(owner, pick, step.duration, step.with_move, stop);
+                if !ended {
+                    return;
+                }
+                continue;
             }
             if let Fault::Member { pick, isolated } = step.fault {
                 let ended = self.member_cycle(pick, isolated, step.duration, step.with_move, stop);
@@ -278,8 +289,9 @@ impl Nemesis {
                     vec![lonely],
                 )
             }
-            // Run by `member_cycle`, never begun here.
+            // Run by `member_cycle` and `crash_cycle`, never begun here.
             Fault::Member { .. } => (String::from("membership"), Vec::new()),
+            Fault::Crash { .. } => (String::from("crash"), Vec::new()),
             Fault::FencingTrap => {
                 let node = self
                     .placement_of(BEACON)
@@ -448,6 +460,11 @@ impl Nemesis {
             let _ = cluster.set_clock_offset(i, 0);
             if cluster.pid(i).is_some() {
                 let _ = cluster.pause(i, false);
+            }
+            match cluster.restore_data(i) {
+                Ok(true) => eprintln!("flocker-chaos: {name}'s data dir is back"),
+                Ok(false) => {}
+                Err(e) => eprintln!("flocker-chaos: {e:#}"),
             }
             if !cluster.is_running(i) {
                 let crashed = !self.killed.contains(&i);

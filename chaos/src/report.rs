@@ -366,6 +366,7 @@ fn nemesis_colour(n: &str) -> &'static str {
         "clock" => "#2a9d8f",
         "link" => "#e9c46a",
         "membership" => "#264653",
+        "crash" => "#540b0e",
         _ => "#999999",
     }
 }

@@ -158,6 +158,8 @@ fn execute(opts: &Options) -> Result<()> {
     let moves_log = Arc::new(Jsonl::create(&out.join("moves.jsonl"), clock)?);
     let cuts_log = Arc::new(Jsonl::create(&out.join("cuts.jsonl"), clock)?);
     let routed_log = Arc::new(Jsonl::create(&out.join("routed.jsonl"), clock)?);
+    let owners_log = Arc::new(Jsonl::create(&out.join("owners.jsonl"), clock)?);
+    let failovers_log = Arc::new(Jsonl::create(&out.join("failovers.jsonl"), clock)?);
     let caught = Arc::new(crate::caught::Caught::default());
     let witness = Witness::start(topo.slot.gateway(), witness_log, caught.clone())?;
     let events = DockerEvents::start(&topo.engine_hosts(), &cluster_id, events_log)?;
@@ -211,6 +213,10 @@ fn execute(opts: &Options) -> Result<()> {
                     nemesis: nemesis_log,
                     cuts: cuts_log,
                     routed: routed_log,
+                    observer: crate::moves::Logs {
+                        owners: owners_log,
+                        failovers: failovers_log,
+                    },
                 };
                 drive(&opts, &out, &env, cluster, topo, logs, &steps, clock)
             })?
@@ -259,6 +265,7 @@ struct Logs {
     nemesis: Arc<Jsonl>,
     cuts: Arc<Jsonl>,
     routed: Arc<Jsonl>,
+    observer: crate::moves::Logs,
 }
 
 /// What the cluster-facing phases found.
@@ -297,7 +304,7 @@ fn drive(
     wait_for_apps(env, FIRST_DEPLOY, &stop).context("the first deployment did not converge")?;
     eprintln!("flocker-chaos: cluster up, apps running; workload and nemesis start");
 
-    let observer = crate::moves::Observer::start(env.clone(), LEDGER);
+    let observer = crate::moves::Observer::start(env.clone(), LEDGER, logs.observer);
     let clients = workload::start(env.clone(), opts.clients);
     let routed = crate::routed::start(env.clone(), logs.routed);
     let mut nemesis = Nemesis::new(
@@ -348,6 +355,7 @@ fn drive(
     nemesis.join_moves(CLIENT_DRAIN);
     observer.stop();
     final_reads(env);
+    save_cluster_history(env, out);
     let ledger_owner = owner_of(env, LEDGER);
     Ok(Phases {
         healed_at_ns,
@@ -523,6 +531,56 @@ fn final_reads(env: &Env) {
     }
 }
 
+/// Pages of `ctl history` read at most: the cluster keeps at most
+/// `flocker::state::history::HISTORY_CAPACITY` (1000) changes.
+const HISTORY_PAGES: usize = 12;
+const HISTORY_PAGE: u32 = 100;
+
+/// Writes the cluster's whole history of changes (oldest first) to
+/// `cluster-history.json`: the bounded-loss checker finds the failovers in
+/// it. Not written when no node answers (the checker then says unknown).
+fn save_cluster_history(env: &Env, out: &Path) {
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let mut before: Option<u64> = None;
+    for _ in 0..HISTORY_PAGES {
+        let limit = HISTORY_PAGE.to_string();
+        let mut args = vec!["history", "-o", "json", "--limit", &limit];
+        let cursor = before.map(|b| b.to_string());
+        if let Some(c) = &cursor {
+            args.extend(["--before", c]);
+        }
+        let page = env
+            .nodes
+            .iter()
+            .find_map(|(_, addr)| match env.ctl.call(addr, &args) {
+                Outcome::Ok(o) => serde_json::from_str::<Vec<serde_json::Value>>(&o).ok(),
+                _ => None,
+            });
+        let Some(page) = page else {
+            eprintln!("flocker-chaos: the cluster's history could not be read");
+            return;
+        };
+        // A page may be short of the limit (a reply's byte bound): go on
+        // until one comes back empty.
+        let oldest = page.iter().filter_map(|e| e["index"].as_u64()).min();
+        entries.extend(page);
+        match oldest {
+            Some(i) => before = Some(i),
+            None => break,
+        }
+    }
+    entries.sort_by_key(|e| e["index"].as_u64());
+    entries.dedup_by_key(|e| e["index"].as_u64());
+    match serde_json::to_string_pretty(&entries) {
+        Ok(text) => {
+            if let Err(e) = std::fs::write(out.join("cluster-history.json"), text) {
+                eprintln!("flocker-chaos: writing cluster-history.json: {e}");
+            }
+        }
+        Err(e) => eprintln!("flocker-chaos: cluster history: {e}"),
+    }
+}
+
 fn owner_of(env: &Env, app: &str) -> Option<String> {
     for (_, addr) in &env.nodes {
         if let Outcome::Ok(o) = env.ctl.call(addr, &["status", "-o", "json"]) {
@@ -577,6 +635,12 @@ fn write_run_json(
         // Apps whose heartbeats acknowledge durable records on a volume
         // (volumes/<app>.log); `beacon` heartbeats with seq 0.
         "volume_apps": [LEDGER],
+        // Apps whose volume has replicas: a failover may lose what they
+        // acknowledged within max_lag of losing their host (bounded-loss).
+        "replicated": {LEDGER: {
+            "replicas": app::LEDGER_REPLICAS,
+            "max_lag_ms": app::LEDGER_MAX_LAG_MS,
+        }},
         "witness_apps": [LEDGER, app::BEACON],
         "schedule": steps.iter().map(|st| json!({
             "at_ms": st.at.as_millis() as u64,

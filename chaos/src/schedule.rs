@@ -15,7 +15,15 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// The kinds of faults, as named on the command line.
-pub const ALL_NEMESES: [&str; 6] = ["partition", "kill", "pause", "clock", "link", "membership"];
+pub const ALL_NEMESES: [&str; 7] = [
+    "partition",
+    "kill",
+    "pause",
+    "clock",
+    "link",
+    "membership",
+    "crash",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -32,6 +40,12 @@ pub enum Fault {
     Kill { leader: bool, pick: u64 },
     /// SIGSTOP the leader, SIGCONT when the fault ends.
     PauseLeader,
+    /// The host goes down with its containers: kill -9 of the node, its
+    /// containers removed from its engine, its data dir moved out of reach;
+    /// when the fault ends the data dir is put back and the node restarts
+    /// on it. `owner`: the host owning the ledger's volume (else a node
+    /// drawn by `pick`).
+    Crash { owner: bool, pick: u64 },
     /// Shift one node's wall clock by `offset_s`.
     Clock { pick: u64, offset_s: i64 },
     /// Drop `percent` of the packets a node receives from its peers.
@@ -66,6 +80,7 @@ impl Fault {
             Fault::Clock { .. } => "clock",
             Fault::Lossy { .. } | Fault::Slow { .. } => "link",
             Fault::Member { .. } => "membership",
+            Fault::Crash { .. } => "crash",
         }
     }
 }
@@ -144,6 +159,15 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: &str) -> (Fault, Duration) {
                 pick,
             },
             secs(rng, 2, 8),
+        ),
+        // Down past DOWN_GRACE (3.5 s) and the failover it brings, then
+        // back. Mostly the ledger's owner: that is what fails over.
+        "crash" => (
+            Fault::Crash {
+                owner: rng.random_range(0..3) < 2,
+                pick,
+            },
+            secs(rng, 8, 15),
         ),
         // Past the election timeout (≤ 1 s) and the 2 s lease.
         "pause" => (Fault::PauseLeader, secs(rng, 3, 8)),

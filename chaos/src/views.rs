@@ -131,6 +131,14 @@ pub fn data_holders(json: &str, app: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// `status -o json` → the owner of `app`'s volume and its epoch.
+pub fn volume_owner(json: &str, app: &str) -> Option<(String, u64)> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    let a = v["apps"].as_array()?.iter().find(|a| a["name"] == app)?;
+    let owner = a["volume"]["owner"].as_str()?.to_string();
+    Some((owner, a["volume"]["epoch"].as_u64()?))
+}
+
 /// `nodes -o json` → `name`'s membership ("voter", "learner") when it is a
 /// member that answered the probe; `None` when it is not a member.
 pub fn membership_of(json: &str, name: &str) -> Option<(String, bool)> {
@@ -191,6 +199,8 @@ mod tests {
         let status = r#"{"apps":[{"name":"ledger","desired_node":"n2","instances":[],
             "move":{"from":"n2","to":"n3"},"volume":{"owner":"n2","epoch":4}}]}"#;
         assert_eq!(data_holders(status, "ledger").unwrap(), ["n2", "n3"]);
+        assert_eq!(volume_owner(status, "ledger"), Some(("n2".into(), 4)));
+        assert_eq!(volume_owner(status, "beacon"), None);
         assert_eq!(data_holders(status, "beacon"), None);
         let nodes = r#"[{"name":"n1","membership":"voter","reachable":true},
                         {"name":"n2","membership":"learner","reachable":false}]"#;

@@ -134,6 +134,11 @@ impl Agent {
         }
     }
 
+    /// The node's lease, as this agent acts on it.
+    pub fn lease(&self) -> Arc<Lease> {
+        self.lease.clone()
+    }
+
     pub fn observed(&self) -> Observations {
         self.observed.clone()
     }

@@ -349,7 +349,7 @@ fn start_movers(
         .handle()
         .spawn(crate::moves::releases::run(ctx.clone()));
     let points = crate::volume::VolumeStore::open_at(settings.data_dir.join("points"))?;
-    let replicator = crate::replication::Replicator::new(ctx.clone(), points);
+    let replicator = crate::replication::Replicator::new(ctx.clone(), points, agent.lease());
     endpoint.handle().spawn(replicator.run());
     endpoint
         .handle()

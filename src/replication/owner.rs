@@ -7,6 +7,7 @@
 //! (a replica down, a refused session) is retried at the next interval; a
 //! replica that stays behind shows as lagging in `ctl status`.
 
+use crate::agent::lease::Lease;
 use crate::agent::{ReplicaProgress, LABEL_APP};
 use crate::moves::protocol::ToReceiver;
 use crate::moves::sender::SenderSession;
@@ -41,6 +42,9 @@ pub struct Replicator {
     ctx: Arc<MoveContext>,
     /// `<data-dir>/points`: the last point of each volume this node owns.
     points: VolumeStore,
+    /// The node's lease: a container frozen for a point is thawed only
+    /// while it holds (invariant 3).
+    lease: Arc<Lease>,
     progress: HashMap<String, Progress>,
 }
 
@@ -73,10 +77,11 @@ struct Taken {
 }
 
 impl Replicator {
-    pub fn new(ctx: Arc<MoveContext>, points: VolumeStore) -> Replicator {
+    pub fn new(ctx: Arc<MoveContext>, points: VolumeStore, lease: Arc<Lease>) -> Replicator {
         Replicator {
             ctx,
             points,
+            lease,
             progress: HashMap::new(),
         }
     }
@@ -95,7 +100,11 @@ impl Replicator {
 
     /// A process that died inside a capture left its app paused; this
     /// node is the only one that pauses its containers, so at start any
-    /// paused one of ours is such a leftover.
+    /// paused one of ours is such a leftover. It is killed while still
+    /// frozen, never thawed: its node's lease ended with that process, so
+    /// the app may be running elsewhere by now, and a thawed app writes
+    /// before its fence notices. The agent starts it again if it is still
+    /// meant to run here.
     async fn thaw_leftovers(&self) {
         let Ok(containers) = self.ctx.runtime.list(&self.ctx.labels).await else {
             return;
@@ -104,8 +113,8 @@ impl Replicator {
             .iter()
             .filter(|c| c.state == ContainerState::Paused)
         {
-            tracing::warn!(container = %c.id, "unpausing a container left paused by an interrupted volume point");
-            let _ = self.ctx.runtime.unpause(&c.id).await;
+            tracing::warn!(container = %c.id, "removing a container left paused by an interrupted volume point");
+            let _ = self.ctx.runtime.remove(&c.id, true).await;
         }
     }
 
@@ -341,13 +350,25 @@ impl Replicator {
 
     async fn thaw(&self, app: &str, id: &ContainerId) {
         for attempt in 1..=UNPAUSE_TRIES {
+            if !self.lease.is_valid() {
+                // This process stalled inside the capture (SIGSTOP, a VM
+                // pause) past its lease: the leader may have started the
+                // app elsewhere already. Thawed, the app would write before
+                // its fence saw the lease gone; a SIGKILL while it is
+                // frozen runs none of it.
+                tracing::warn!(%app, "the lease ran out during the point: removing the frozen container instead of thawing it");
+                if let Err(e) = self.ctx.runtime.remove(id, true).await {
+                    tracing::error!(%app, "removing the frozen container failed: {e}");
+                }
+                return;
+            }
             match self.ctx.runtime.unpause(id).await {
                 Ok(()) => return,
                 Err(e) => tracing::warn!(%app, attempt, "unpausing after the point failed: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
         }
-        tracing::error!(%app, "left paused after {UNPAUSE_TRIES} tries; the next start thaws it");
+        tracing::error!(%app, "left paused after {UNPAUSE_TRIES} tries; the next start removes it");
     }
 
     /// Publishes a change to what `ctl status` shows of `replica`.

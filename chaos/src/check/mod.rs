@@ -4,6 +4,7 @@
 //! a missing or malformed file turns the invariants that need it into
 //! "unknown" with a summary naming the file and line, never a panic.
 
+pub mod bounded_loss;
 pub mod convergence;
 pub mod linearizable;
 pub mod lost_writes;
@@ -21,11 +22,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The invariant names, as keys of `verdict.json`'s `invariants`.
-pub const INVARIANTS: [&str; 8] = [
+pub const INVARIANTS: [&str; 9] = [
     "linearizable",
     "no-lost-writes",
     "single-instance",
     "volume-integrity",
+    "bounded-loss",
     "convergence",
     "removed-stay-out",
     "state-invariants",
@@ -94,6 +96,33 @@ fn read_text(dir: &Path, name: &str) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{name} is missing")),
         Err(e) => Err(format!("{name} could not be read: {e}")),
     }
+}
+
+/// The verdict of a checker that listed `problems` (any: invalid, the first
+/// one in the summary) and `unknowns` (any, and no problem: unknown);
+/// `None` when it found neither and decides validity itself.
+pub fn problems_or_unknowns(
+    problems: &[String],
+    unknowns: &[String],
+    details: &serde_json::Value,
+) -> Option<InvariantResult> {
+    use crate::verdict::Validity;
+    if let Some(first) = problems.first() {
+        let summary = format!("{} problem(s); first: {first}", problems.len());
+        return Some(InvariantResult::new(
+            Validity::Invalid,
+            summary,
+            details.clone(),
+        ));
+    }
+    if !unknowns.is_empty() {
+        return Some(InvariantResult::new(
+            Validity::Unknown,
+            unknowns.join("; "),
+            details.clone(),
+        ));
+    }
+    None
 }
 
 /// The registers' initial values, from `run.json`'s optional
@@ -165,6 +194,7 @@ pub fn check_run(dir: &Path, budget: Duration) -> Verdict {
         single_instance::check(dir, &budget),
     );
     inv.insert("volume-integrity".into(), volume::check(dir, &budget));
+    inv.insert("bounded-loss".into(), bounded_loss::check(dir, &budget));
     inv.insert("removed-stay-out".into(), membership::check(dir));
     inv.insert("state-invariants".into(), state_invariants::check(dir));
     inv.insert("routed-reads".into(), routed::check(dir));

@@ -8,6 +8,12 @@
 //! different one is a fork (two instances wrote). A move whose destination
 //! checksum did not match (`moves.jsonl`) is a violation too.
 //!
+//! Except after a failover (`bounded_loss`): a replicated app's record
+//! that a failover lost may be missing or replaced by the new owner's,
+//! exactly when it was acknowledged within the app's `max_lag` of its host's
+//! loss (or after). Without a failover the check stays strict, and a
+//! failover's loss beyond `max_lag` is a violation here too.
+//!
 //! A final line without its newline is a torn write the app never
 //! acknowledged; it is ignored unless a heartbeat names it.
 
@@ -82,11 +88,22 @@ pub(crate) fn read_chain(data: &[u8], name: &str, budget: &Budget) -> Result<Cha
     Ok(chain)
 }
 
+/// Reads and verifies `volumes/<app>.log` of the run in `dir`.
+pub(crate) fn load_chain(dir: &Path, app: &str, budget: &Budget) -> Result<Chain, String> {
+    let name = format!("volumes/{app}.log");
+    match std::fs::read(dir.join(&name)) {
+        Ok(data) => read_chain(&data, &name, budget),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{name} is missing")),
+        Err(e) => Err(format!("{name} could not be read: {e}")),
+    }
+}
+
 /// Checks every app's log against its chain and its heartbeats, and the
 /// moves' checksums.
 pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
     let mut problems: Vec<String> = Vec::new();
     let mut unknowns: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let beats = super::load_jsonl::<Heartbeat>(dir, "witness.jsonl").unwrap_or_else(|e| {
         unknowns.push(e);
         Vec::new()
@@ -95,9 +112,29 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
         unknowns.push(e);
         Vec::new()
     });
+    // Without the cluster's history the failovers are unknown: no record
+    // may then be missing (the strict check), and the details say why.
+    let failovers = match super::bounded_loss::Inputs::load(dir) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            notes.push(format!("no failover allowance: {e}"));
+            None
+        }
+    };
     let mut failed_moves = Vec::new();
+    let mut superseded = 0usize;
     for m in &moves {
         if m.checksum_ok == Some(false) {
+            // A failover away from the source while the move was in flight
+            // gave the move up: the destination holds a replica's point,
+            // not the source's last state (the heartbeats judge that).
+            if failovers
+                .as_ref()
+                .is_some_and(|f| f.failed_over_during(&m.app, &m.from, m.start_ns, m.end_ns))
+            {
+                superseded += 1;
+                continue;
+            }
             problems.push(format!(
                 "move of {} from {} to {} at {} ns: the destination's checksum did not match",
                 m.app, m.from, m.to, m.end_ns
@@ -149,9 +186,7 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
         let app_beats = beats_by_app.get(app.as_str()).cloned().unwrap_or_default();
         let name = format!("volumes/{app}.log");
         let chain = if logs.contains(app) {
-            std::fs::read(vdir.join(format!("{app}.log")))
-                .map_err(|e| format!("{name} could not be read: {e}"))
-                .and_then(|data| read_chain(&data, &name, budget))
+            load_chain(dir, app, budget)
         } else {
             Err(format!("{name} is missing"))
         };
@@ -165,20 +200,32 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
         if let Some(b) = &chain.broken {
             problems.push(format!("chain broken: {b}"));
         }
+        let accounting = failovers
+            .as_ref()
+            .map(|inputs| super::bounded_loss::account(app, &chain, &app_beats, inputs))
+            .unwrap_or_default();
         let mut bad_beats = 0usize;
-        for b in &app_beats {
+        let mut lost_to_failovers = 0usize;
+        for (i, b) in app_beats.iter().enumerate() {
             let problem = match chain.heads.get((b.seq - 1) as usize) {
+                Some(h) if *h == b.head => None,
+                _ if accounting.allowed(i, b.time_ns) => {
+                    lost_to_failovers += 1;
+                    None
+                }
                 None => Some(format!(
                     "{app}: heartbeat at {} ns from instance {} on {} acknowledged record {} but {name} has only {} records (lost data)",
                     b.time_ns, b.instance, b.node, b.seq, chain.heads.len()
                 )),
-                Some(h) if *h != b.head => Some(format!(
+                Some(h) => Some(format!(
                     "{app}: heartbeat at {} ns from instance {} on {} acknowledged record {} with head {} but {name} has {} there (forked or rewritten)",
                     b.time_ns, b.instance, b.node, b.seq, b.head, h
                 )),
-                Some(_) => None,
             };
-            if let Some(p) = problem {
+            if let Some(mut p) = problem {
+                if let Some(why) = accounting.explain(i, b.time_ns) {
+                    p.push_str(&format!(": {why}"));
+                }
                 bad_beats += 1;
                 problems.push(p);
             }
@@ -192,6 +239,8 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
                 "chain_intact": chain.broken.is_none(),
                 "heartbeats": app_beats.len(),
                 "heartbeats_not_in_log": bad_beats,
+                "heartbeats_lost_to_failovers": lost_to_failovers,
+                "failovers": accounting.losses.len(),
             }),
         );
     }
@@ -200,16 +249,14 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
         "apps": per_app,
         "moves": moves.len(),
         "failed_moves": failed_moves,
+        "moves_given_up_by_failovers": superseded,
         "problem_count": problems.len(),
         "problems": listed,
         "undecided": unknowns,
+        "notes": notes,
     });
-    if !problems.is_empty() {
-        let summary = format!("{} problem(s); first: {}", problems.len(), problems[0]);
-        return InvariantResult::new(Validity::Invalid, summary, details);
-    }
-    if !unknowns.is_empty() {
-        return InvariantResult::new(Validity::Unknown, unknowns.join("; "), details);
+    if let Some(result) = super::problems_or_unknowns(&problems, &unknowns, &details) {
+        return result;
     }
     if apps.is_empty() {
         return InvariantResult::new(
@@ -218,13 +265,32 @@ pub fn check(dir: &Path, budget: &Budget) -> InvariantResult {
             details,
         );
     }
+    let allowed: u64 = per_app
+        .values()
+        .filter_map(|a| a["heartbeats_lost_to_failovers"].as_u64())
+        .sum();
+    let found = if allowed == 0 {
+        format!(
+            "all {} durable heartbeats found in them",
+            beats_by_app.values().map(Vec::len).sum::<usize>()
+        )
+    } else {
+        format!(
+            "{} of {} durable heartbeats found in them, the other {allowed} lost by failovers within max_lag",
+            beats_by_app.values().map(Vec::len).sum::<usize>() as u64 - allowed,
+            beats_by_app.values().map(Vec::len).sum::<usize>()
+        )
+    };
     InvariantResult::new(
         Validity::Valid,
         format!(
-            "{} log(s) intact, all {} durable heartbeats found in them, {} move(s) checksummed",
+            "{} log(s) intact, {found}, {} move(s) checksummed{}",
             apps.len(),
-            beats_by_app.values().map(Vec::len).sum::<usize>(),
-            moves.len()
+            moves.len() - superseded,
+            match superseded {
+                0 => String::new(),
+                n => format!(" ({n} more given up by failovers)"),
+            }
         ),
         details,
     )
