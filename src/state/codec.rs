@@ -243,4 +243,32 @@ mod tests {
             other => panic!("a UDP port went into format 1: {other:?}"),
         }
     }
+
+    /// Volume replicas, which the first release cannot keep, are written in
+    /// neither format 1 snapshot nor command; a volume with one copy still is.
+    #[test]
+    fn replicated_volumes_are_not_written_in_format_1() {
+        let config = |copies: u32| {
+            let app = format!(
+                "version: 1\napplications:\n  db: {{image: x, volume: {{mountpoint: /d, replicas: {copies}}}}}\n"
+            );
+            crate::config::parse("version: 1\nanywhere: [db]\n", "d", &app, "a").unwrap()
+        };
+        let mut s = State::default();
+        s.apply_membership([("n1", "127.0.0.1:1")].into_iter());
+        s.deployed.config = config(1);
+        assert_eq!(s.encode()[0], STATE_FORMAT_V1);
+        s.deployed.config = config(2);
+        let encoded = s.encode();
+        assert_eq!(encoded[0], STATE_FORMAT);
+        assert_eq!(State::decode(&encoded).unwrap(), s);
+        let deploy = Command::Deploy {
+            configuration: config(2),
+            if_version: None,
+        };
+        assert!(matches!(
+            Proposal::unsigned("r", "admin", &deploy),
+            Err(CommandDecodeError::NotInFormat1(_))
+        ));
+    }
 }
