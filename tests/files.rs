@@ -12,7 +12,6 @@ use flocker::runtime::TEST_IMAGE;
 use serde_json::Value;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -52,14 +51,6 @@ fn the_data_directory_raft_and_volumes_are_private_and_tightened_at_start() {
     assert_eq!(log.matches("tightened").count(), 3, "{log}");
     assert!(log.contains("from mode 0755 to 0700"), "{log}");
     assert!(log.contains("free space is below the reserve"), "{log}");
-}
-
-fn running(name: &str) -> bool {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .expect("docker CLI");
-    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
 }
 
 fn app_status(c: &Cluster, via: &str, app: &str) -> Option<Value> {
@@ -103,7 +94,10 @@ fn a_move_that_would_cross_the_destinations_reserve_fails_and_the_source_keeps_t
         &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
-    wait_until(T, || running(&c.container("n1", "keg")).then_some(())).expect("keg runs on n1");
+    wait_until(T, || {
+        container_running(&c.container("n1", "keg")).then_some(())
+    })
+    .expect("keg runs on n1");
     let data = c.nodes[c.index("n1")].data_dir.join("volumes/keg/data");
     std::fs::write(data.join("file"), vec![7u8; 1 << 20]).unwrap();
 
@@ -124,10 +118,10 @@ fn a_move_that_would_cross_the_destinations_reserve_fails_and_the_source_keeps_t
     let s = app_status(&c, "n3", "keg").unwrap();
     assert!(!s["move"].is_null(), "still in flight, retrying: {s}");
     assert!(
-        running(&c.container("n1", "keg")),
+        container_running(&c.container("n1", "keg")),
         "the source keeps the app"
     );
-    assert!(!running(&c.container("n2", "keg")));
+    assert!(!container_running(&c.container("n2", "keg")));
     let history = c.ctl("n1", &["history"]).stdout;
     assert!(!history.contains("handed off"), "{history}");
     let table = c.ctl("n1", &["status"]).stdout;

@@ -10,25 +10,16 @@ mod common;
 use common::*;
 use flocker::runtime::TEST_IMAGE;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-fn running(name: &str) -> bool {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .expect("docker CLI");
-    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
-}
 
 /// The node whose container of `app` runs, if one does.
 fn runs_on(c: &Cluster, app: &str) -> Option<String> {
     c.nodes
         .iter()
         .map(|n| n.name.clone())
-        .find(|n| running(&c.container(n, app)))
+        .find(|n| container_running(&c.container(n, app)))
 }
 
 fn data_dir(c: &Cluster, node: &str) -> PathBuf {
@@ -206,7 +197,7 @@ fn a_dead_owners_app_runs_on_its_replica_with_the_last_point() {
         .unwrap_or_else(|| panic!("the old copy is kept aside; log:\n{}", c.log(&owner)));
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), "second\n");
     assert_eq!(runs_on(&c, "kv").as_deref(), Some(replica.as_str()));
-    assert!(!running(&c.container(&owner, "kv")));
+    assert!(!container_running(&c.container(&owner, "kv")));
     let r = c.ctl(&via, &["volume", "forget-diverged", "kv"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     wait_until(T, || (!kept.exists()).then_some(())).expect("forgotten copies are removed");
@@ -356,7 +347,10 @@ fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_lo
         &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
-    wait_until(T, || running(&c.container("n1", "kv")).then_some(())).expect("kv runs on n1");
+    wait_until(T, || {
+        container_running(&c.container("n1", "kv")).then_some(())
+    })
+    .expect("kv runs on n1");
     let live = data_dir(&c, "n1").join("volumes/kv/data");
     std::fs::write(live.join("record"), "pinned\n").unwrap();
     let replica = replica_holding(&c, "n1", "record", "pinned\n");
@@ -394,8 +388,10 @@ fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_lo
         "{}",
         r.stdout
     );
-    wait_until(T, || running(&c.container(&replica, "kv")).then_some(()))
-        .unwrap_or_else(|| panic!("kv runs on {replica}: {}", c.log(&replica)));
+    wait_until(T, || {
+        container_running(&c.container(&replica, "kv")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("kv runs on {replica}: {}", c.log(&replica)));
     let record = data_dir(&c, &replica).join("volumes/kv/data/record");
     assert_eq!(std::fs::read_to_string(record).unwrap(), "pinned\n");
 }

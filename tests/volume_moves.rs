@@ -14,18 +14,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-fn running(name: &str) -> bool {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.State.Running}}", name])
-        .output()
-        .expect("docker CLI");
-    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
-}
 
 fn app_status(c: &Cluster, via: &str, app: &str) -> Option<Value> {
     let r = c.ctl(via, &["status", "-o", "json"]);
@@ -110,8 +101,10 @@ fn pinned_app(c: &Cluster, app: &str, node: &str) -> PathBuf {
         &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
-    wait_until(T, || running(&c.container(node, app)).then_some(()))
-        .unwrap_or_else(|| panic!("{app} runs on {node}"));
+    wait_until(T, || {
+        container_running(&c.container(node, app)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{app} runs on {node}"));
     apps
 }
 
@@ -141,9 +134,9 @@ fn a_move_carries_the_whole_tree_and_moving_back_sends_only_the_difference() {
 
     let r = c.ctl("n2", &["move", "vault", "n2", "--wait", "--timeout", "60"]);
     assert_eq!(r.code, 0, "move: {}\n{}", r.stdout, r.stderr);
-    assert!(running(&c.container("n2", "vault")));
+    assert!(container_running(&c.container("n2", "vault")));
     assert!(
-        !running(&c.container("n1", "vault")),
+        !container_running(&c.container("n1", "vault")),
         "stopped on the source"
     );
     let dst = volume_data(&c, "n2", "vault");
@@ -175,8 +168,8 @@ fn a_move_carries_the_whole_tree_and_moving_back_sends_only_the_difference() {
     drop(f);
     let r = c.ctl("n3", &["move", "vault", "n1", "--wait", "--timeout", "60"]);
     assert_eq!(r.code, 0, "move back: {}\n{}", r.stdout, r.stderr);
-    assert!(running(&c.container("n1", "vault")));
-    assert!(!running(&c.container("n2", "vault")));
+    assert!(container_running(&c.container("n1", "vault")));
+    assert!(!container_running(&c.container("n2", "vault")));
     assert_eq!(
         tree(&src),
         tree(&dst),
@@ -236,8 +229,10 @@ fn wait_sent(c: &Cluster, app: &str, bytes: u64) {
 fn wait_arrived(c: &Cluster, app: &str, node: &str) -> Value {
     wait_until(T, || {
         let s = app_status(c, "n3", app)?;
-        (s["move"].is_null() && running(&c.container(node, app)) && !s["last_move"].is_null())
-            .then(|| s["last_move"].clone())
+        (s["move"].is_null()
+            && container_running(&c.container(node, app))
+            && !s["last_move"].is_null())
+        .then(|| s["last_move"].clone())
     })
     .unwrap_or_else(|| panic!("{app} never arrived on {node}"))
 }
@@ -280,7 +275,7 @@ fn a_source_killed_mid_transfer_resumes_and_the_app_never_starts_on_a_partial_co
     c.kill("n1");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        !running(&c.container("n2", "ark")),
+        !container_running(&c.container("n2", "ark")),
         "the destination never starts on a partial copy"
     );
     c.restart("n1");
@@ -305,7 +300,7 @@ fn a_destination_killed_mid_transfer_resumes_while_the_source_keeps_the_app() {
     c.kill("n2");
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        running(&c.container("n1", "bay")),
+        container_running(&c.container("n1", "bay")),
         "the source stays authoritative and keeps the app"
     );
     c.restart("n2");
@@ -328,7 +323,7 @@ fn a_cut_volume_link_retries_and_the_move_completes_after_it_heals() {
         // Longer than QUIC's idle timeout: the session breaks.
         std::thread::sleep(Duration::from_secs(6));
         assert!(
-            running(&c.container("n1", "cove")),
+            container_running(&c.container("n1", "cove")),
             "the app stays on the source"
         );
         let s = app_status(&c, "n3", "cove").unwrap();

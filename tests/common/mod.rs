@@ -371,6 +371,15 @@ pub fn wait_for_history(addr: SocketAddr, certs: &Path, text: &str, timeout: Dur
 }
 
 /// Polls `f` every 100 ms until it returns Some, or the timeout passes.
+/// Whether Docker runs the container named `name`.
+pub fn container_running(name: &str) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", name])
+        .output()
+        .expect("docker CLI");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
