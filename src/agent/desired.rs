@@ -293,6 +293,7 @@ applications:
                 adopt: false,
                 issued: 1,
                 from_point: None,
+                handed_from: None,
             },
         );
         s

@@ -613,6 +613,18 @@ fn promote_replica(
     epoch: u64,
 ) -> Result<(), String> {
     use crate::volume::replica::{root_from_hex, HeldPoint, ReplicaSlots};
+    if point.seq == 0 {
+        // The copy this node handed off (`State::failover_source`): its own,
+        // complete at the epoch it owned the volume at.
+        return match store.remark_complete(app, point.epoch, epoch) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "its copy here is not complete at epoch {}; it will not be mounted",
+                point.epoch
+            )),
+            Err(e) => Err(format!("taking back its copy: {e}")),
+        };
+    }
     let data_dir = store
         .root()
         .parent()

@@ -102,6 +102,7 @@ mod tests {
                 adopt: false,
                 issued: 2,
                 from_point: None,
+                handed_from: None,
             },
         );
         let point = |seq| {

@@ -121,6 +121,7 @@ mod tests {
                 adopt: false,
                 issued: 3,
                 from_point: None,
+                handed_from: None,
             },
         );
         let mut set = ReplicaSet::default();

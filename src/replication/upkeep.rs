@@ -154,6 +154,7 @@ mod tests {
             adopt: false,
             issued: epoch,
             from_point: None,
+            handed_from: None,
         }
     }
 

@@ -264,6 +264,7 @@ applications:
                 adopt: false,
                 issued: 1,
                 from_point: None,
+                handed_from: None,
             },
         );
         let t = route_table(&s, &me("n1", "10.0.0.1"));

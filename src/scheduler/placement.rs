@@ -385,6 +385,7 @@ mod tests {
                 adopt: false,
                 issued: 1,
                 from_point: None,
+                handed_from: None,
             },
         );
         // Moving to n2 (n1 still owns the volume), then n2 dies.
@@ -556,6 +557,7 @@ mod tests {
                         adopt: false,
                         issued: 1,
                         from_point: None,
+                        handed_from: None,
                     },
                 );
             }

@@ -183,6 +183,16 @@ impl State {
             }
         }
         for (app, owner) in &self.volumes {
+            if let Some(h) = owner
+                .handed_from
+                .as_ref()
+                .filter(|h| h.epoch >= owner.epoch)
+            {
+                return Err(format!(
+                    "'{app}': owner {} at epoch {} was handed the volume by {} at epoch {}, not older",
+                    owner.node, owner.epoch, h.node, h.epoch
+                ));
+            }
             if let Some(p) = owner.from_point.as_ref().filter(|p| p.epoch >= owner.epoch) {
                 return Err(format!(
                     "'{app}': owner {} at epoch {} was promoted from point {} of epoch {}, not older",

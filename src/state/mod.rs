@@ -134,6 +134,19 @@ pub struct VolumeOwner {
     /// point (and nothing else) at `epoch`.
     #[serde(default)]
     pub from_point: Option<ReplicaPoint>,
+    /// Set by a move's handoff: the former owner and its epoch. Until a
+    /// point of the new epoch is committed, the former owner's own copy —
+    /// exactly what it handed off — is fresher than any replica's, so a
+    /// failover goes there (`replicas.rs`).
+    #[serde(default)]
+    pub handed_from: Option<HandedFrom>,
+}
+
+/// The owner a handoff replaced, and the epoch its copy is complete at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedFrom {
+    pub node: String,
+    pub epoch: u64,
 }
 
 /// What executing a command did.

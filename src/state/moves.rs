@@ -228,6 +228,10 @@ impl State {
             adopt: false,
             issued: owner.issued,
             from_point: None,
+            handed_from: Some(super::HandedFrom {
+                node: m.from.clone(),
+                epoch: owner.epoch,
+            }),
         };
         Ok(Effect::changed(format!(
             "{app}: volume handed off {}→{} at epoch {epoch} (attempt {})",

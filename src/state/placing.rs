@@ -58,6 +58,7 @@ impl State {
                         adopt: false,
                         issued: 1,
                         from_point: None,
+                        handed_from: None,
                     },
                 );
             }

@@ -47,6 +47,7 @@ mod tests {
                 adopt: false,
                 issued: 6,
                 from_point: None,
+                handed_from: None,
             },
         );
         s.deployed.placements.insert("db".into(), "n2".into());

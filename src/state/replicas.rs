@@ -82,8 +82,14 @@ impl State {
                 (copies > 1).then(|| (app.clone(), copies - 1))
             })
             .collect();
-        self.replicas
-            .retain(|app, set| wanted.contains_key(app) || !set.diverged.is_empty());
+        // Apps that no longer ask for copies keep only their diverged
+        // records (until forgotten).
+        self.replicas.retain(|app, set| {
+            if !wanted.contains_key(app) {
+                set.nodes.clear();
+            }
+            !set.nodes.is_empty() || !set.diverged.is_empty() || wanted.contains_key(app)
+        });
         let mut load = self.replica_load();
         for (app, want) in &wanted {
             let owner = self.volumes[app].node.clone();
@@ -197,6 +203,11 @@ impl State {
             point.seq, point.epoch
         );
         *slot = Some(point);
+        // A point of the owner's epoch is fresher than what a handoff's
+        // former owner holds.
+        if let Some(owner) = self.volumes.get_mut(app) {
+            owner.handed_from = None;
+        }
         // Points are routine, like placements: not operator history.
         Ok(Effect {
             message,
@@ -215,9 +226,34 @@ impl State {
             .max_by_key(|(node, point)| (point.position(), std::cmp::Reverse(*node)))
     }
 
-    /// `Failover`: the owner of `app` is down; `node`, the live replica
-    /// holding the newest committed point (`seq`), becomes the owner at a
-    /// fresh epoch and the app is placed there.
+    /// Where a failover of `app` goes and from what: the live replica with
+    /// the newest committed point; but right after a handoff, before any
+    /// point of the new epoch is committed, the former owner (when live)
+    /// with its own copy — exactly what it handed off, newer than every
+    /// replica's point. That copy is named as point `seq` 0 of its epoch.
+    pub fn failover_source(&self, app: &str) -> Option<(String, ReplicaPoint)> {
+        let owner = self.volumes.get(app)?;
+        let freshest = self.freshest_replica(app);
+        if let Some(handed) = &owner.handed_from {
+            let live = self.nodes.get(&handed.node).is_some_and(|n| !n.down);
+            let newer = freshest.is_some_and(|(_, p)| p.epoch >= owner.epoch);
+            if live && !newer {
+                let copy = ReplicaPoint {
+                    epoch: handed.epoch,
+                    seq: 0,
+                    root: String::new(),
+                    taken_at_ms: 0,
+                    age_at_commit_ms: 0,
+                };
+                return Some((handed.node.clone(), copy));
+            }
+        }
+        freshest.map(|(node, point)| (node.to_string(), point.clone()))
+    }
+
+    /// `Failover`: the owner of `app` is down; `node`, where
+    /// [`failover_source`](Self::failover_source) says (`seq`), becomes the
+    /// owner at a fresh epoch and the app is placed there.
     pub(super) fn execute_failover(
         &mut self,
         app: &str,
@@ -241,8 +277,7 @@ impl State {
             ));
         }
         let (freshest, point) = self
-            .freshest_replica(app)
-            .map(|(n, p)| (n.to_string(), p.clone()))
+            .failover_source(app)
             .ok_or_else(|| format!("{app}: no live replica holds a complete point"))?;
         if freshest != node || point.seq != seq {
             return Err(format!(
@@ -259,16 +294,14 @@ impl State {
                 adopt: false,
                 issued: epoch,
                 from_point: Some(point.clone()),
+                handed_from: None,
             },
         );
         self.deployed
             .placements
             .insert(app.to_string(), node.to_string());
         self.moves.remove(app);
-        let set = self
-            .replicas
-            .get_mut(app)
-            .expect("the freshest replica's set");
+        let set = self.replicas.entry(app.to_string()).or_default();
         set.nodes.remove(node);
         set.diverged.insert(owner.node.clone(), owner.epoch);
         Ok(Effect::changed(format!(
@@ -291,10 +324,10 @@ impl State {
                     && self.nodes.get(&owner.node).is_some_and(|n| n.down)
             })
             .filter_map(|(app, _)| {
-                let (node, point) = self.freshest_replica(app)?;
+                let (node, point) = self.failover_source(app)?;
                 Some(Command::Failover {
                     app: app.clone(),
-                    node: node.to_string(),
+                    node,
                     seq: point.seq,
                 })
             })
@@ -313,7 +346,11 @@ impl State {
                     .to_string(),
             );
         }
-        match self.freshest_replica(app) {
+        match self.failover_source(app) {
+            Some((node, point)) if point.seq == 0 => Some(format!(
+                "failing over to {node} (the copy it handed off at epoch {})",
+                point.epoch
+            )),
             Some((node, point)) => Some(format!(
                 "failing over to {node} (point {} of epoch {})",
                 point.seq, point.epoch
@@ -538,6 +575,83 @@ mod tests {
     }
 
     #[test]
+    fn right_after_a_handoff_the_former_owners_copy_is_the_freshest() {
+        let mut log = Log::new();
+        log.deploy(2);
+        let replica = log.replicas()[0].to_string();
+        log.point(&replica, 4).unwrap();
+        let to = ["n2", "n3", "n4"]
+            .into_iter()
+            .find(|n| *n != replica)
+            .unwrap();
+        log.apply(Command::MoveApp {
+            app: "db".into(),
+            node: to.into(),
+        })
+        .unwrap();
+        let epoch = log.state.moves["db"].epoch;
+        for step in [
+            super::super::MoveStep::Freeze,
+            super::super::MoveStep::Handoff,
+        ] {
+            log.apply(Command::MoveStep {
+                app: "db".into(),
+                epoch,
+                step,
+            })
+            .unwrap();
+        }
+        assert_eq!(log.state.volumes["db"].node, to);
+        log.down(to, true);
+        // No point of the new epoch yet: n1 holds exactly what it handed off.
+        let (node, copy) = log.state.failover_source("db").unwrap();
+        assert_eq!((node.as_str(), copy.seq, copy.epoch), ("n1", 0, 1));
+        assert_eq!(
+            log.state.due_failovers(),
+            vec![Command::Failover {
+                app: "db".into(),
+                node: "n1".into(),
+                seq: 0,
+            }]
+        );
+        log.apply(Command::Failover {
+            app: "db".into(),
+            node: "n1".into(),
+            seq: 0,
+        })
+        .unwrap();
+        let owner = &log.state.volumes["db"];
+        assert_eq!(
+            (owner.node.as_str(), owner.from_point.as_ref().unwrap().seq),
+            ("n1", 0)
+        );
+        log.state.check_invariants().unwrap();
+        // Once the new owner commits a point, replicas are fresher again.
+        log.down(to, false);
+        log.apply(Command::MoveApp {
+            app: "db".into(),
+            node: to.into(),
+        })
+        .unwrap();
+        let epoch = log.state.moves["db"].epoch;
+        for step in [
+            super::super::MoveStep::Freeze,
+            super::super::MoveStep::Handoff,
+        ] {
+            log.apply(Command::MoveStep {
+                app: "db".into(),
+                epoch,
+                step,
+            })
+            .unwrap();
+        }
+        assert!(log.state.volumes["db"].handed_from.is_some());
+        let replica = log.replicas()[0].to_string();
+        log.point(&replica, 1).unwrap();
+        assert!(log.state.volumes["db"].handed_from.is_none());
+    }
+
+    #[test]
     fn failover_goes_to_the_freshest_live_replica_only_once_the_owner_is_down() {
         let mut log = Log::new();
         log.deploy(3);
@@ -616,6 +730,7 @@ mod tests {
                 adopt: false,
                 issued: 2,
                 from_point: None,
+                handed_from: None,
             },
         );
         let mut set = super::ReplicaSet::default();

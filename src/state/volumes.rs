@@ -44,6 +44,7 @@ impl State {
                 adopt: from_point.is_none(),
                 issued: epoch,
                 from_point,
+                handed_from: None,
             },
         );
         self.deployed

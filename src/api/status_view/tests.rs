@@ -68,6 +68,7 @@ impl Cluster {
             adopt: false,
             issued: epoch,
             from_point: None,
+            handed_from: None,
         };
         self.state.volumes.insert(app.into(), owner);
     }
