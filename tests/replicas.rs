@@ -449,3 +449,35 @@ fn on_btrfs_volumes_are_subvolumes_and_points_are_snapshots_taken_without_a_paus
     drop(c);
     drop(fs);
 }
+
+#[test]
+fn a_crash_right_after_a_move_fails_over_without_losing_what_the_move_carried() {
+    let (mut c, owner) = replicated_kv(220, &[]);
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    std::fs::write(live.join("record"), "before the move\n").unwrap();
+    let replica = replica_holding(&c, &owner, "record", "before the move\n");
+    // Written after the replica's last point: only the move carries it.
+    std::fs::write(live.join("record"), "carried by the move\n").unwrap();
+    let dest = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != owner && *n != replica)
+        .unwrap()
+        .to_string();
+    let r = c.ctl(&owner, &["move", "kv", &dest, "--wait", "--timeout", "60"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // The new owner dies at once, before (or just after) its first point.
+    crash(&mut c, &dest);
+    let now = wait_until(Duration::from_secs(90), || {
+        runs_on(&c, "kv").filter(|n| *n != dest)
+    })
+    .unwrap_or_else(|| panic!("kv fails over: {}", c.ctl(&owner, &["status"]).stdout));
+    let history = c.ctl(&now, &["history"]).stdout;
+    let failover = history.lines().find(|l| l.contains("failed over from"));
+    eprintln!("{failover:?}");
+    let record = data_dir(&c, &now).join("volumes/kv/data/record");
+    assert_eq!(
+        std::fs::read_to_string(record).unwrap(),
+        "carried by the move\n",
+        "failed over to {now}: what the move carried is not lost"
+    );
+}
