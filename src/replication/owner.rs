@@ -189,7 +189,7 @@ impl Replicator {
         if let Some(p) = self.progress.get_mut(&app) {
             p.next_due = Some(next_due);
         }
-        let taken = match self.take_point(&app).await {
+        let taken = match self.take_point(&app, due.epoch).await {
             Ok(taken) => taken,
             Err(why) => {
                 tracing::warn!(%app, "volume point not taken: {why}");
@@ -242,11 +242,19 @@ impl Replicator {
 
     /// Captures the live copy of `app` into its point, the app paused
     /// around it when the backend needs that, and returns the point's root.
-    async fn take_point(&self, app: &str) -> Result<Taken, String> {
+    async fn take_point(&self, app: &str, epoch: u64) -> Result<Taken, String> {
         let live = self.ctx.store.data_dir(app).map_err(|e| e.to_string())?;
-        if !live.exists() {
-            // The agent has not made the volume yet: nothing to take.
-            return Err(format!("{} is not there yet", live.display()));
+        // Only the volume itself is a point's source: a copy that is not
+        // complete at the owner's epoch (not made yet, a move writing into
+        // it, a promotion not done) may be a mix of moments (invariant 5).
+        let (store, name) = (self.ctx.store.clone(), app.to_string());
+        let complete = tokio::task::spawn_blocking(move || store.mountable(&name, epoch))
+            .await
+            .unwrap_or(false);
+        if !complete {
+            return Err(format!(
+                "this node's copy is not complete at epoch {epoch}: no point of it"
+            ));
         }
         let point_dir = self.points.volume_dir(app).map_err(|e| e.to_string())?;
         let point = self.points.data_dir(app).map_err(|e| e.to_string())?;

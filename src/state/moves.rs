@@ -69,6 +69,12 @@ impl State {
                 }
                 (Some(to), Some(m)) if m.to == to && m.from == owner => {}
                 (Some(to), _) => {
+                    // The former owner's copy is about to be written by
+                    // this move's rounds: no longer a failover source.
+                    let record = self.volumes.get_mut(&app).expect("iterating volumes");
+                    if record.handed_from.as_ref().is_some_and(|h| h.node == to) {
+                        record.handed_from = None;
+                    }
                     let epoch = self.issue_epoch(&app);
                     self.moves.insert(
                         app.clone(),

@@ -652,6 +652,43 @@ mod tests {
     }
 
     #[test]
+    fn a_move_back_into_the_former_owner_makes_its_copy_no_failover_source() {
+        let mut log = Log::new();
+        log.deploy(2);
+        let to = "n4";
+        log.apply(Command::MoveApp {
+            app: "db".into(),
+            node: to.into(),
+        })
+        .unwrap();
+        let epoch = log.state.moves["db"].epoch;
+        for step in [
+            super::super::MoveStep::Freeze,
+            super::super::MoveStep::Handoff,
+        ] {
+            log.apply(Command::MoveStep {
+                app: "db".into(),
+                epoch,
+                step,
+            })
+            .unwrap();
+        }
+        assert!(log.state.volumes["db"].handed_from.is_some());
+        // Its copy will take this move's rounds: not a copy to fail over to.
+        log.apply(Command::MoveApp {
+            app: "db".into(),
+            node: "n1".into(),
+        })
+        .unwrap();
+        assert!(log.state.volumes["db"].handed_from.is_none());
+        log.down(to, true);
+        assert!(log
+            .state
+            .failover_source("db")
+            .is_none_or(|(node, point)| node != "n1" || point.seq != 0));
+    }
+
+    #[test]
     fn failover_goes_to_the_freshest_live_replica_only_once_the_owner_is_down() {
         let mut log = Log::new();
         log.deploy(3);
