@@ -40,11 +40,13 @@ pub const BEACON: &str = "beacon";
 pub const LEDGER_MOUNT: &str = "/data";
 pub const LEDGER_FILE: &str = "ledger.log";
 /// Copies of the ledger's volume (the owner's included) and its
-/// recovery-point objective, `max_lag`: short, so the bounded-loss check
-/// has a tight bound to hold the failovers to, but a point every second
-/// (a third of it) is still cheap for a log this small.
+/// recovery-point objective, `max_lag`: half the default, so the
+/// bounded-loss check has a tight bound to hold the failovers to (a point
+/// every 1.7 s). At 3 s a campaign saw a failover lose 2.94 s: the link
+/// nemesis (25% loss, a 279 kbit/s tbf) legitimately delays points, and a
+/// bound that thin would make CI depend on when faults land.
 pub const LEDGER_REPLICAS: u32 = 2;
-pub const LEDGER_MAX_LAG_MS: u64 = 3000;
+pub const LEDGER_MAX_LAG_MS: u64 = 5000;
 /// The environment variable holding a register's value.
 pub const VALUE_VAR: &str = "CHAOS_VALUE";
 /// The value every register starts with.
@@ -248,7 +250,7 @@ mod tests {
         assert!(a.contains("CHAOS_VALUE: \"init\""));
         assert!(a.contains("CHAOS_VALUE: \"7-3\""));
         assert!(a.contains("mountpoint: /data"));
-        assert!(a.contains("replicas: 2") && a.contains("max_lag: 3000ms"));
+        assert!(a.contains("replicas: 2") && a.contains("max_lag: 5000ms"));
         assert!(a.contains("WITNESS_PORT: \"4000\""));
         assert!(a.contains("external: 18100") && a.contains("external: 18101"));
     }
