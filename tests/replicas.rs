@@ -59,6 +59,11 @@ fn remove_containers_of(c: &Cluster, node: &str) {
 /// `kv` deployed anywhere with two copies; returns the cluster and the
 /// node kv runs on.
 fn replicated_kv(base: u8, extra: &'static [&'static str]) -> (Cluster, String) {
+    replicated_kv_with(base, extra, 2)
+}
+
+/// [`replicated_kv`] with `copies` copies of kv's volume.
+fn replicated_kv_with(base: u8, extra: &'static [&'static str], copies: u8) -> (Cluster, String) {
     build_image();
     let c = Cluster::start_each(&["n1", "n2", "n3"], &[], move |name: &str| {
         let i: u8 = name.trim_start_matches('n').parse().unwrap();
@@ -71,7 +76,7 @@ fn replicated_kv(base: u8, extra: &'static [&'static str]) -> (Cluster, String) 
     let apps = write(
         &dir,
         "app.yml",
-        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 3s}}\n"),
+        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: {copies}, max_lag: 3s}}\n"),
     );
     let dep = write(&dir, "d.yml", "version: 1\nanywhere: [kv]\n");
     let r = c.ctl(
@@ -479,5 +484,77 @@ fn a_crash_right_after_a_move_fails_over_without_losing_what_the_move_carried() 
         std::fs::read_to_string(record).unwrap(),
         "carried by the move\n",
         "failed over to {now}: what the move carried is not lost"
+    );
+}
+
+/// A failed-over owner that comes back becomes a replica again, and its
+/// first point starts from the copy it kept aside: of an 8 MiB volume the
+/// new owner sends it only what changed, never the whole volume.
+#[test]
+fn a_returning_owner_becomes_a_replica_and_is_sent_only_the_difference() {
+    let (mut c, owner) = replicated_kv_with(230, &[], 3);
+    let live = data_dir(&c, &owner).join("volumes/kv/data");
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(live.join("big"), &big).unwrap();
+    std::fs::write(live.join("record"), "before the crash\n").unwrap();
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| **n != owner)
+        .map(|n| n.to_string())
+        .collect();
+    for replica in &others {
+        wait_until(T, || {
+            (replica_file(&c, replica, "kv", "record").as_deref() == Some("before the crash\n"))
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("{replica} holds the point: {}", c.log(&owner)));
+    }
+
+    let hidden = crash(&mut c, &owner);
+    let new_owner = wait_until(Duration::from_secs(90), || {
+        runs_on(&c, "kv").filter(|n| *n != owner)
+    })
+    .unwrap_or_else(|| panic!("kv fails over: {}", c.ctl(&others[0], &["status"]).stdout));
+    std::fs::rename(&hidden, data_dir(&c, &owner)).unwrap();
+    c.restart(&owner);
+
+    wait_until(Duration::from_secs(90), || {
+        let volume = volume_status(&c, &new_owner, "kv")?;
+        volume["replicas"]
+            .as_array()?
+            .iter()
+            .any(|r| r["node"] == owner.as_str() && r["state"] == "in-sync")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the returning owner {owner} is an in-sync replica again: {}\n{}",
+            c.ctl(&new_owner, &["status"]).stdout,
+            c.log(&owner)
+        )
+    });
+    assert_eq!(
+        replica_file(&c, &owner, "kv", "record").as_deref(),
+        Some("before the crash\n")
+    );
+    let log = c.log(&new_owner);
+    let sent: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("volume point shipped") && l.contains(&format!("replica={owner}")))
+        .filter_map(|l| {
+            l.split("sent_bytes=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!sent.is_empty(), "points shipped to {owner}:\n{log}");
+    assert!(
+        sent.iter().all(|b| *b < 1 << 20),
+        "{owner} started from its own copy: bytes sent per point {sent:?}"
     );
 }

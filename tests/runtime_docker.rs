@@ -678,3 +678,93 @@ async fn an_absent_engine_is_unreachable_with_its_address() {
     let e = rt.list(&Labels::new()).await.unwrap_err();
     assert!(e.is_engine_down(), "{e}");
 }
+
+/// What a volume point relies on: a paused container holds still (its
+/// counter file stops growing), thaws and goes on, and one stopped or
+/// removed while paused dies where it stands — it never runs again to add
+/// a line (a frozen app thawed after its node lost its lease would write
+/// beside its successor).
+#[tokio::test]
+async fn a_paused_container_holds_still_and_is_killed_before_it_could_run_again() {
+    let rt = engine().await;
+    image(&rt).await;
+    let mut cleanup = Cleanup::new();
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("counter");
+    let lines = || {
+        std::fs::read_to_string(&counter)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let mut s = spec(
+        &cleanup.name(unique("flocker-rt-freeze")),
+        Labels::new(),
+        "i=0; while true; do i=$((i+1)); echo $i >> /data/counter; usleep 10000; done",
+    );
+    s.binds.push(Bind {
+        host_path: data.path().to_str().unwrap().into(),
+        container_path: "/data".into(),
+        read_only: false,
+    });
+    let id = rt.run(&s).await.unwrap();
+    wait_for("the counter to grow", Duration::from_secs(20), || {
+        (lines() > 5).then_some(())
+    })
+    .await;
+
+    for round in 0..3 {
+        rt.pause(&id).await.unwrap();
+        let info = rt.inspect(&id).await.unwrap().unwrap();
+        assert_eq!(info.state, ContainerState::Paused, "round {round}");
+        let held = lines();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            lines(),
+            held,
+            "round {round}: the paused app went on writing"
+        );
+        rt.unpause(&id).await.unwrap();
+        assert_eq!(
+            rt.inspect(&id).await.unwrap().unwrap().state,
+            ContainerState::Running
+        );
+        wait_for(
+            "the thawed counter to grow",
+            Duration::from_secs(10),
+            || (lines() > held).then_some(()),
+        )
+        .await;
+    }
+
+    // Stopped while paused: it is gone within the stop, having written nothing more.
+    rt.pause(&id).await.unwrap();
+    let held = lines();
+    let t = Instant::now();
+    rt.stop(&id, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "a frozen app was given its grace: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        rt.inspect(&id).await.unwrap().unwrap().state,
+        ContainerState::Exited
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(lines(), held, "the stopped app ran again after its pause");
+
+    // Removed while paused, the same.
+    rt.start(&id).await.unwrap();
+    wait_for(
+        "the restarted counter to grow",
+        Duration::from_secs(20),
+        || (lines() > held + 5).then_some(()),
+    )
+    .await;
+    rt.pause(&id).await.unwrap();
+    let held = lines();
+    rt.remove(&id, true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(lines(), held, "the removed app ran again after its pause");
+    assert_eq!(rt.inspect(&id).await.unwrap(), None);
+}

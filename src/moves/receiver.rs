@@ -163,11 +163,12 @@ impl Receiver {
             Some(keep) => keep,
             None => replica::admit(&self.ctx.sm.read().state, me, peer, app, epoch)?,
         };
-        let slots = self.ctx.slots.clone();
+        let (slots, live) = (self.ctx.slots.clone(), self.ctx.store.clone());
         let backend = self.ctx.backend.clone();
         let app = app.to_string();
         tokio::task::spawn_blocking(move || {
-            let admitted = replica::prepare_slot(&slots, &backend, &app, keep, epoch, seq)?;
+            let admitted =
+                replica::prepare_slot(&slots, &live, &backend, &app, keep, (epoch, seq))?;
             Ok(slots.store(admitted.slot).clone())
         })
         .await

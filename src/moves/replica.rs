@@ -80,18 +80,24 @@ pub fn seed_from_replica(
     Ok(true)
 }
 
+/// What a former owner's copy set aside by a failover is called, under
+/// `volumes/<app>/` (`replication::upkeep`).
+pub const DIVERGED_PREFIX: &str = "diverged-";
+
 /// Chooses the slot for the next point and marks it as receiving it.
 /// Blocking.
 /// The spare slot starts as a copy of the kept one (a snapshot, reflinks
 /// or the differing blocks, by `backend`), so the owner sends one
-/// interval's changes, not two.
+/// interval's changes, not two. A replica with no point yet starts from
+/// the newest copy this node still has of its own (`live`): a returning
+/// former owner is then sent only what changed since it left.
 pub fn prepare_slot(
     slots: &ReplicaSlots,
+    live: &VolumeStore,
     backend: &Backend,
     app: &str,
     keep: Option<HeldPoint>,
-    epoch: u64,
-    seq: u64,
+    (epoch, seq): (u64, u64),
 ) -> Result<Admitted, String> {
     let slot = slots.target(app, keep.as_ref());
     let failed = |e: String| format!("preparing the replica slot of {app}: {e}");
@@ -102,8 +108,51 @@ pub fn prepare_slot(
         slots
             .refresh_from(kept, slot, app, backend)
             .map_err(|e| failed(e.to_string()))?;
+    } else {
+        seed_empty_slot(slots.store(slot), live, backend, app).map_err(failed)?;
     }
     Ok(Admitted { slot, keep })
+}
+
+/// Fills a slot that has no data yet from this node's newest own copy of
+/// `app`, if it has one. Only a base for the rounds: the slot is marked as
+/// receiving, and only an equal root completes it.
+fn seed_empty_slot(
+    slot: &VolumeStore,
+    live: &VolumeStore,
+    backend: &Backend,
+    app: &str,
+) -> Result<(), String> {
+    let to = slot.data_dir(app).map_err(|e| e.to_string())?;
+    let empty = std::fs::read_dir(&to).map_or(true, |mut d| d.next().is_none());
+    if !empty {
+        return Ok(());
+    }
+    let Some(from) = newest_local_copy(live, app) else {
+        return Ok(());
+    };
+    let stats = backend
+        .clone_tree(&from, &to)
+        .map_err(|e| format!("seeding from {}: {e}", from.display()))?;
+    tracing::info!(%app, from = %from.display(), bytes = stats.bytes_copied + stats.bytes_reflinked, "replica slot seeded from this node's own older copy");
+    Ok(())
+}
+
+/// This node's own copy of `app` the closest to the owner's: the newest
+/// copy a failover set aside here, else a live copy it kept.
+fn newest_local_copy(live: &VolumeStore, app: &str) -> Option<std::path::PathBuf> {
+    let dir = live.volume_dir(app).ok()?;
+    let aside = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let epoch: u64 = name.strip_prefix(DIVERGED_PREFIX)?.parse().ok()?;
+            Some((epoch, dir.join(name).join(crate::volume::store::DATA_DIR)))
+        })
+        .filter(|(_, data)| data.is_dir())
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, data)| data);
+    aside.or_else(|| live.data_dir(app).ok().filter(|d| d.is_dir()))
 }
 
 #[cfg(test)]
@@ -156,5 +205,47 @@ mod tests {
             .unwrap_err()
             .contains("n4 holds no replica"));
         assert!(admit(&s, "n2", "n1", "web", 3).is_err());
+    }
+
+    /// A returning former owner's first point: the slot starts from the
+    /// copy the failover set aside here (the newest of them), so only the
+    /// difference travels; a slot that already has data keeps it.
+    #[test]
+    fn an_empty_slot_starts_from_the_newest_copy_set_aside_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = VolumeStore::open(dir.path()).unwrap();
+        let slots = ReplicaSlots::open(dir.path()).unwrap();
+        let backend = Backend::select(live.root(), crate::volume::BackendChoice::Dir).unwrap();
+        let volume = live.volume_dir("db").unwrap();
+        for (epoch, content) in [(2, "older"), (5, "newest")] {
+            let data = volume
+                .join(format!("{DIVERGED_PREFIX}{epoch}"))
+                .join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("f"), content).unwrap();
+        }
+        let admitted = prepare_slot(&slots, &live, &backend, "db", None, (7, 1)).unwrap();
+        let seeded = slots.store(admitted.slot).data_dir("db").unwrap();
+        assert_eq!(std::fs::read_to_string(seeded.join("f")).unwrap(), "newest");
+        assert_eq!(slots.held(admitted.slot, "db"), None, "a base, not a point");
+
+        std::fs::write(seeded.join("f"), "received").unwrap();
+        let again = prepare_slot(&slots, &live, &backend, "db", None, (7, 2)).unwrap();
+        assert_eq!(again.slot, admitted.slot);
+        assert_eq!(
+            std::fs::read_to_string(seeded.join("f")).unwrap(),
+            "received"
+        );
+    }
+
+    #[test]
+    fn without_a_copy_of_its_own_a_slot_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = VolumeStore::open(dir.path()).unwrap();
+        let slots = ReplicaSlots::open(dir.path()).unwrap();
+        let backend = Backend::select(live.root(), crate::volume::BackendChoice::Dir).unwrap();
+        let admitted = prepare_slot(&slots, &live, &backend, "db", None, (1, 1)).unwrap();
+        let data = slots.store(admitted.slot).data_dir("db").unwrap();
+        assert!(std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()));
     }
 }

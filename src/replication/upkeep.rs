@@ -9,6 +9,7 @@
 //!   removed — never those of an app this node owns, whose slot a failover
 //!   may still be promoting.
 
+use crate::moves::replica::DIVERGED_PREFIX;
 use crate::moves::MoveContext;
 use crate::state::State;
 use crate::volume::{ReplicaSlots, VolumeStore};
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 /// How often the upkeep runs besides after applied changes.
 const PERIOD: Duration = Duration::from_secs(10);
-const DIVERGED_PREFIX: &str = "diverged-";
 
 pub async fn run(ctx: Arc<MoveContext>) {
     let mut applied = ctx.sm.subscribe();

@@ -11,14 +11,16 @@
 mod convert;
 mod errors;
 mod events;
+mod freeze_ops;
+mod freezer;
 mod test_image;
 
 pub use test_image::{build_busybox_image, BUSYBOX_PATH, TEST_IMAGE};
 
 use crate::runtime::logs::{self, PageBuilder};
 use crate::runtime::{
-    ContainerId, ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, Labels, LogLine,
-    LogPage, LogQuery, RuntimeError, RuntimeFuture, UnixNanos,
+    ContainerId, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, EventStream,
+    Labels, LogLine, LogPage, LogQuery, RuntimeError, RuntimeFuture, UnixNanos,
 };
 use bollard::container::LogOutput;
 use bollard::query_parameters::{
@@ -83,6 +85,9 @@ pub struct DockerRuntime {
     /// The negotiated client, `None` until the first call and after the
     /// engine was seen gone.
     client: Mutex<Option<Docker>>,
+    /// Freezers of the containers this runtime paused, by the id it was
+    /// given (`freeze_ops`).
+    freezers: Mutex<HashMap<String, freezer::Freezer>>,
 }
 
 impl DockerRuntime {
@@ -120,6 +125,7 @@ impl DockerRuntime {
             socket,
             timeouts,
             client: Mutex::new(None),
+            freezers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,6 +191,11 @@ impl DockerRuntime {
         Ok(docker)
     }
 
+    fn lock_freezers(&self) -> std::sync::MutexGuard<'_, HashMap<String, freezer::Freezer>> {
+        // A map of small values; a panic elsewhere cannot leave one half-written.
+        self.freezers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_client(&self) -> std::sync::MutexGuard<'_, Option<Docker>> {
         // The guarded value is a cheap handle; a panic elsewhere cannot leave
         // it half-written.
@@ -226,7 +237,11 @@ impl DockerRuntime {
         result
     }
 
-    async fn inspect_one(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+    /// Docker's whole inspect answer for `id`, `None` when it is gone.
+    async fn inspect_raw(
+        &self,
+        id: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, RuntimeError> {
         let answer = self
             .call(
                 "inspect",
@@ -239,10 +254,22 @@ impl DockerRuntime {
             )
             .await;
         match answer {
-            Ok(r) => convert::container_info(r).map(Some),
+            Ok(r) => Ok(Some(r)),
             Err(RuntimeError::ContainerNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn inspect_one(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        let Some(r) = self.inspect_raw(id).await? else {
+            return Ok(None);
+        };
+        let pid = r.state.as_ref().and_then(|s| s.pid);
+        let mut info = convert::container_info(r)?;
+        if info.state == ContainerState::Running && self.frozen_directly(info.id.as_str(), pid) {
+            info.state = ContainerState::Paused;
+        }
+        Ok(Some(info))
     }
 }
 
@@ -298,6 +325,9 @@ impl ContainerRuntime for DockerRuntime {
 
     fn stop<'a>(&'a self, id: &'a ContainerId, timeout: Duration) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
+            // A frozen app could not shut down gracefully, and must not run
+            // again to try: it is killed where it stands.
+            self.kill_if_frozen(id.as_str()).await;
             let grace = timeout.min(MAX_STOP_TIMEOUT);
             // Docker takes whole seconds; rounding up never shortens the grace.
             let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
@@ -315,31 +345,19 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     fn pause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
-        Box::pin(async move {
-            self.call(
-                "pause",
-                Subject::Container(id.as_str()),
-                self.timeouts.call,
-                |d| async move { d.pause_container(id.as_str()).await },
-            )
-            .await
-        })
+        Box::pin(self.freeze(id.as_str()))
     }
 
     fn unpause<'a>(&'a self, id: &'a ContainerId) -> RuntimeFuture<'a, ()> {
-        Box::pin(async move {
-            self.call(
-                "unpause",
-                Subject::Container(id.as_str()),
-                self.timeouts.call,
-                |d| async move { d.unpause_container(id.as_str()).await },
-            )
-            .await
-        })
+        Box::pin(self.thaw(id.as_str()))
     }
 
     fn remove<'a>(&'a self, id: &'a ContainerId, force: bool) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
+            if force {
+                self.kill_if_frozen(id.as_str()).await;
+            }
+            self.forget_freezer(id.as_str());
             // Anonymous volumes from the image's VOLUME lines go with the
             // container; cluster volumes are bind mounts and are not touched.
             let options = RemoveContainerOptionsBuilder::default()
