@@ -418,7 +418,7 @@ fn on_btrfs_volumes_are_subvolumes_and_points_are_snapshots_taken_without_a_paus
     let apps = write(
         &work,
         "app.yml",
-        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 3s}}\n"),
+        &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 3s, maximum_size: 64M}}\n"),
     );
     let dep = write(&work, "d.yml", "version: 1\nanywhere: [kv]\n");
     let r = c.ctl(
@@ -451,8 +451,46 @@ fn on_btrfs_volumes_are_subvolumes_and_points_are_snapshots_taken_without_a_paus
         points.iter().all(|l| l.contains("stall_us=0")),
         "a snapshot needs no pause: {points:?}"
     );
+
+    // maximum_size is enforced (a quota group per subvolume): a write past
+    // it fails with EDQUOT, on the owner and, after a move, on the new one.
+    wait_until(T, || writing_past_64m_fails(&live).then_some(()))
+        .unwrap_or_else(|| panic!("writes past 64M fail; log:\n{}", c.log(&owner)));
+    let dest = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != owner)
+        .unwrap();
+    let r = c.ctl(&owner, &["move", "kv", dest, "--wait", "--timeout", "60"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let moved = data_dir(&c, dest).join("volumes/kv/data");
+    assert_eq!(
+        std::fs::read_to_string(moved.join("record")).unwrap(),
+        "on btrfs\n"
+    );
+    wait_until(T, || writing_past_64m_fails(&moved).then_some(()))
+        .unwrap_or_else(|| panic!("writes past 64M fail after the move; log:\n{}", c.log(dest)));
     drop(c);
     drop(fs);
+}
+
+/// Whether writing 96 MiB into `dir` fails with EDQUOT (the file is
+/// removed either way).
+fn writing_past_64m_fails(dir: &std::path::Path) -> bool {
+    use std::io::Write;
+    let path = dir.join("fill");
+    let chunk = vec![0x5au8; 1 << 20];
+    let outcome = std::fs::File::create(&path).and_then(|mut f| {
+        for _ in 0..96 {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    match outcome {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EDQUOT) => true,
+        Err(e) => panic!("writing into {}: {e}", dir.display()),
+    }
 }
 
 #[test]

@@ -187,7 +187,7 @@ fn volume_view(
         maximum_size: spec.volume.as_ref().and_then(|v| v.maximum_size),
         warning: usage.filter(|u| u.exceeded()).map(|u| {
             format!(
-                "uses {} bytes, over its maximum_size of {} (reported, not enforced: this file system has no per-directory quota)",
+                "uses {} bytes, over its maximum_size of {} (enforced only on the btrfs volume backend; measured here)",
                 u.used_bytes,
                 u.maximum_size.unwrap_or_default()
             )

@@ -65,7 +65,7 @@ pub mod wire;
 mod tests;
 
 pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
-pub use backend::{Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats};
+pub use backend::{Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats, SizeLimit};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};

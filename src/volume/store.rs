@@ -79,6 +79,22 @@ impl VolumeStore {
         &self.root
     }
 
+    /// Bounds `app`'s copy to `max` bytes (`None`: unbounded) where this
+    /// store's backend can; see [`Backend::limit_volume`]. Blocking.
+    ///
+    /// [`Backend::limit_volume`]: super::backend::Backend::limit_volume
+    pub fn limit_volume(&self, app: &str, max: Option<u64>) -> super::backend::SizeLimit {
+        use super::backend::SizeLimit;
+        let data = match self.data_dir(app) {
+            Ok(data) => data,
+            Err(e) => return SizeLimit::Reported(e.to_string()),
+        };
+        match &self.backend {
+            Some(backend) => backend.limit_volume(&data, max),
+            None => SizeLimit::Reported("this store has no volume backend".into()),
+        }
+    }
+
     /// Creates `app`'s `data` directory (and its volume directory) if
     /// missing, as the backend makes volumes.
     pub fn create_data_dir(&self, app: &str) -> Result<PathBuf> {

@@ -349,7 +349,7 @@ fn the_volume_line_uses_the_owners_measurement() {
     c.observed("n1").volumes.insert("db".into(), usage(2 << 20));
     assert_eq!(
         c.app("db").volume.unwrap().warning.as_deref(),
-        Some("uses 2097152 bytes, over its maximum_size of 1048576 (reported, not enforced: this file system has no per-directory quota)")
+        Some("uses 2097152 bytes, over its maximum_size of 1048576 (enforced only on the btrfs volume backend; measured here)")
     );
 }
 

@@ -1,5 +1,6 @@
 //! btrfs subvolumes through their ioctls: create one, snapshot one
-//! (read-only or writable), delete one, tell one from a directory. Called
+//! (read-only or writable), delete one, tell one from a directory, bound
+//! the bytes one references (quota groups: a volume's `maximum_size`). Called
 //! through libc rather than the `btrfs` command: no process per point (a
 //! point every few seconds per volume), the error is the errno on the exact
 //! path, and btrfs-progs is needed only to make file systems (tests).
@@ -39,12 +40,39 @@ struct VolArgsV2 {
     name: [u8; SUBVOL_NAME_MAX + 1],
 }
 
+/// `struct btrfs_ioctl_quota_ctl_args`.
+#[repr(C)]
+struct QuotaCtlArgs {
+    cmd: u64,
+    status: u64,
+}
+
+/// `struct btrfs_ioctl_qgroup_limit_args` with its `btrfs_qgroup_limit`.
+#[repr(C)]
+struct QgroupLimitArgs {
+    /// 0: the subvolume the descriptor is in.
+    qgroupid: u64,
+    flags: u64,
+    max_referenced: u64,
+    max_exclusive: u64,
+    reserved_referenced: u64,
+    reserved_exclusive: u64,
+}
+
+/// `BTRFS_QUOTA_CTL_ENABLE`.
+const QUOTA_CTL_ENABLE: u64 = 1;
+/// `BTRFS_QGROUP_LIMIT_MAX_RFER`.
+const QGROUP_LIMIT_MAX_REFERENCED: u64 = 1;
+
 const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 
 const IOC_SUBVOL_CREATE: libc::Ioctl = libc::_IOW::<VolArgs>(IOCTL_MAGIC, 14);
 const IOC_SNAP_DESTROY: libc::Ioctl = libc::_IOW::<VolArgs>(IOCTL_MAGIC, 15);
 const IOC_SNAP_CREATE_V2: libc::Ioctl = libc::_IOW::<VolArgsV2>(IOCTL_MAGIC, 23);
+const IOC_QUOTA_CTL: libc::Ioctl = libc::_IOWR::<QuotaCtlArgs>(IOCTL_MAGIC, 40);
+// The kernel header declares this one as read, although it passes the limit in.
+const IOC_QGROUP_LIMIT: libc::Ioctl = libc::_IOR::<QgroupLimitArgs>(IOCTL_MAGIC, 43);
 
 /// Whether `m` (from `lstat`, on a btrfs) is a subvolume's root.
 pub(super) fn is_subvolume(m: &std::fs::Metadata) -> bool {
@@ -84,6 +112,45 @@ pub(super) fn snapshot(source: &Path, dest: &Path, read_only: bool) -> io::Resul
 /// unless root (or mounted `user_subvol_rm_allowed`).
 pub(super) fn delete_subvolume(path: &Path) -> io::Result<()> {
     by_name(IOC_SNAP_DESTROY, path)
+}
+
+/// Turns quota groups on for the file system holding `path` (a no-op when
+/// they are on). Needs CAP_SYS_ADMIN.
+pub(super) fn enable_quota(path: &Path) -> io::Result<()> {
+    let dir = open_dir(path)?;
+    let args = QuotaCtlArgs {
+        cmd: QUOTA_CTL_ENABLE,
+        status: 0,
+    };
+    // SAFETY: the ioctl reads and writes one `QuotaCtlArgs` that outlives
+    // the call, on a directory descriptor we own.
+    let r = unsafe { libc::ioctl(dir.as_raw_fd(), IOC_QUOTA_CTL, &args) };
+    check(r)
+}
+
+/// Bounds the bytes the subvolume at `path` references (`None`: no bound).
+/// Writes past it fail with EDQUOT. Quota groups must be on.
+pub(super) fn limit_referenced(path: &Path, max: Option<u64>) -> io::Result<()> {
+    let dir = open_dir(path)?;
+    let args = QgroupLimitArgs {
+        qgroupid: 0,
+        flags: QGROUP_LIMIT_MAX_REFERENCED,
+        max_referenced: max.unwrap_or(u64::MAX),
+        max_exclusive: 0,
+        reserved_referenced: 0,
+        reserved_exclusive: 0,
+    };
+    // SAFETY: the ioctl reads one `QgroupLimitArgs` that outlives the
+    // call, on a directory descriptor we own.
+    let r = unsafe { libc::ioctl(dir.as_raw_fd(), IOC_QGROUP_LIMIT, &args) };
+    check(r)
+}
+
+fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// An ioctl that takes a `VolArgs` naming its target in its parent directory.

@@ -43,6 +43,7 @@
 mod btrfs;
 mod copy;
 pub mod extents;
+mod limit;
 pub mod loopfs;
 mod probe;
 mod remove;
@@ -52,6 +53,7 @@ mod sync;
 mod tests;
 
 pub use extents::changed_ranges;
+pub use limit::SizeLimit;
 pub use probe::FsType;
 
 use super::error::{IoContext, Result, VolumeError};
@@ -187,6 +189,9 @@ pub struct Backend {
     fs: FsType,
     /// Why `auto` settled for `dir` on a file system that has a backend.
     note: Option<String>,
+    /// Whether quota groups could be turned on (btrfs, the first time a
+    /// volume is bounded), shared by the clones of this backend.
+    quota: std::sync::Arc<std::sync::OnceLock<std::result::Result<(), String>>>,
 }
 
 impl Backend {
@@ -205,6 +210,7 @@ impl Backend {
             root: volumes_root.to_path_buf(),
             fs,
             note,
+            quota: Default::default(),
         };
         match choice {
             BackendChoice::Dir => Ok(backend(BackendKind::Dir, None)),
