@@ -38,6 +38,15 @@ pub fn point_interval(max_lag_ms: u64) -> Duration {
     Duration::from_millis(max_lag_ms / 3).max(MIN_POINT_INTERVAL)
 }
 
+/// Makes a captured point durable (see `Backend::capture_unsettled`), off
+/// the async threads.
+async fn settled(settle: crate::volume::Settle) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || settle.settle())
+        .await
+        .map_err(|e| format!("settle task: {e}"))?
+        .map_err(|e| format!("making the point durable: {e}"))
+}
+
 pub struct Replicator {
     ctx: Arc<MoveContext>,
     /// `<data-dir>/points`: the last point of each volume this node owns.
@@ -286,7 +295,7 @@ impl Replicator {
                 .await
                 .map_err(|e| format!("pausing {app} for its point: {e}"))?;
         }
-        let captured = self.capture(&live, &point).await;
+        let captured = self.capture_unsettled(&live, &point).await;
         if let Some(id) = &paused {
             self.thaw(app, id).await;
         }
@@ -295,7 +304,10 @@ impl Replicator {
             Some(_) => at.elapsed(),
             None => Duration::ZERO,
         };
-        let stats = captured.map_err(|e| format!("capturing the volume: {e}"))?;
+        let (stats, settle) = captured.map_err(|e| format!("capturing the volume: {e}"))?;
+        // The point's fsyncs run with the app thawed; it is scanned and
+        // shipped only once durable.
+        settled(settle).await?;
         tracing::trace!(%app, ?stats, "captured");
         Ok(Taken {
             at,
@@ -305,18 +317,31 @@ impl Replicator {
         })
     }
 
-    /// The backend's capture of `live` into `point`, off the async threads.
+    /// The backend's capture of `live` into `point`, durable, off the
+    /// async threads.
     async fn capture(
         &self,
         live: &std::path::Path,
         point: &std::path::Path,
     ) -> Result<crate::volume::CaptureStats, String> {
+        let (stats, settle) = self.capture_unsettled(live, point).await?;
+        settled(settle).await?;
+        Ok(stats)
+    }
+
+    /// The backend's capture of `live` into `point` up to its data written
+    /// (see `Backend::capture_unsettled`), off the async threads.
+    async fn capture_unsettled(
+        &self,
+        live: &std::path::Path,
+        point: &std::path::Path,
+    ) -> Result<(crate::volume::CaptureStats, crate::volume::Settle), String> {
         let (backend, live, point) = (
             self.ctx.backend.clone(),
             live.to_path_buf(),
             point.to_path_buf(),
         );
-        tokio::task::spawn_blocking(move || backend.capture(&live, &point))
+        tokio::task::spawn_blocking(move || backend.capture_unsettled(&live, &point))
             .await
             .map_err(|e| format!("capture task: {e}"))?
             .map_err(|e| e.to_string())

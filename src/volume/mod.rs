@@ -65,7 +65,9 @@ pub mod wire;
 mod tests;
 
 pub use apply::{ApplyOptions, ReceiverCopy, Round, RoundOutcome, RoundStats};
-pub use backend::{Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats, SizeLimit};
+pub use backend::{
+    Backend, BackendChoice, BackendKind, CaptureMethod, CaptureStats, Settle, SizeLimit,
+};
 pub use cache::HashCache;
 pub use chunks::ChunkReader;
 pub use delta::{Delta, DeltaStats};

@@ -181,6 +181,21 @@ impl Tally {
     }
 }
 
+/// What is left of a capture after its data is written: on dir, making
+/// the point durable (and trusted as the next update's base).
+#[derive(Debug)]
+#[must_use = "a point is not to be used before it settled"]
+pub struct Settle(Option<sync::Unsynced>);
+
+impl Settle {
+    pub fn settle(self) -> Result<()> {
+        match self.0 {
+            Some(unsynced) => unsynced.make_durable(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// This node's backend, for volumes under one root.
 #[derive(Clone, Debug)]
 pub struct Backend {
@@ -333,16 +348,32 @@ impl Backend {
     /// On error there is no new point: on btrfs `point` is gone, on xfs it
     /// is what it was before, on dir a copy the next capture repairs.
     pub fn capture(&self, live: &Path, point: &Path) -> Result<CaptureStats> {
+        let (stats, settle) = self.capture_unsettled(live, point)?;
+        settle.settle()?;
+        Ok(stats)
+    }
+
+    /// [`capture`](Self::capture) whose last step, making a dir point
+    /// durable, is left to the caller ([`Settle::settle`]): the app need
+    /// not stay paused through the fsyncs of what its point copied. The
+    /// point is not to be used before it settled.
+    pub fn capture_unsettled(&self, live: &Path, point: &Path) -> Result<(CaptureStats, Settle)> {
         let started = Instant::now();
         apart(live, point)?;
         let method = self.capture_method(live)?;
         let mut tally = Tally::default();
-        match method {
-            CaptureMethod::Snapshot => self.snapshot(live, point, true)?,
-            CaptureMethod::Reflink => fresh_copy(live, point, false, &mut tally)?,
-            CaptureMethod::Update => sync::sync_tree(live, point, &mut tally)?,
-        }
-        Ok(tally.stats(method, started))
+        let settle = match method {
+            CaptureMethod::Snapshot => {
+                self.snapshot(live, point, true)?;
+                Settle(None)
+            }
+            CaptureMethod::Reflink => {
+                fresh_copy(live, point, false, &mut tally)?;
+                Settle(None)
+            }
+            CaptureMethod::Update => Settle(Some(sync::update_tree(live, point, &mut tally)?)),
+        };
+        Ok((tally.stats(method, started), settle))
     }
 
     /// Makes `to` a writable copy of `from`, leaving `from` as it was, for a

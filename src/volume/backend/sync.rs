@@ -46,9 +46,17 @@ use std::path::{Path, PathBuf};
 const SYNCFS_THRESHOLD: usize = 64;
 
 /// Makes `to` equal the tree at `from`, writing only what differs; creates
-/// it when missing. On error `to` is neither tree, and the marker stays, so
-/// the next update reads everything.
+/// it when missing; durable when it returns. On error `to` is neither
+/// tree, and the marker stays, so the next update reads everything.
 pub(super) fn sync_tree(from: &Path, to: &Path, tally: &mut Tally) -> Result<()> {
+    update_tree(from, to, tally)?.make_durable()
+}
+
+/// [`sync_tree`] up to its data written: what is left is to make it
+/// durable ([`Unsynced::make_durable`]), which a point does after its app
+/// is thawed — the written data is already the instant it captured, and
+/// the marker keeps the copy untrusted until it is durable.
+pub(super) fn update_tree(from: &Path, to: &Path, tally: &mut Tally) -> Result<Unsynced> {
     let marker = super::hidden_sibling(to, ".updating")?;
     let trust = match std::fs::symlink_metadata(&marker) {
         Ok(_) => false,
@@ -64,9 +72,13 @@ pub(super) fn sync_tree(from: &Path, to: &Path, tally: &mut Tally) -> Result<()>
         tally,
         a: vec![0; WINDOW],
         b: vec![0; WINDOW],
-        changed_files: Vec::new(),
-        changed_dirs: Vec::new(),
-        everything_changed: false,
+        unsynced: Unsynced {
+            to: to.to_path_buf(),
+            marker,
+            changed_files: Vec::new(),
+            changed_dirs: Vec::new(),
+            everything_changed: false,
+        },
     };
     match std::fs::symlink_metadata(to) {
         Ok(m) if m.file_type().is_dir() => run.update(from, to)?,
@@ -77,9 +89,39 @@ pub(super) fn sync_tree(from: &Path, to: &Path, tally: &mut Tally) -> Result<()>
         Err(e) if e.kind() == ErrorKind::NotFound => run.fresh(from, to)?,
         Err(e) => return Err(e).ctx("lstat", to),
     }
-    run.make_durable(to)?;
-    std::fs::remove_file(&marker).ctx("remove", &marker)?;
-    sys::fsync_dir(super::parent_of(&marker))
+    Ok(run.unsynced)
+}
+
+/// An updated copy whose changes are written but not yet durable.
+#[derive(Debug)]
+pub struct Unsynced {
+    to: PathBuf,
+    /// Present while the copy may not be trusted.
+    marker: PathBuf,
+    changed_files: Vec<PathBuf>,
+    changed_dirs: Vec<PathBuf>,
+    /// A fresh copy: no finer list than the whole file system to sync.
+    everything_changed: bool,
+}
+
+impl Unsynced {
+    /// Makes every change durable, then withdraws the marker.
+    pub fn make_durable(self) -> Result<()> {
+        let many = self.changed_files.len() + self.changed_dirs.len() > SYNCFS_THRESHOLD;
+        if self.everything_changed || many {
+            let dir = File::open(&self.to).ctx("open", &self.to)?;
+            sys::syncfs(&dir).ctx("syncfs", &self.to)?;
+        } else {
+            for f in &self.changed_files {
+                copy::open_source(f)?.sync_all().ctx("fsync", f)?;
+            }
+            for d in &self.changed_dirs {
+                sys::fsync_dir(d)?;
+            }
+        }
+        std::fs::remove_file(&self.marker).ctx("remove", &self.marker)?;
+        sys::fsync_dir(super::parent_of(&self.marker))
+    }
 }
 
 struct Update<'t> {
@@ -88,17 +130,14 @@ struct Update<'t> {
     /// Read buffers, source and copy: the bounded memory of an update.
     a: Vec<u8>,
     b: Vec<u8>,
-    changed_files: Vec<PathBuf>,
-    changed_dirs: Vec<PathBuf>,
-    /// A fresh copy: no finer list than the whole file system to sync.
-    everything_changed: bool,
+    unsynced: Unsynced,
 }
 
 impl Update<'_> {
     fn fresh(&mut self, from: &Path, to: &Path) -> Result<()> {
         // A plain copy writes each source back before reading it, as `update` does.
         copy::copy_tree(from, to, FileCopy::Plain, self.tally)?;
-        self.everything_changed = true;
+        self.unsynced.everything_changed = true;
         Ok(())
     }
 
@@ -146,7 +185,7 @@ impl Update<'_> {
                 }
             }
             if dir_changed {
-                self.changed_dirs.push(dst_dir);
+                self.unsynced.changed_dirs.push(dst_dir);
             }
         }
         for (d, m) in dirs.iter().rev() {
@@ -180,7 +219,7 @@ impl Update<'_> {
             }
         };
         if wrote {
-            self.changed_files.push(d.to_path_buf());
+            self.unsynced.changed_files.push(d.to_path_buf());
         }
         // Checked now, whatever it held: the copy's ctime must say so (see
         // "When a file is not read"), so set the mtime again if nothing did.
@@ -270,21 +309,6 @@ impl Update<'_> {
         }
         copy::copy_symlink(s, d, m)?;
         Ok(true)
-    }
-
-    fn make_durable(&self, to: &Path) -> Result<()> {
-        let many = self.changed_files.len() + self.changed_dirs.len() > SYNCFS_THRESHOLD;
-        if self.everything_changed || many {
-            let dir = File::open(to).ctx("open", to)?;
-            return sys::syncfs(&dir).ctx("syncfs", to);
-        }
-        for f in &self.changed_files {
-            copy::open_source(f)?.sync_all().ctx("fsync", f)?;
-        }
-        for d in &self.changed_dirs {
-            sys::fsync_dir(d)?;
-        }
-        Ok(())
     }
 }
 

@@ -634,3 +634,39 @@ fn dir_capture_sees_a_second_write_through_the_same_mapping() {
     assert_eq!(fs::read(point.join("mapped")).unwrap()[100], 2);
     assert_eq!(root_of(&point), root_of(&n.live));
 }
+
+/// A dir point captured in the pause and made durable after the thaw is
+/// untrusted in between: the marker stands until it settled, so a crash
+/// before the fsyncs makes the next capture read every file.
+#[test]
+fn a_dir_point_is_trusted_only_once_settled() {
+    let n = node(LoopFsKind::Ext4);
+    write(&n.live.join("f"), &pattern(3, 2 * BLOCK_SIZE));
+    let point = n.points.join("1");
+    let marker = n.points.join(".1.updating");
+    let (stats, settle) = n.backend.capture_unsettled(&n.live, &point).unwrap();
+    assert_eq!(stats.method, CaptureMethod::Update);
+    assert_eq!(
+        root_of(&point),
+        root_of(&n.live),
+        "the data is the instant's"
+    );
+    assert!(
+        fs::symlink_metadata(&marker).is_ok(),
+        "untrusted until durable"
+    );
+    settle.settle().unwrap();
+    assert!(
+        fs::symlink_metadata(&marker).is_err(),
+        "trusted once durable"
+    );
+
+    // Snapshots and reflink copies have nothing left to settle.
+    let b = node(LoopFsKind::Btrfs);
+    let (_, settle) = b
+        .backend
+        .capture_unsettled(&b.live, &b.points.join("1"))
+        .unwrap();
+    settle.settle().unwrap();
+    assert!(fs::symlink_metadata(b.points.join(".1.updating")).is_err());
+}
