@@ -38,6 +38,21 @@ fn replica_file(c: &Cluster, node: &str, app: &str, file: &str) -> Option<String
     })
 }
 
+/// The seq of the newest complete point a slot of `node` holds of `app`.
+fn held_seq(c: &Cluster, node: &str, app: &str) -> Option<u64> {
+    ["a", "b"]
+        .iter()
+        .filter_map(|slot| {
+            let dir = data_dir(c, node).join("replicas").join(slot).join(app);
+            let mark = flocker::volume::mark::read_mark(&dir).ok()??;
+            (mark.state == flocker::volume::MarkState::Complete).then_some(())?;
+            let point: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("point")).ok()?).ok()?;
+            point["seq"].as_u64()
+        })
+        .max()
+}
+
 /// Removes every container of this cluster's `node`, as a dead host's
 /// would be gone.
 fn remove_containers_of(c: &Cluster, node: &str) {
@@ -340,27 +355,55 @@ fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_lo
         vec!["--publish-ip".to_string(), format!("127.0.0.{}", 200 + i)]
     });
     c.wait_for_registration(&["n1", "n2", "n3"], T);
+    // Pinned on a node that is not the Raft leader: a leader's crash adds
+    // an election before it is declared down, which the estimate of the
+    // loss counts against the point (see `replica_view`).
+    let leader = wait_until(T, || {
+        c.nodes_json("n2")?
+            .iter()
+            .find(|n| n["role"] == "leader")
+            .and_then(|n| n["name"].as_str().map(str::to_string))
+    })
+    .expect("a leader");
+    let pinned = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != leader)
+        .unwrap();
     let dir = c.dir.path().to_path_buf();
     let apps = write(
         &dir,
         "app.yml",
         &format!("version: 1\napplications:\n  kv:\n    image: {TEST_IMAGE}\n    command: {LOOP}\n    volume: {{mountpoint: /data, replicas: 2, max_lag: 5s}}\n"),
     );
-    let dep = write(&dir, "d.yml", "version: 1\nnodes:\n  n1: [kv]\n");
+    let dep = write(
+        &dir,
+        "d.yml",
+        &format!("version: 1\nnodes:\n  {pinned}: [kv]\n"),
+    );
     let r = c.ctl(
         "n2",
         &["deploy", dep.to_str().unwrap(), apps.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
     wait_until(T, || {
-        container_running(&c.container("n1", "kv")).then_some(())
+        container_running(&c.container(pinned, "kv")).then_some(())
     })
-    .expect("kv runs on n1");
-    let live = data_dir(&c, "n1").join("volumes/kv/data");
+    .expect("kv runs on its node");
+    let live = data_dir(&c, pinned).join("volumes/kv/data");
     std::fs::write(live.join("record"), "pinned\n").unwrap();
-    let replica = replica_holding(&c, "n1", "record", "pinned\n");
-    let other = ["n2", "n3"].into_iter().find(|n| *n != replica).unwrap();
-    crash(&mut c, "n1");
+    let replica = replica_holding(&c, pinned, "record", "pinned\n");
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != replica && *n != pinned)
+        .unwrap();
+    // In sync when the owner is lost: that point committed, and fresh.
+    let seq = held_seq(&c, &replica, "kv").expect("the replica's point");
+    wait_until(T, || {
+        let r = volume_status(&c, pinned, "kv")?["replicas"][0].clone();
+        (r["state"] == "in-sync" && r["seq"].as_u64()? >= seq).then_some(())
+    })
+    .unwrap_or_else(|| panic!("point {seq} commits: {}", c.ctl(pinned, &["status"]).stdout));
+    crash(&mut c, pinned);
     // Pinned: it waits, and says how to move it.
     let waiting = wait_until(T, || {
         let r = c.ctl(&replica, &["status", "-o", "json"]);
@@ -375,7 +418,7 @@ fn a_pinned_apps_volume_is_recovered_on_its_in_sync_replica_without_accepting_lo
             .filter(|w| w.contains("pinned"))
             .map(str::to_string)
     })
-    .expect("kv waits for n1");
+    .expect("kv waits for its node");
     assert!(waiting.contains("ctl volume recover"), "{waiting}");
     // Not a replica: the loss must be accepted.
     let refused = c.ctl(&replica, &["volume", "recover", "kv", "--to", other]);
@@ -532,29 +575,48 @@ fn a_crash_right_after_a_move_fails_over_without_losing_what_the_move_carried() 
 fn a_returning_owner_becomes_a_replica_and_is_sent_only_the_difference() {
     let (mut c, owner) = replicated_kv_with(230, &[], 3);
     let live = data_dir(&c, &owner).join("volumes/kv/data");
+    // Points committed for each replica so far, by seq: the ones taken
+    // after the write below are at least two further on.
+    let committed_seqs = |c: &Cluster| -> Option<Vec<u64>> {
+        let volume = volume_status(c, &owner, "kv")?;
+        let replicas = volume["replicas"].as_array()?;
+        (replicas.len() == 2).then_some(())?;
+        replicas
+            .iter()
+            .map(|r| r["seq"].as_u64().or(Some(0)))
+            .collect()
+    };
+    let before = wait_until(T, || committed_seqs(&c)).expect("two replicas listed");
     let big: Vec<u8> = (0..8u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
         .collect();
     std::fs::write(live.join("big"), &big).unwrap();
     std::fs::write(live.join("record"), "before the crash\n").unwrap();
-    let others: Vec<String> = ["n1", "n2", "n3"]
-        .iter()
-        .filter(|n| **n != owner)
-        .map(|n| n.to_string())
-        .collect();
-    for replica in &others {
-        wait_until(T, || {
-            (replica_file(&c, replica, "kv", "record").as_deref() == Some("before the crash\n"))
-                .then_some(())
-        })
-        .unwrap_or_else(|| panic!("{replica} holds the point: {}", c.log(&owner)));
-    }
+    let floor = before.iter().max().unwrap() + 2;
+    wait_until(T, || {
+        committed_seqs(&c)?
+            .iter()
+            .all(|seq| *seq >= floor)
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "both replicas commit a point taken after the write: {}",
+            c.ctl(&owner, &["status"]).stdout
+        )
+    });
 
     let hidden = crash(&mut c, &owner);
     let new_owner = wait_until(Duration::from_secs(90), || {
         runs_on(&c, "kv").filter(|n| *n != owner)
     })
-    .unwrap_or_else(|| panic!("kv fails over: {}", c.ctl(&others[0], &["status"]).stdout));
+    .unwrap_or_else(|| {
+        let via = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != owner)
+            .unwrap();
+        panic!("kv fails over: {}", c.ctl(via, &["status"]).stdout)
+    });
     std::fs::rename(&hidden, data_dir(&c, &owner)).unwrap();
     c.restart(&owner);
 

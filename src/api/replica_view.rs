@@ -9,6 +9,13 @@ use crate::config::VolumeSpec;
 use crate::state::State;
 use std::time::Duration;
 
+/// How long before a node is declared down its lease (and so any write of
+/// its fenced apps) ended at the latest.
+const LEASE_BEFORE_DOWN: Duration = Duration::from_millis(
+    crate::agent::lease::DOWN_GRACE.as_millis() as u64
+        - crate::agent::lease::NODE_LEASE.as_millis() as u64,
+);
+
 /// The replicas of `app` (owned by `owner`), a warning when fewer are kept
 /// than asked, and the former owners whose copies a failover left aside.
 pub fn replica_views(
@@ -38,9 +45,12 @@ pub fn replica_views(
                 .copied()
                 .flatten();
             // With the owner down, what counts is how old the point was
-            // when it was lost (declared down: it died up to a grace before).
+            // when the owner's app last wrote: its lease ran out at most
+            // DOWN_GRACE - NODE_LEASE before it was declared down (later if
+            // a leader change delayed the declaration: then this overstates
+            // the loss, never understates it).
             let lag = match ages.down_for.get(owner) {
-                Some(down_for) => age.map(|a| a.saturating_sub(*down_for)),
+                Some(down_for) => age.map(|a| a.saturating_sub(*down_for + LEASE_BEFORE_DOWN)),
                 None => age,
             };
             let down = state.nodes.get(node).is_none_or(|n| n.down);
@@ -182,7 +192,14 @@ mod tests {
             max_lag_ms: 10_000,
             ..VolumeSpec::at("/d".into())
         };
-        for (age, down_for, expected) in [(25, 20, "in-sync"), (25, 10, "lagging")] {
+        // The owner's lease ended 1.5 s before it was declared down: a
+        // point 25 s old with the owner down 14 s was 9.5 s old then.
+        for (age, down_for, expected) in [
+            (25, 20, "in-sync"),
+            (25, 14, "in-sync"),
+            (25, 13, "lagging"),
+            (25, 10, "lagging"),
+        ] {
             let ages = ReplicaAges {
                 points: [(
                     ("db".to_string(), "n2".to_string()),

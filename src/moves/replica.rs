@@ -62,11 +62,7 @@ pub fn seed_from_replica(
     if store.exists(app).map_err(|e| e.to_string())? {
         return Ok(false);
     }
-    let newest = [Slot::A, Slot::B]
-        .into_iter()
-        .filter_map(|slot| Some((slots.held(slot, app)?, slot)))
-        .max_by_key(|(point, _)| point.position());
-    let Some((point, slot)) = newest else {
+    let Some((slot, point)) = slots.newest(app) else {
         return Ok(false);
     };
     let from = slots.store(slot).data_dir(app).map_err(|e| e.to_string())?;
@@ -104,12 +100,17 @@ pub fn prepare_slot(
     slots
         .begin_point(slot, app, epoch, seq)
         .map_err(|e| failed(e.to_string()))?;
-    if let Some(kept) = keep.as_ref().and_then(|p| slots.holding(app, p)) {
-        slots
-            .refresh_from(kept, slot, app, backend)
-            .map_err(|e| failed(e.to_string()))?;
-    } else {
-        seed_empty_slot(slots.store(slot), live, backend, app).map_err(failed)?;
+    // The base: the committed point, else the newest complete one here.
+    let base = keep
+        .as_ref()
+        .and_then(|p| slots.holding(app, p))
+        .or_else(|| slots.newest(app).map(|(slot, _)| slot))
+        .filter(|base| *base != slot);
+    match base {
+        Some(base) => slots
+            .refresh_from(base, slot, app, backend)
+            .map_err(|e| failed(e.to_string()))?,
+        None => seed_empty_slot(slots.store(slot), live, backend, app).map_err(failed)?,
     }
     Ok(Admitted { slot, keep })
 }

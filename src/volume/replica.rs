@@ -149,18 +149,26 @@ impl ReplicaSlots {
     }
 
     /// Where the next point of `app` goes: never the slot holding `keep`
-    /// (the newest point committed for this replica); else the slot with
-    /// the newer complete point, whose content is closest to the next.
+    /// (the newest point committed for this replica). Without one held
+    /// here, never the slot with the newest complete point either: this
+    /// node's applied state may not show that point's commit yet, and a
+    /// committed point must survive the next one arriving.
     pub fn target(&self, app: &str, keep: Option<&HeldPoint>) -> Slot {
         if let Some(slot) = keep.and_then(|p| self.holding(app, p)) {
             return slot.other();
         }
-        let position = |slot| self.held(slot, app).map(|p| p.position());
-        if position(Slot::B) > position(Slot::A) {
-            Slot::B
-        } else {
-            Slot::A
+        match self.newest(app) {
+            Some((slot, _)) => slot.other(),
+            None => Slot::A,
         }
+    }
+
+    /// The slot with the newest complete point, and that point.
+    pub fn newest(&self, app: &str) -> Option<(Slot, HeldPoint)> {
+        [Slot::A, Slot::B]
+            .into_iter()
+            .filter_map(|slot| Some((slot, self.held(slot, app)?)))
+            .max_by_key(|(_, point)| point.position())
     }
 
     /// Before the first byte of point `seq` (taken at owner epoch `epoch`)
@@ -309,8 +317,10 @@ mod tests {
         // Point 2 not committed yet: point 1 must be kept.
         assert_eq!(slots.target("db", Some(&p1)), Slot::B);
         assert_eq!(slots.target("db", Some(&p2)), Slot::A);
-        // Without a committed point, the newer slot is the cheaper base.
-        assert_eq!(slots.target("db", None), Slot::B);
+        // Without the committed point held here (this node's state may lag
+        // behind the commit), the newest complete point is kept too.
+        assert_eq!(slots.target("db", None), Slot::A);
+        assert_eq!(slots.newest("db"), Some((Slot::B, p2)));
         slots.begin_point(Slot::A, "db", 3, 3).unwrap();
         assert_eq!(
             slots.held(Slot::A, "db"),
