@@ -259,6 +259,10 @@ enum CaAction {
         /// overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Also write the user's certificate and key as PKCS#12
+        /// (users/NAME.p12) for a browser, under a password printed once.
+        #[arg(long)]
+        p12: bool,
     },
     /// Print the SHA-256 fingerprint of a PEM certificate (what `ctl
     /// revoke --fingerprint` takes).
@@ -478,8 +482,11 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                 renewed.replaced_cert.display()
             );
         }
-        CaAction::Bundle { dir, who, out } => {
+        CaAction::Bundle { dir, who, out, p12 } => {
             let (kind, name) = who.role_and_name();
+            if p12 && kind != Role::User {
+                anyhow::bail!("--p12 is for a user's certificate (a browser's), not a node's");
+            }
             let files = ca::bundle(&dir, kind, name, &out)?;
             println!(
                 "bundle for {} '{name}' in {}: {}",
@@ -492,6 +499,11 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if p12 {
+                let (path, password) = ca::p12(&dir, name, &out)?;
+                println!("PKCS#12 for a browser: {}", path.display());
+                println!("its password (shown only now): {password}");
+            }
         }
         CaAction::Fingerprint { file } => println!("{}", ca::fingerprint_file(&file)?),
     }

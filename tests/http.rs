@@ -258,6 +258,7 @@ fn refusals_have_honest_statuses(c: &Cluster, admin: &Who, url: &dyn Fn(usize, &
     let viewer = Who::of(&c.issue_user("watcher", "viewer"), "watcher");
     let r = curl(&viewer, "GET", &url(1, "/v1/status"), &[], None);
     assert_eq!(r.status, 200, "{}", r.body);
+    browser_bundle_works(c, &url(1, "/v1/status"));
     let body = deploy_body("version: 1\nnodes:\n  n1: [web, db]\n");
     let r = curl(
         &viewer,
@@ -409,4 +410,62 @@ fn openapi_lists_the_routes(admin: &Who, url: &dyn Fn(usize, &str) -> String) {
         assert!(paths[path].get(method).is_some(), "{method} {path} missing");
     }
     assert!(doc.body["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+/// `ca bundle --p12`: the PKCS#12 file a browser imports, here given to
+/// curl, with the password printed once.
+fn browser_bundle_works(c: &Cluster, url: &str) {
+    let out_dir = c.dir.path().join("browser");
+    let out = Command::new(BIN)
+        .args(["ca", "bundle", "--dir"])
+        .arg(c.certs())
+        .args(["--user", "watcher", "--p12", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = stdout
+        .lines()
+        .find_map(|l| l.split_once("(shown only now): "))
+        .map(|(_, p)| p.trim().to_string())
+        .unwrap_or_else(|| panic!("no password in {stdout}"));
+    let p12 = out_dir.join("users/watcher.p12");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(out_dir.join("ca.crt"))
+        .args(["--cert-type", "P12", "--cert"])
+        .arg(format!("{}:{password}", p12.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong password opens nothing.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cert-type", "P12", "--cert"])
+        .arg(format!("{}:wrong", p12.display()))
+        .arg("--cacert")
+        .arg(out_dir.join("ca.crt"))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

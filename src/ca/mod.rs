@@ -12,7 +12,7 @@ mod files;
 mod identity;
 mod renew;
 
-pub use bundle::bundle;
+pub use bundle::{bundle, p12};
 pub use identity::{
     access_extension_content, fingerprint, format_unix, node_id_for, normalize_fingerprint,
     validate_name, Access, Identity, Role, ACCESS_EXTENSION_OID,
