@@ -41,6 +41,34 @@ impl Who {
     }
 }
 
+impl Who {
+    /// `curl` presenting this certificate, printing only the status code
+    /// (`000` when no HTTP answer came).
+    fn curl_status(&self, args: &[&str], url: &str) -> (bool, String) {
+        let out = self
+            .curl()
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("run curl");
+        let status = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success(), status)
+    }
+
+    fn curl(&self) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "40"])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg("--cert")
+            .arg(&self.cert)
+            .arg("--key")
+            .arg(&self.key);
+        cmd
+    }
+}
+
 struct Reply {
     status: u16,
     body: Value,
@@ -51,14 +79,8 @@ struct Reply {
 fn curl(who: &Who, method: &str, url: &str, headers: &[&str], body: Option<&Value>) -> Reply {
     let dir = tempfile::tempdir().unwrap();
     let head = dir.path().join("headers");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "40", "-X", method])
-        .arg("--cacert")
-        .arg(&who.ca)
-        .arg("--cert")
-        .arg(&who.cert)
-        .arg("--key")
-        .arg(&who.key)
+    let mut cmd = who.curl();
+    cmd.args(["-X", method])
         .arg("-D")
         .arg(&head)
         .args(["-w", "\n%{http_code}"]);
@@ -271,6 +293,8 @@ fn refusals_have_honest_statuses(c: &Cluster, admin: &Who, url: &dyn Fn(usize, &
     assert_eq!(r.body["code"], "forbidden");
     let r = curl(&viewer, "POST", &url(2, "/v1/nodes/n3/drain"), &[], None);
     assert_eq!(r.status, 403, "{}", r.body);
+    node_certificates_gain_nothing(c, url);
+    too_large_bodies_are_refused(c, admin, url);
 
     // Unknown things: 404.
     let r = curl(
@@ -284,6 +308,16 @@ fn refusals_have_honest_statuses(c: &Cluster, admin: &Who, url: &dyn Fn(usize, &
     let r = curl(admin, "GET", &url(0, "/v2/nodes"), &[], None);
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.body["code"], "not_found");
+
+    // A revoked certificate is refused at the handshake, as by ctl.
+    let cert = c.certs().join("users/watcher.crt");
+    let r = c.ctl("n1", &["revoke", "--cert", cert.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let refused = wait_until(T, || {
+        let (_, status) = viewer.curl_status(&[], &url(2, "/v1/status"));
+        (status == "000").then_some(())
+    });
+    assert!(refused.is_some(), "a revoked certificate is still served");
 }
 
 fn moves_drains_and_labels(admin: &Who, url: &dyn Fn(usize, &str) -> String) {
@@ -468,4 +502,51 @@ fn browser_bundle_works(c: &Cluster, url: &str) {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// A node's certificate is served as that node acting for itself, as on
+/// the QUIC client service: it reads, sets its own labels (through its own
+/// endpoint), and may not act as an operator (drain) or on another node.
+fn node_certificates_gain_nothing(c: &Cluster, url: &dyn Fn(usize, &str) -> String) {
+    let bundle = c.bundle("n1");
+    let n1 = Who {
+        ca: bundle.join("ca.crt"),
+        cert: bundle.join("nodes/n1.crt"),
+        key: bundle.join("nodes/n1.key"),
+    };
+    let r = curl(&n1, "GET", &url(1, "/v1/nodes"), &[], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let own = json!({"labels": {"rack": "r1"}});
+    // Through its own endpoint (a node vouches only for itself when it
+    // passes a request on).
+    let r = curl(&n1, "PUT", &url(0, "/v1/nodes/n1/labels"), &[], Some(&own));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = curl(&n1, "PUT", &url(1, "/v1/nodes/n2/labels"), &[], Some(&own));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = curl(&n1, "POST", &url(0, "/v1/nodes/n1/drain"), &[], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+/// Bodies are bounded: past the limit, 413 before anything is parsed.
+fn too_large_bodies_are_refused(c: &Cluster, admin: &Who, url: &dyn Fn(usize, &str) -> String) {
+    let big = c.dir.path().join("big.json");
+    let filler = "x".repeat(13 << 20);
+    std::fs::write(
+        &big,
+        format!("{{\"deployment\": \"{filler}\", \"application\": \"\"}}"),
+    )
+    .unwrap();
+    let data = format!("@{}", big.display());
+    let (_, status) = admin.curl_status(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &data,
+        ],
+        &url(0, "/v1/configuration"),
+    );
+    assert_eq!(status, "413");
 }

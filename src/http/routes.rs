@@ -41,7 +41,31 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_declared_large_bodies))
         .with_state(ctx)
+}
+
+/// Answers 413 on a `Content-Length` past the limit before reading the
+/// body, so a client waiting on `Expect: 100-continue` (curl does for large
+/// bodies) gets the answer instead of a connection closed mid-upload. A
+/// body without a declared length is cut at the limit as it is read.
+async fn refuse_declared_large_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(bytes) if bytes > MAX_BODY as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {bytes} bytes; at most {MAX_BODY} are taken"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// `GET /v1/nodes`.
