@@ -75,9 +75,13 @@ pub async fn start(
     Ok(tokio::spawn(accept_loop(listener, acceptor, router)))
 }
 
+/// Accepts connections until aborted; the connections are its tasks, so
+/// stopping the node (which aborts this task) ends them too.
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: axum::Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
@@ -91,7 +95,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, router: axum:
             }
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             serve_connection(tcp, from, acceptor, router).await;
             drop(slot);
         });

@@ -428,3 +428,28 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map(|Query(q)| q)
         .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_if_match(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn if_match_takes_the_etag_or_the_bare_version_and_refuses_the_rest() {
+        assert_eq!(if_match(&HeaderMap::new()), Ok(None));
+        assert_eq!(if_match(&with_if_match("\"7\"")), Ok(Some(7)));
+        assert_eq!(if_match(&with_if_match("7")), Ok(Some(7)));
+        assert_eq!(if_match(&with_if_match("*")), Ok(None));
+        let e = if_match(&with_if_match("W/\"7\"")).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.body.error.contains("not a configuration version"),
+            "{e:?}"
+        );
+    }
+}
