@@ -153,6 +153,10 @@ struct NodeArgs {
     /// free port); volume data never shares the Raft socket.
     #[arg(long)]
     volume_listen: Option<SocketAddr>,
+    /// TCP address to serve the HTTPS JSON API on (off by default): the
+    /// same client certificates and roles as `ctl`, under /v1.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Most volume data this node sends per second (e.g. 100M; 0: no limit).
     #[arg(long, default_value = "512M", value_parser = parse_rate)]
     volume_rate: u64,
@@ -207,6 +211,11 @@ enum CaAction {
         /// viewer; default admin): --users alice,bob:viewer
         #[arg(long, value_delimiter = ',', default_value = "admin")]
         users: Vec<String>,
+        /// An IP address or DNS name every node certificate also names
+        /// (repeatable), so HTTPS clients verify a node by the address they
+        /// reach it at: --san 10.0.0.5 --san nodes.example.com
+        #[arg(long = "san", value_name = "IP|DNS")]
+        sans: Vec<String>,
         #[command(flatten)]
         validity: ValidityArgs,
     },
@@ -219,6 +228,10 @@ enum CaAction {
         /// A user's access: admin, operator or viewer (default admin).
         #[arg(long)]
         role: Option<String>,
+        /// An IP address or DNS name the node certificate also names
+        /// (repeatable): the addresses its HTTPS API is reached at.
+        #[arg(long = "san", value_name = "IP|DNS")]
+        sans: Vec<String>,
         #[command(flatten)]
         validity: ValidityArgs,
     },
@@ -246,6 +259,10 @@ enum CaAction {
         /// overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Also write the user's certificate and key as PKCS#12
+        /// (users/NAME.p12) for a browser, under a password printed once.
+        #[arg(long)]
+        p12: bool,
     },
     /// Print the SHA-256 fingerprint of a PEM certificate (what `ctl
     /// revoke --fingerprint` takes).
@@ -412,13 +429,14 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
             dir,
             nodes,
             users,
+            sans,
             validity,
         } => {
             let users = users
                 .iter()
                 .map(|spec| ca::Subject::parse_user(spec))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            ca::init(&dir, &nodes, &users, validity.validity())?;
+            ca::init_with_sans(&dir, &nodes, &users, validity.validity(), &sans)?;
             println!(
                 "cluster CA in {}: {} node and {} user certificates",
                 dir.display(),
@@ -430,6 +448,7 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
             dir,
             who,
             role,
+            sans,
             validity,
         } => {
             let subject = match who.role_and_name() {
@@ -444,7 +463,7 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                         .map_or(Ok(ca::Access::Admin), ca::Access::parse)?,
                 },
             };
-            let path = ca::issue(&dir, &subject, validity.validity())?;
+            let path = ca::issue_with_sans(&dir, &subject, validity.validity(), &sans)?;
             let id = ca::Identity::from_der(&flocker::net::tls::load_cert(&path)?)?;
             println!("issued {}", describe_cert(&id, &path));
         }
@@ -463,8 +482,11 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                 renewed.replaced_cert.display()
             );
         }
-        CaAction::Bundle { dir, who, out } => {
+        CaAction::Bundle { dir, who, out, p12 } => {
             let (kind, name) = who.role_and_name();
+            if p12 && kind != Role::User {
+                anyhow::bail!("--p12 is for a user's certificate (a browser's), not a node's");
+            }
             let files = ca::bundle(&dir, kind, name, &out)?;
             println!(
                 "bundle for {} '{name}' in {}: {}",
@@ -477,6 +499,11 @@ fn run_ca(action: CaAction) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if p12 {
+                let (path, password) = ca::p12(&dir, name, &out)?;
+                println!("PKCS#12 for a browser: {}", path.display());
+                println!("its password (shown only now): {password}");
+            }
         }
         CaAction::Fingerprint { file } => println!("{}", ca::fingerprint_file(&file)?),
     }
@@ -549,6 +576,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         reserve: args.reserve,
         routing: args.routing,
         volume_backend: args.volume_backend,
+        http_listen: args.http_listen,
     };
     let running = node::start(settings).await?;
     let mut fatal = running.fatal.clone();

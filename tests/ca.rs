@@ -444,3 +444,71 @@ fn a_node_refuses_a_certs_directory_holding_the_ca_key_unless_allowed() {
     let _ = child.wait();
     assert!(served.is_some(), "the node serves with --allow-ca-key");
 }
+
+/// `--san`: the node certificates also name the addresses and DNS names
+/// given (so HTTPS clients verify a node by its address); a renewal keeps
+/// them; a user certificate or a malformed name is refused before anything
+/// is written; `bundle --p12` is for users only.
+#[test]
+fn san_names_go_into_node_certificates_and_survive_renewal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    let d = dir.to_str().unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(flocker(&[
+        "ca",
+        "init",
+        "--dir",
+        d,
+        "--nodes",
+        "n1",
+        "--san",
+        "127.0.0.1",
+        "--san",
+        "api.example.com",
+    ]));
+    let certs = CertsDir::new(&dir);
+    let sans =
+        |role, name| flocker::ca::extra_sans(&load_cert(&certs.cert(role, name)).unwrap(), name);
+    assert_eq!(sans(Role::Node, "n1"), ["127.0.0.1", "api.example.com"]);
+    assert_eq!(sans(Role::User, "admin"), ["admin.user.flocker"]);
+    ok(flocker(&[
+        "ca", "issue", "--dir", d, "--node", "n2", "--san", "::1",
+    ]));
+    assert_eq!(sans(Role::Node, "n2"), ["::1"]);
+    ok(flocker(&["ca", "renew", "--dir", d, "--node", "n1"]));
+    assert_eq!(sans(Role::Node, "n1"), ["127.0.0.1", "api.example.com"]);
+
+    let out = flocker(&[
+        "ca", "issue", "--dir", d, "--user", "u", "--san", "10.0.0.1",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node certificates only"));
+    assert!(!certs.cert(Role::User, "u").exists());
+    let out = flocker(&[
+        "ca",
+        "issue",
+        "--dir",
+        d,
+        "--node",
+        "n3",
+        "--san",
+        "not a name",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'not a name'"));
+    assert!(!certs.cert(Role::Node, "n3").exists());
+    let out_dir = tmp.path().join("b");
+    let o = out_dir.to_str().unwrap();
+    let out = flocker(&[
+        "ca", "bundle", "--dir", d, "--node", "n1", "--out", o, "--p12",
+    ]);
+    assert!(!out.status.success());
+    assert!(!out_dir.exists(), "nothing written for a refused --p12");
+}

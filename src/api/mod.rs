@@ -27,4 +27,4 @@ pub use heartbeat::Liveness;
 pub use logs::LogSource;
 pub use messages::*;
 pub use routing_view::{route_views, RouteView};
-pub use server::{reply_for_call_error, Api};
+pub use server::{reply_for_call_error, Api, DEFAULT_HISTORY_PAGE};

@@ -12,7 +12,7 @@ mod files;
 mod identity;
 mod renew;
 
-pub use bundle::bundle;
+pub use bundle::{bundle, p12};
 pub use identity::{
     access_extension_content, fingerprint, format_unix, node_id_for, normalize_fingerprint,
     validate_name, Access, Identity, Role, ACCESS_EXTENSION_OID,
@@ -154,6 +154,19 @@ impl CertsDir {
 /// certificates, each valid for `validity`. Refuses to overwrite an
 /// existing CA: that would orphan every issued certificate.
 pub fn init(dir: &Path, nodes: &[String], users: &[Subject], validity: Validity) -> Result<()> {
+    init_with_sans(dir, nodes, users, validity, &[])
+}
+
+/// As [`init`], with `sans` (IP addresses and DNS names the nodes serve
+/// the HTTPS API at) added to every node certificate.
+pub fn init_with_sans(
+    dir: &Path,
+    nodes: &[String],
+    users: &[Subject],
+    validity: Validity,
+    sans: &[String],
+) -> Result<()> {
+    check_sans(sans)?;
     let certs = CertsDir::new(dir);
     if certs.ca_cert().exists() || certs.ca_key().exists() {
         bail!(
@@ -202,7 +215,12 @@ pub fn init(dir: &Path, nodes: &[String], users: &[Subject], validity: Validity)
     write_new(&certs.ca_key(), key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&certs.ca_cert(), cert.pem().as_bytes(), 0o644)?;
     for subject in &subjects {
-        issue(dir, subject, validity)?;
+        let sans = if subject.role() == Role::Node {
+            sans
+        } else {
+            &[]
+        };
+        issue_with_sans(dir, subject, validity, sans)?;
     }
     Ok(())
 }
@@ -211,6 +229,22 @@ pub fn init(dir: &Path, nodes: &[String], users: &[Subject], validity: Validity)
 /// returns the path of the new certificate (its key lies beside it).
 /// Refuses to overwrite an existing certificate: `renew` replaces one.
 pub fn issue(dir: &Path, subject: &Subject, validity: Validity) -> Result<PathBuf> {
+    issue_with_sans(dir, subject, validity, &[])
+}
+
+/// As [`issue`], with `sans` added to a node certificate (`--san`): the
+/// addresses and DNS names clients reach its HTTPS API at, so they verify
+/// it without being told to expect `node.flocker`.
+pub fn issue_with_sans(
+    dir: &Path,
+    subject: &Subject,
+    validity: Validity,
+    sans: &[String],
+) -> Result<PathBuf> {
+    check_sans(sans)?;
+    if !sans.is_empty() && subject.role() == Role::User {
+        bail!("--san applies to node certificates only (a user certificate is a client's)");
+    }
     let certs = CertsDir::new(dir);
     let (role, name) = (subject.role(), subject.name());
     let cert_path = certs.cert(role, name);
@@ -220,7 +254,7 @@ pub fn issue(dir: &Path, subject: &Subject, validity: Validity) -> Result<PathBu
             cert_path.display()
         );
     }
-    let made = make(&certs, subject, validity)?;
+    let made = make(&certs, subject, validity, sans)?;
     let parent = cert_path
         .parent()
         .context("a certificate path has a parent directory")?;
@@ -237,7 +271,7 @@ struct Made {
 }
 
 /// Makes a new key and a certificate for `subject`, signed by the CA in `certs`.
-fn make(certs: &CertsDir, subject: &Subject, validity: Validity) -> Result<Made> {
+fn make(certs: &CertsDir, subject: &Subject, validity: Validity, extra: &[String]) -> Result<Made> {
     let (role, name) = (subject.role(), subject.name());
     validate_name(name)?;
     let ca_key_pem = fs::read_to_string(certs.ca_key())
@@ -252,6 +286,13 @@ fn make(certs: &CertsDir, subject: &Subject, validity: Validity) -> Result<Made>
     let mut sans = vec![format!("{name}.{}.flocker", role.as_str())];
     if role == Role::Node {
         sans.push(NODE_SERVER_NAME.to_string());
+        sans.extend(
+            extra
+                .iter()
+                .filter(|s| !sans.contains(s))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
     }
     let mut params = CertificateParams::new(sans)?;
     let mut dn = DistinguishedName::new();
@@ -298,4 +339,55 @@ fn make(certs: &CertsDir, subject: &Subject, validity: Validity) -> Result<Made>
 pub fn fingerprint_file(path: &Path) -> Result<String> {
     let der = load_cert(path)?;
     Ok(fingerprint(der.as_ref()))
+}
+
+/// Refuses a `--san` that is neither an IP address nor a DNS name.
+pub fn check_sans(sans: &[String]) -> Result<()> {
+    for san in sans {
+        if san.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if san.is_empty() || san.len() > 253 || !san.split('.').all(label_ok) {
+            bail!("--san '{san}' is neither an IP address nor a DNS name");
+        }
+    }
+    Ok(())
+}
+
+/// The names a node certificate carries besides its own and
+/// `node.flocker` (what `--san` added), so a renewal keeps them.
+pub fn extra_sans(der: &rustls_pki_types::CertificateDer<'_>, name: &str) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        return Vec::new();
+    };
+    let own = format!("{name}.{}.flocker", Role::Node.as_str());
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter(|s| *s != own && s != NODE_SERVER_NAME)
+        .collect()
 }

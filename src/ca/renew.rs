@@ -60,7 +60,12 @@ pub fn renew(
             access: access.or(old.access).unwrap_or(Access::Admin),
         },
     };
-    let made = make(&certs, &subject, validity)?;
+    // A node keeps the addresses and names `--san` gave it.
+    let sans = match role {
+        Role::Node => super::extra_sans(&load_cert(&cert_path)?, name),
+        Role::User => Vec::new(),
+    };
+    let made = make(&certs, &subject, validity, &sans)?;
     let new_key = Staged::write(&key_path, made.key_pem.as_bytes(), 0o600)?;
     let new_cert = Staged::write(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
 

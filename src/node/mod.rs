@@ -199,6 +199,9 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let drain = Arc::new(dispatch::Drain::default());
     let dispatcher = Dispatcher::new(raft.clone(), api.clone(), drain.clone());
     let mut tasks = vec![net.serve(Arc::new(dispatcher))];
+    if let Some(addr) = settings.http_listen {
+        tasks.push(crate::http::start(addr, &tls, api.clone()).await?);
+    }
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {
             let store = match &volume_backend {

@@ -56,11 +56,24 @@ impl Cluster {
         spare: &[&str],
         extra: impl Fn(&str) -> Vec<String>,
     ) -> Cluster {
+        Cluster::start_with_ca_args(dir, names, spare, &[], extra)
+    }
+
+    /// As [`Cluster::start_each_in`], with more arguments for `ca init`
+    /// (`--san 127.0.0.1`).
+    pub fn start_with_ca_args(
+        dir: tempfile::TempDir,
+        names: &[&str],
+        spare: &[&str],
+        ca_args: &[&str],
+        extra: impl Fn(&str) -> Vec<String>,
+    ) -> Cluster {
         let all: Vec<&str> = names.iter().chain(spare).copied().collect();
         let out = Command::new(BIN)
             .args(["ca", "init", "--dir"])
             .arg(dir.path().join("certs"))
             .args(["--nodes", &all.join(","), "--users", "admin"])
+            .args(ca_args)
             .output()
             .expect("run flocker ca init");
         assert!(
@@ -102,6 +115,22 @@ impl Cluster {
     /// The admin's user bundle, what `ctl` uses.
     pub fn admin_certs(&self) -> PathBuf {
         self.bundle("admin")
+    }
+
+    /// Issues user `name` with `role` from the CA and bundles it; returns
+    /// the bundle's directory.
+    pub fn issue_user(&self, name: &str, role: &str) -> PathBuf {
+        let out = Command::new(BIN)
+            .args(["ca", "issue", "--dir"])
+            .arg(self.certs())
+            .args(["--user", name, "--role", role])
+            .output()
+            .expect("run flocker ca issue");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ca issue: {err}");
+        let dir = self.bundle(name);
+        bundle(&self.certs(), "--user", name, &dir);
+        dir
     }
 
     /// The Docker name of `app`'s container on `node`.
