@@ -542,12 +542,23 @@ impl Net {
             _ => CallError::Broken { addr, reason },
         };
         let exchange = async {
-            send.write_all(&[service as u8])
-                .await
-                .map_err(|e| broken(e.to_string()))?;
-            write_encoded(&mut send, &body)
-                .await
-                .map_err(|e| broken(e.to_string()))?;
+            let sent = async {
+                send.write_all(&[service as u8])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                write_encoded(&mut send, &body)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(why) = sent {
+                // A peer refusing a stream stops it without reading the
+                // request (`refuse_stream`): its refusal may be waiting.
+                return match read_frame::<_, Result<Resp, String>>(&mut recv, max_frame).await {
+                    Ok(Err(refusal)) => Err(CallError::Refused(refusal)),
+                    _ => Err(broken(why)),
+                };
+            }
             let _ = send.finish();
             let reply: Result<Resp, String> = read_frame(&mut recv, max_frame)
                 .await
