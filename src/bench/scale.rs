@@ -614,6 +614,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             reserve: 0,
             routing: crate::routing::RoutingMode::Off,
             volume_backend: Default::default(),
+            metrics_listen: None,
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

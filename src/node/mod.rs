@@ -6,6 +6,7 @@
 pub mod data_dir;
 mod deny_watch;
 pub mod dispatch;
+pub mod metered;
 pub mod settings;
 
 use crate::agent::{Agent, NodeContext};
@@ -199,6 +200,13 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let drain = Arc::new(dispatch::Drain::default());
     let dispatcher = Dispatcher::new(raft.clone(), api.clone(), drain.clone());
     let mut tasks = vec![net.serve(Arc::new(dispatcher))];
+    tasks.push(tokio::spawn(metered::count_elections(raft.clone())));
+    if let Some(listen) = settings.metrics_listen {
+        let refresh = metered::refresh(raft.clone(), sm.clone());
+        let server = crate::metrics::server::start(listen, refresh).await?;
+        tracing::info!(metrics = %server.local, "metrics endpoint serving /metrics");
+        tasks.push(server.task);
+    }
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {
             let store = match &volume_backend {

@@ -58,6 +58,8 @@ pub struct NodeSettings {
     pub routing: crate::routing::RoutingMode,
     /// How volume points are taken here (`--volume-backend`).
     pub volume_backend: crate::volume::BackendChoice,
+    /// Plain-HTTP address serving Prometheus metrics at /metrics; none: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Default `--reserve`: room for the Raft log to grow through a few
