@@ -251,3 +251,21 @@ fn a_taken_metrics_address_stops_the_node_with_a_clear_error() {
     let log = node.log("n1");
     assert!(log.contains(&format!("--metrics-listen {addr}")), "{log}");
 }
+
+#[test]
+fn the_sample_scrape_config_passes_promtool() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cluster-examples/prometheus.yml"
+    );
+    let out = Command::new("promtool")
+        .args(["check", "config", sample])
+        .output()
+        .expect("promtool (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
