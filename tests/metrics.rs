@@ -209,6 +209,17 @@ fn prometheus_sees_one_leader_and_a_deploy() {
     assert_eq!(reporting.len(), 1, "leaders: {leaders:?}");
     let terms = prom.query("flocker_raft_term").unwrap();
     assert!(terms.iter().all(|(_, t)| *t >= 1.0), "terms: {terms:?}");
+    // Someone stood for election; every node has seen entries committed.
+    let elections = prom.scalar("sum(flocker_raft_elections_total)");
+    assert!(elections.is_some_and(|e| e >= 1.0), "{elections:?}");
+    let committed = wait_until(T, || {
+        (prom.scalar("min(flocker_raft_commit_index)")? >= 1.0).then_some(())
+    });
+    assert!(
+        committed.is_some(),
+        "{:?}",
+        prom.query("flocker_raft_commit_index")
+    );
 
     // Nothing placed yet; then a deploy of an `anywhere` app is counted
     // where ctl sent it and where the leader placed it.

@@ -54,3 +54,33 @@ pub fn record(kind: &str, reply: &ClientReply, took: Duration) {
         .with_label_values(&[kind])
         .observe(crate::metrics::secs(took));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Outcome;
+
+    #[test]
+    fn kinds_and_outcomes_are_fixed_words() {
+        let write = ClientRequest::Write {
+            request_id: "r1".into(),
+            command: Command::SetDrained {
+                node: "n1".into(),
+                drained: true,
+            },
+        };
+        assert_eq!(kind(&write), "drain_or_activate_a_node");
+        assert_eq!(kind(&ClientRequest::Status), "status");
+        let written = |result| {
+            ClientReply::Written(Outcome {
+                index: 3,
+                result,
+                replayed: false,
+            })
+        };
+        assert_eq!(outcome(&written(Ok("done".into()))), "ok");
+        assert_eq!(outcome(&written(Err("no such node".into()))), "failed");
+        assert_eq!(outcome(&ClientReply::refused("no quorum")), "refused");
+        assert_eq!(outcome(&ClientReply::unknown("timed out")), "unknown");
+    }
+}
