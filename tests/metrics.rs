@@ -60,16 +60,20 @@ fn scrape(addr: SocketAddr) -> String {
 
 /// Deploys one `anywhere` app through node n1, so the leader places it.
 fn deploy(c: &Cluster) {
-    let dir = c.dir.path();
     let apps =
         format!("version: 1\napplications:\n  web:\n    image: busybox\n    command: {LOOP}\n");
-    let dep = "version: 1\nanywhere: [web]\n";
+    deploy_files(c, "version: 1\nanywhere: [web]\n", &apps);
+}
+
+/// `ctl deploy` of these deployment and application files through n1.
+fn deploy_files(c: &Cluster, dep: &str, apps: &str) {
+    let dir = c.dir.path();
     let r = c.ctl(
         "n1",
         &[
             "deploy",
             write(dir, "dep.yml", dep).to_str().unwrap(),
-            write(dir, "app.yml", &apps).to_str().unwrap(),
+            write(dir, "app.yml", apps).to_str().unwrap(),
         ],
     );
     assert_eq!(r.code, 0, "deploy: {}", r.stderr);
@@ -130,24 +134,18 @@ fn value(text: &str, series: &str) -> Option<f64> {
 fn a_volume_move_shows_in_both_nodes_metrics() {
     let (c, addrs) = cluster();
     c.wait_for_registration(&["n1", "n2", "n3"], T);
-    let dir = c.dir.path();
     let apps = format!(
         "version: 1\napplications:\n  kv:\n    image: busybox\n    command: {LOOP}\n    \
          volume:\n      mountpoint: /data\n"
     );
-    let dep = "version: 1\nnodes:\n  n1: [kv]\n";
-    let r = c.ctl(
-        "n1",
-        &[
-            "deploy",
-            write(dir, "dep.yml", dep).to_str().unwrap(),
-            write(dir, "app.yml", &apps).to_str().unwrap(),
-        ],
-    );
-    assert_eq!(r.code, 0, "deploy: {}", r.stderr);
+    deploy_files(&c, "version: 1\nnodes:\n  n1: [kv]\n", &apps);
     let data = c.nodes[0].data_dir.join("volumes/kv/data");
     let made = wait_until(T, || data.is_dir().then_some(()));
-    assert!(made.is_some(), "n1 made no volume for kv at {}", data.display());
+    assert!(
+        made.is_some(),
+        "n1 made no volume for kv at {}",
+        data.display()
+    );
     let blob: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(data.join("blob"), &blob).unwrap();
 
@@ -157,11 +155,17 @@ fn a_volume_move_shows_in_both_nodes_metrics() {
     let sent = value(&source, "flocker_volume_sent_bytes_total");
     assert!(sent.is_some_and(|b| b >= (1 << 20) as f64), "{sent:?}");
     assert_eq!(value(&source, "flocker_moves_total"), Some(1.0));
-    assert_eq!(value(&source, "flocker_move_downtime_seconds_count"), Some(1.0));
+    assert_eq!(
+        value(&source, "flocker_move_downtime_seconds_count"),
+        Some(1.0)
+    );
     let handoff = r#"flocker_move_phase_seconds_count{phase="handoff"}"#;
     assert_eq!(value(&source, handoff), Some(1.0), "{source}");
     let received = value(&scrape(addrs[1]), "flocker_volume_received_bytes_total");
-    assert!(received.is_some_and(|b| b >= (1 << 20) as f64), "{received:?}");
+    assert!(
+        received.is_some_and(|b| b >= (1 << 20) as f64),
+        "{received:?}"
+    );
 }
 
 /// A Prometheus server on 127.0.0.1, scraping `targets` every second.
