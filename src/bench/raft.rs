@@ -296,6 +296,7 @@ async fn scrape_rows(
             }
             let load = load?;
             let side = if scraping { &mut scraped } else { &mut plain };
+            side.trial_p99.push(load.latency.p99);
             side.samples.extend(load.samples);
             side.secs += load.secs;
             side.errors += load.errors;
