@@ -11,10 +11,14 @@
 # python3: .ci/check-layers (most machines have it already).
 # btrfs-progs, xfsprogs, e2fsprogs: mkfs for the loop-mounted btrfs, XFS (reflink) and
 #   ext4 the volume backend tests and benchmarks run on (src/volume/backend/loopfs.rs).
+# prometheus: tests/metrics.rs checks /metrics with its `promtool check metrics` and
+#   scrapes a cluster with a real server on 127.0.0.1 (on a host with systemd the
+#   package also enables its own service on :9090; the tests do not use it).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs)
+    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs
+    prometheus)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod config;
 pub mod ctl;
 pub mod http;
+pub mod metrics;
 pub mod moves;
 pub mod net;
 pub mod netlab;

@@ -177,6 +177,10 @@ struct NodeArgs {
     /// during a `docker pause`).
     #[arg(long, default_value = "auto")]
     volume_backend: flocker::volume::BackendChoice,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics
+    /// (off unless given); bind it where only your Prometheus reaches.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// How log lines are written to stderr: `text` (colour only when stderr
     /// is a terminal) or `json` (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -577,6 +581,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         routing: args.routing,
         volume_backend: args.volume_backend,
         http_listen: args.http_listen,
+        metrics_listen: args.metrics_listen,
     };
     let running = node::start(settings).await?;
     let mut fatal = running.fatal.clone();

@@ -339,6 +339,9 @@ impl Agent {
     }
 
     fn set_degraded(&self, error: Option<&RuntimeError>) {
+        if error.is_some() {
+            crate::metrics::get().agent_engine_errors_total.inc();
+        }
         let now = error.map(|e| e.to_string());
         if self.observed.engine_degraded(now.clone()) {
             match &now {
@@ -350,6 +353,16 @@ impl Agent {
 
     /// One full pass: compare the engine with the desired containers and act.
     pub async fn reconcile(&mut self) {
+        let started = Instant::now();
+        self.reconcile_pass().await;
+        let metrics = crate::metrics::get();
+        metrics.agent_reconcile_total.inc();
+        metrics
+            .agent_reconcile_seconds
+            .observe(crate::metrics::secs(started.elapsed()));
+    }
+
+    async fn reconcile_pass(&mut self) {
         let (desired, index) = self.desired();
         // Invariant 3: without a lease, nothing the cluster may start
         // elsewhere runs here.
@@ -411,6 +424,7 @@ impl Agent {
             match result {
                 Ok(()) => track.succeeded(starts),
                 Err(e) => {
+                    crate::metrics::get().agent_engine_errors_total.inc();
                     tracing::warn!(%app, "{e}");
                     track.failed(describe_error(&self.ctx.node, &e), Instant::now());
                 }
@@ -450,8 +464,40 @@ impl Agent {
                 });
             }
         }
+        count_containers(&instances, self.fenced.len());
         self.observed.instances_seen(instances);
     }
+}
+
+/// Container states the metrics name; any other state counts as `other`,
+/// so the label stays bounded whatever an engine reports.
+const CONTAINER_STATES: [&str; 7] = [
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "exited",
+    "missing",
+    "other",
+];
+
+/// Sets the containers-by-state and fenced-apps gauges from a pass.
+fn count_containers(instances: &BTreeMap<String, InstanceStatus>, fenced: usize) {
+    let metrics = crate::metrics::get();
+    for state in CONTAINER_STATES {
+        let count = instances
+            .values()
+            .filter(|i| {
+                let known = CONTAINER_STATES.contains(&i.state.as_str());
+                i.state == state || (state == "other" && !known)
+            })
+            .count();
+        metrics
+            .agent_containers
+            .with_label_values(&[state])
+            .set(count as i64);
+    }
+    metrics.fenced_apps.set(fenced as i64);
 }
 
 /// What the log says of an action before it runs.

@@ -14,6 +14,7 @@ mod heartbeat;
 mod logs;
 mod membership;
 mod messages;
+pub mod metered;
 mod peer;
 mod proposer;
 mod replica_view;

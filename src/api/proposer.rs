@@ -78,12 +78,20 @@ async fn batch_loop(
         let raft = raft.clone();
         tokio::spawn(async move {
             let (proposals, waiters): (Vec<Proposal>, Vec<Waiter>) = batch.into_iter().unzip();
+            let metrics = crate::metrics::get();
+            metrics.raft_batch_proposals.observe(proposals.len() as f64);
             let batch = Batch {
                 proposed_at_ms: now_ms(),
                 proposals,
             };
+            let started = std::time::Instant::now();
             let result = tokio::time::timeout(commit_timeout, raft.client_write(batch)).await;
             drop(permit);
+            if matches!(result, Ok(Ok(_))) {
+                metrics
+                    .raft_commit_seconds
+                    .observe(crate::metrics::secs(started.elapsed()));
+            }
             match result {
                 Ok(Ok(response)) => {
                     debug_assert_eq!(response.data.len(), waiters.len());

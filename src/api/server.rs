@@ -93,6 +93,20 @@ impl Api {
     /// request's principal; a node forwarding a request vouches for its
     /// user (see `caller.rs`).
     pub async fn handle_client(&self, peer: &Identity, env: ClientEnvelope) -> ClientReply {
+        // A node's request is one a user's or its own forwarded here: the
+        // metrics count each user request once, where it arrived.
+        if peer.role == crate::ca::Role::Node {
+            return self.answer_client(peer, env).await;
+        }
+        let kind = super::metered::kind(&env.request);
+        let started = std::time::Instant::now();
+        let reply = self.answer_client(peer, env).await;
+        super::metered::record(&kind, &reply, started.elapsed());
+        reply
+    }
+
+    /// Serves a client request from `peer` (see `handle_client`).
+    async fn answer_client(&self, peer: &Identity, env: ClientEnvelope) -> ClientReply {
         if let ClientRequest::WhoAmI = env.request {
             return ClientReply::Identity(CallerView {
                 name: peer.name.clone(),

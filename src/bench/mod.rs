@@ -13,5 +13,6 @@ mod procs;
 pub mod raft;
 pub mod routing;
 pub mod scale;
+mod scrape;
 mod stats;
 pub mod volume;

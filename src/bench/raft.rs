@@ -5,11 +5,14 @@
 
 use super::cluster::{FlockerCluster, NAMES};
 use super::etcd::{EtcdCluster, EtcdConn};
+use super::procs::free_tcp;
+use super::scrape;
 use super::stats::{ms, summarize, Summary};
 use crate::api::client::Client;
 use crate::api::{ClientReply, ClientRequest};
 use crate::state::Command;
 use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +28,10 @@ pub struct RaftBenchArgs {
     /// Leader failover trials.
     #[arg(long, default_value_t = 10)]
     pub trials: usize,
+    /// Pairs of interleaved 1-client trials with and without every node's
+    /// /metrics scraped each second (0: skip).
+    #[arg(long, default_value_t = 6)]
+    pub scrape_trials: usize,
     /// Keep the working directory (logs, data) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
@@ -34,6 +41,9 @@ struct Load {
     commits_per_sec: f64,
     latency: Summary,
     errors: usize,
+    /// Every successful request's latency, sorted.
+    samples: Vec<Duration>,
+    secs: f64,
 }
 
 /// Per-attempt deadline of the failover probe; it retries with the same
@@ -138,6 +148,8 @@ where
         commits_per_sec: all.len() as f64 / elapsed,
         latency: summarize(&mut all),
         errors,
+        samples: all,
+        secs: elapsed,
     })
 }
 
@@ -189,9 +201,16 @@ pub async fn run(args: RaftBenchArgs) -> Result<()> {
 }
 
 async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
-    // The simulated engine: this measures consensus, not Docker.
-    let mut flocker =
-        FlockerCluster::start(&work.join("flocker"), |_| vec!["--engine=sim".into()])?;
+    // The simulated engine: this measures consensus, not Docker. Every
+    // node serves /metrics; the scrape rows fetch it.
+    let metrics: Vec<SocketAddr> = NAMES.iter().map(|_| free_tcp()).collect();
+    let mut flocker = FlockerCluster::start(&work.join("flocker"), |name| {
+        let i = NAMES.iter().position(|n| *n == name).unwrap_or(0);
+        vec![
+            "--engine=sim".into(),
+            format!("--metrics-listen={}", metrics[i]),
+        ]
+    })?;
     std::fs::create_dir_all(work.join("etcd"))?;
     let etcd = EtcdCluster::start(&work.join("etcd"))
         .await
@@ -231,6 +250,9 @@ async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
     }
     drop(etcd);
 
+    if args.scrape_trials > 0 {
+        scrape_rows(&flocker, leader, &metrics, args).await?;
+    }
     if args.trials > 0 {
         println!("\nleader failover: kill -9 leader → first committed write via a survivor");
         let s = failover(&mut flocker, args.trials).await?;
@@ -241,6 +263,46 @@ async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
             ms(s.p99)
         );
     }
+    Ok(())
+}
+
+/// Commit latency at one client with every node's /metrics scraped each
+/// second against the same load unscraped, in interleaved trials (the
+/// order alternates, so neither side always runs first).
+async fn scrape_rows(
+    cluster: &FlockerCluster,
+    leader: usize,
+    targets: &[SocketAddr],
+    args: &RaftBenchArgs,
+) -> Result<()> {
+    println!(
+        "
+/metrics of every node scraped each 1 s vs not: {} interleaved pairs of {}s at 1 client",
+        args.scrape_trials, args.seconds
+    );
+    let tally = Arc::new(scrape::Scrapes::default());
+    let (mut plain, mut scraped) = (scrape::Side::default(), scrape::Side::default());
+    for trial in 0..args.scrape_trials {
+        let order = if trial % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for scraping in order {
+            let scraper = scraping.then(|| scrape::start_scraping(targets.to_vec(), tally.clone()));
+            let load = flocker_load(cluster, leader, 1, args.seconds).await;
+            if let Some(scraper) = scraper {
+                scraper.abort();
+            }
+            let load = load?;
+            let side = if scraping { &mut scraped } else { &mut plain };
+            side.trial_p99.push(load.latency.p99);
+            side.samples.extend(load.samples);
+            side.secs += load.secs;
+            side.errors += load.errors;
+        }
+    }
+    scrape::report(plain, scraped, &tally);
     Ok(())
 }
 

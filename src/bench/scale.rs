@@ -615,6 +615,7 @@ async fn start_group(dir: &Path, names: &[String]) -> Result<Vec<Member>> {
             routing: crate::routing::RoutingMode::Off,
             volume_backend: Default::default(),
             http_listen: None,
+            metrics_listen: None,
         };
         let serving = net.clone();
         let (raft, api, server) = on(&runtime, async move {

@@ -103,6 +103,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Times the phases of one try for `flocker_move_phase_seconds`: each
+/// phase from the end of the one before.
+struct PhaseTimer(Instant);
+
+impl PhaseTimer {
+    fn start() -> PhaseTimer {
+        PhaseTimer(Instant::now())
+    }
+
+    fn ended(&mut self, phase: &str) {
+        crate::metrics::get()
+            .move_phase_seconds
+            .with_label_values(&[phase])
+            .observe(crate::metrics::secs(self.0.elapsed()));
+        self.0 = Instant::now();
+    }
+}
+
 /// Progress of one attempt, published for `ctl status`.
 struct Progress {
     ctx: Arc<MoveContext>,
@@ -241,22 +259,37 @@ async fn attempt(
     progress: &mut Progress,
     report: &mut MoveReport,
 ) -> Result<(), MoveError> {
+    let mut timer = PhaseTimer::start();
     progress.phase(format!("connecting to {}", m.to));
     let mut session = open_session(ctx, app, m).await?;
+    timer.ended("connect");
     if !ctx.sm.read().state.move_frozen_at(app, m.epoch) {
         live_rounds(&mut session, progress, report).await?;
+        timer.ended("live_rounds");
         freeze(ctx, app, m.epoch, progress).await?;
+        timer.ended("freeze");
     }
     report.frozen_ms = now_ms();
+    let frozen = Instant::now();
     progress.phase("stopping the app");
     let frozen_at = ctx.sm.read().index();
     wait_stopped(ctx, app, frozen_at).await?;
+    timer.ended("stop_app");
     report.stopped_ms = now_ms();
     final_round(&mut session, app, m, progress, report).await?;
+    timer.ended("final_round");
     report.final_ms = now_ms();
     progress.phase("handing off");
     let outcome = ctx.hand_off(app, m.epoch).await;
+    timer.ended("handoff");
     report.handed_off_ms = now_ms();
+    if matches!(outcome, HandoffResult::Done) {
+        let metrics = crate::metrics::get();
+        metrics.moves_total.inc();
+        metrics
+            .move_downtime_seconds
+            .observe(crate::metrics::secs(frozen.elapsed()));
+    }
     // Saving the hash cache is not part of the move's time.
     tokio::spawn(session.close());
     match outcome {

@@ -448,6 +448,12 @@ fn apply_round(
         match msg {
             ToReceiver::Item(item) => round.apply_item(item).map_err(|e| session.describe(e))?,
             ToReceiver::Chunk(chunk) => {
+                if let crate::volume::wire::Chunk::Data(data) = &chunk {
+                    let len = data.bytes.len() as u64;
+                    crate::metrics::get()
+                        .volume_received_bytes_total
+                        .inc_by(len);
+                }
                 round.apply_chunk(chunk).map_err(|e| session.describe(e))?
             }
             ToReceiver::End {

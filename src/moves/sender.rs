@@ -236,10 +236,7 @@ impl SenderSession {
         });
         let mut bytes = 0u64;
         while let Some(chunk) = rx.recv().await {
-            let len = match &chunk {
-                Chunk::Data(c) => c.bytes.len() as u64,
-                Chunk::Zero(_) => 0,
-            };
+            let len = data_len(&chunk);
             self.limit.take(len).await;
             if let Err(e) = self.write(&ToReceiver::Chunk(chunk)).await {
                 // Stop the reader before reporting.
@@ -248,6 +245,7 @@ impl SenderSession {
                 return Err(e);
             }
             bytes += len;
+            crate::metrics::get().volume_sent_bytes_total.inc_by(len);
             progress(bytes);
         }
         let (expected, end) = reading.await.map_err(|e| format!("read task: {e}"))??;
@@ -279,6 +277,14 @@ impl SenderSession {
             let _ = tokio::task::spawn_blocking(move || scanner.save()).await;
         }
         let _ = self.send.finish();
+    }
+}
+
+/// The bytes of data a chunk carries (a zero run carries none).
+fn data_len(chunk: &Chunk) -> u64 {
+    match chunk {
+        Chunk::Data(c) => c.bytes.len() as u64,
+        Chunk::Zero(_) => 0,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod data_dir;
 mod deny_watch;
 pub mod dispatch;
+pub mod metered;
 pub mod settings;
 
 use crate::agent::{Agent, NodeContext};
@@ -201,6 +202,13 @@ pub async fn start(settings: NodeSettings) -> Result<RunningNode> {
     let mut tasks = vec![net.serve(Arc::new(dispatcher))];
     if let Some(addr) = settings.http_listen {
         tasks.push(crate::http::start(addr, &tls, api.clone()).await?);
+    }
+    tasks.push(tokio::spawn(metered::count_elections(raft.clone())));
+    if let Some(listen) = settings.metrics_listen {
+        let refresh = metered::refresh(raft.clone(), sm.clone());
+        let server = crate::metrics::server::start(listen, refresh).await?;
+        tracing::info!(metrics = %server.local, "metrics endpoint serving /metrics");
+        tasks.push(server.task);
     }
     let volumes = match crate::volume::VolumeStore::open(&settings.data_dir) {
         Ok(store) => {

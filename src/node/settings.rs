@@ -60,6 +60,8 @@ pub struct NodeSettings {
     pub volume_backend: crate::volume::BackendChoice,
     /// TCP address of the HTTPS JSON API (`--http-listen`); off when `None`.
     pub http_listen: Option<SocketAddr>,
+    /// Plain-HTTP address serving Prometheus metrics at /metrics; none: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Default `--reserve`: room for the Raft log to grow through a few

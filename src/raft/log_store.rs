@@ -140,6 +140,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
         // Not fsynced: it only lets a restart re-apply sooner. Losing it is
         // safe, since the commit point is re-learned from the leader.
+        if let Some(log_id) = committed {
+            crate::metrics::get()
+                .raft_commit_index
+                .set(log_id.index as i64);
+        }
         self.db
             .put_cf(self.cf(CF_META), KEY_COMMITTED, encode_record(&committed))
             .map_err(write_err)
@@ -157,8 +162,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut batch = WriteBatch::default();
+        let mut count = 0u32;
         for entry in entries {
+            count += 1;
             batch.put_cf(
                 self.cf(CF_LOG),
                 index_key(entry.get_log_id().index),
@@ -168,6 +176,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Written now (readable at once), durable when the syncer has fsynced
         // the WAL: only then does openraft count these entries (invariant 2).
         self.db.write(batch).map_err(write_err)?;
+        let metrics = crate::metrics::get();
+        metrics.raft_append_entries.observe(count.into());
+        metrics
+            .raft_append_seconds
+            .observe(crate::metrics::secs(started.elapsed()));
         self.syncer.after_sync(callback).await.map_err(write_err)
     }
 

@@ -31,7 +31,13 @@ impl WalSyncer {
                     while let Ok(more) = queue.try_recv() {
                         batch.push(more);
                     }
+                    let started = std::time::Instant::now();
                     let synced = db.flush_wal(true).map_err(|e| e.to_string());
+                    let metrics = crate::metrics::get();
+                    metrics
+                        .raft_fsync_seconds
+                        .observe(crate::metrics::secs(started.elapsed()));
+                    metrics.raft_fsync_appends.observe(batch.len() as f64);
                     for flushed in batch {
                         flushed.log_io_completed(synced.clone().map_err(std::io::Error::other));
                     }

@@ -223,6 +223,7 @@ impl Replicator {
             match self.ship(&due, node).await {
                 Ok(bytes) => {
                     tracing::info!(%app, replica = %node, seq = due.seq, sent_bytes = bytes, "volume point shipped");
+                    record_shipped(&app, node, taken.at.elapsed());
                     shipped.insert(node.clone(), bytes);
                 }
                 Err(why) => {
@@ -441,6 +442,10 @@ impl Replicator {
                 p.bytes_behind = Some(total);
                 p.sending = Some((0, total));
             });
+            crate::metrics::get()
+                .replica_bytes_behind
+                .with_label_values(&[&due.app, node])
+                .set(total as i64);
             let round = session
                 .send_round(prepared, Some(due.epoch), |sent| {
                     self.report(&due.app, node, |p| p.sending = Some((sent, total)))
@@ -464,4 +469,22 @@ impl Replicator {
             "{node}'s copy did not match the point after {MAX_ROUNDS} rounds"
         ))
     }
+}
+
+/// The metrics of a point of `app` taken `age` ago that reached `replica`:
+/// its time (the replica's lag is the time since) and nothing behind.
+fn record_shipped(app: &str, replica: &str, age: std::time::Duration) {
+    let taken = std::time::SystemTime::now()
+        .checked_sub(age)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let metrics = crate::metrics::get();
+    metrics
+        .replica_point_timestamp_seconds
+        .with_label_values(&[app, replica])
+        .set(taken);
+    metrics
+        .replica_bytes_behind
+        .with_label_values(&[app, replica])
+        .set(0);
 }

@@ -141,13 +141,17 @@ pub async fn leader_loop(api: Arc<Api>, liveness: Arc<Liveness>) {
         }
         if !placements.is_empty() {
             tracing::info!(?placements, "placing anywhere apps");
-            if let Err(e) = api
+            let count = placements.len() as u64;
+            match api
                 .submit_as_node(Command::Place {
                     changes: placements,
                 })
                 .await
             {
-                tracing::warn!("placements not committed: {e}");
+                Ok(_) => crate::metrics::get()
+                    .scheduler_placements_total
+                    .inc_by(count),
+                Err(e) => tracing::warn!("placements not committed: {e}"),
             }
         }
     }
