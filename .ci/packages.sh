@@ -11,10 +11,14 @@
 # python3: .ci/check-layers (most machines have it already).
 # btrfs-progs, xfsprogs, e2fsprogs: mkfs for the loop-mounted btrfs, XFS (reflink) and
 #   ext4 the volume backend tests and benchmarks run on (src/volume/backend/loopfs.rs).
+# fuse3: the FUSE kernel side's helper (fusermount3) and module setup for flocker-lazyfs
+#   (lazyfs/), the file system that forgets unsynced writes in the power-cut tests and the
+#   chaos suite's power nemesis (it mounts through /dev/fuse directly as root, fusermount3
+#   otherwise).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs)
+    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs fuse3)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 
