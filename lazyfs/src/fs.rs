@@ -37,6 +37,9 @@ const TTL: Duration = Duration::ZERO;
 struct Node {
     path_fd: OwnedFd,
     lookups: u64,
+    /// The directory and name it was last looked up by: a symlink's times
+    /// are set through them (no call sets them through an `O_PATH` handle).
+    name: Option<(u64, OsString)>,
 }
 
 struct Handle {
@@ -84,6 +87,7 @@ impl LazyFs {
             Node {
                 path_fd,
                 lookups: 1,
+                name: None,
             },
         )]);
         Ok(LazyFs {
@@ -215,17 +219,20 @@ impl State {
         if st.st_ino == INodeNo::ROOT.0 || st.st_ino >= CONTROL_INO {
             return Err(Errno::EIO);
         }
+        let named = Some((parent, name.to_os_string()));
         match self.nodes.get_mut(&st.st_ino) {
-            Some(node) => node.lookups += 1,
+            Some(node) => {
+                node.lookups += 1;
+                node.name = named;
+            }
             None => {
                 let path_fd = sys::open_path(pfd, name).map_err(err)?;
-                self.nodes.insert(
-                    st.st_ino,
-                    Node {
-                        path_fd,
-                        lookups: 1,
-                    },
-                );
+                let node = Node {
+                    path_fd,
+                    lookups: 1,
+                    name: named,
+                };
+                self.nodes.insert(st.st_ino, node);
             }
         }
         Ok(self.attr(&st))
@@ -347,7 +354,9 @@ impl State {
         if flags & libc::O_TRUNC != 0 && !trunc_done {
             self.before_data_change(ino, 0, u64::MAX)?;
         }
-        let passed = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_SYNC);
+        // O_NOFOLLOW would refuse the /proc magic link itself.
+        let passed = flags
+            & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_SYNC | libc::O_NOFOLLOW);
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(passed & !libc::O_ACCMODE)
@@ -423,7 +432,16 @@ impl State {
             sys::chown_fd(fd, uid, gid).map_err(err)?;
         }
         if atime.is_some() || mtime.is_some() {
-            sys::utimens_fd(fd, [timespec(atime), timespec(mtime)]).map_err(err)?;
+            let times = [timespec(atime), timespec(mtime)];
+            let st = sys::stat_fd(fd).map_err(err)?;
+            let named = self.nodes.get(&ino).and_then(|n| n.name.clone());
+            match named {
+                Some((dir, name)) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                    sys::utimens_at(self.fd(dir)?, &name, times, libc::AT_SYMLINK_NOFOLLOW)
+                }
+                _ => sys::utimens_at(libc::AT_FDCWD, sys::proc_path(fd).as_os_str(), times, 0),
+            }
+            .map_err(err)?;
         }
         Ok(self.attr(&sys::stat_fd(fd).map_err(err)?))
     }
@@ -459,7 +477,11 @@ impl State {
                 }
             }
         }
-        sys::rename_at(pfd, name, npfd, newname, flags).map_err(err)
+        sys::rename_at(pfd, name, npfd, newname, flags).map_err(err)?;
+        if let Some(node) = self.nodes.get_mut(&from.st_ino) {
+            node.name = Some((newparent, newname.to_os_string()));
+        }
+        Ok(())
     }
 
     /// `.`, `..` and the live entries of a directory, in readdir order.

@@ -68,7 +68,9 @@ pub fn config() -> fuser::Config {
 /// A lazyfs served by a thread of this process (for tests).
 pub struct Mount {
     session: Option<fuser::BackgroundSession>,
+    backing: PathBuf,
     mountpoint: PathBuf,
+    max_dirty_mib: u64,
 }
 
 impl Mount {
@@ -79,8 +81,27 @@ impl Mount {
         wait_mounted(mountpoint, Duration::from_secs(10))?;
         Ok(Mount {
             session: Some(session),
+            backing: backing.to_path_buf(),
             mountpoint: mountpoint.to_path_buf(),
+            max_dirty_mib,
         })
+    }
+
+    /// A power cut and a reboot: cut, unmount, mount what survived.
+    pub fn power_cycle(self) -> io::Result<Mount> {
+        self.cut()?;
+        self.remount()
+    }
+
+    /// Unmounts and mounts again (after a cut: what survived it).
+    pub fn remount(self) -> io::Result<Mount> {
+        let (backing, mountpoint, max) = (
+            self.backing.clone(),
+            self.mountpoint.clone(),
+            self.max_dirty_mib,
+        );
+        self.unmount()?;
+        Mount::new(&backing, &mountpoint, max)
     }
 
     pub fn path(&self) -> &Path {

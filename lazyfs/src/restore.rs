@@ -24,6 +24,8 @@ pub fn rebuild(backing: &Path, root_ino: u64, grave: &Path, model: &Model) -> io
         fs::remove_dir_all(&next)?;
     }
     make_dir(&root, &next)?;
+    // (source, rebuilt) directories, their times set once they are filled.
+    let mut made = vec![(root.clone(), next.clone())];
     let mut dirs_done = HashSet::from([root_ino]);
     let mut files_done = HashSet::new();
     let mut todo = vec![(root_ino, next.clone())];
@@ -43,6 +45,7 @@ pub fn rebuild(backing: &Path, root_ino: u64, grave: &Path, model: &Model) -> io
             if fs::symlink_metadata(src)?.is_dir() {
                 if dirs_done.insert(ino) {
                     make_dir(src, &to)?;
+                    made.push((src.clone(), to.clone()));
                     todo.push((ino, to));
                 }
                 continue;
@@ -54,6 +57,9 @@ pub fn rebuild(backing: &Path, root_ino: u64, grave: &Path, model: &Model) -> io
                 }
             }
         }
+    }
+    for (src, to) in made.iter().rev() {
+        copy_times(src, to)?;
     }
     let old = backing.join("old");
     fs::rename(&root, &old)?;
@@ -97,6 +103,28 @@ fn make_dir(like: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir(to)?;
     fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
     std::os::unix::fs::chown(to, Some(md.uid()), Some(md.gid()))
+}
+
+/// `like`'s access and modification times on `to` (no symlink here).
+fn copy_times(like: &Path, to: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(like)?;
+    let times = [
+        libc::timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec(),
+        },
+    ];
+    let c = crate::sys::cstr(to.as_os_str())?;
+    // SAFETY: a NUL-terminated path and times that outlive the call.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn restore_data(path: &Path, rec: &DataRecord) -> io::Result<()> {

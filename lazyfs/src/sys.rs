@@ -140,20 +140,16 @@ pub fn chown_fd(fd: RawFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>
     check(unsafe { libc::fchownat(fd, c"".as_ptr(), u, g, flags) })
 }
 
-/// Sets times on the inode `fd` holds, symlinks included (utimensat with a
-/// NULL path acts on the descriptor; the libc wrapper refuses NULL).
-pub fn utimens_fd(fd: RawFd, times: [libc::timespec; 2]) -> io::Result<()> {
-    // SAFETY: `times` outlives the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_utimensat,
-            fd,
-            std::ptr::null::<libc::c_char>(),
-            times.as_ptr(),
-            0,
-        )
-    };
-    check(ret as libc::c_int)
+/// utimensat(2): `name` in `dir`.
+pub fn utimens_at(
+    dir: RawFd,
+    name: &OsStr,
+    times: [libc::timespec; 2],
+    flags: i32,
+) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: a NUL-terminated name and `times` outlive the call.
+    check(unsafe { libc::utimensat(dir, c.as_ptr(), times.as_ptr(), flags) })
 }
 
 pub fn fallocate(file: &File, mode: i32, off: u64, len: u64) -> io::Result<()> {

@@ -194,3 +194,44 @@ fn after_a_cut_every_operation_fails_until_mounted_again() {
     l.mount();
     assert_eq!(fs::read(l.p("d/f")).unwrap(), b"x");
 }
+
+#[test]
+fn metadata_of_every_kind_of_entry_passes_through() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let l = Lazy::new();
+    write_file(&l.p("f"), b"x", false);
+    std::os::unix::fs::symlink("f", l.p("link")).unwrap();
+    let fifo = std::ffi::CString::new(l.p("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::lchown(l.p("link"), Some(7), Some(8)).unwrap();
+    std::os::unix::fs::chown(l.p("f"), Some(1000), Some(1001)).unwrap();
+    fs::set_permissions(l.p("f"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::rename(l.p("link"), l.p("link2")).unwrap();
+    let t = std::ffi::CString::new(l.p("link2").into_os_string().into_encoded_bytes()).unwrap();
+    let times = [libc::timespec {
+        tv_sec: 1_000_000,
+        tv_nsec: 123,
+    }; 2];
+    // SAFETY: a NUL-terminated path and times that outlive the call.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let m = fs::symlink_metadata(l.p("link2")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mtime(), m.mtime_nsec()),
+        (7, 8, 1_000_000, 123)
+    );
+    let m = fs::metadata(l.p("f")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o4755));
+    assert!(fs::symlink_metadata(l.p("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+}

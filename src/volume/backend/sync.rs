@@ -275,8 +275,8 @@ impl Update<'_> {
     fn make_durable(&self, to: &Path) -> Result<()> {
         let many = self.changed_files.len() + self.changed_dirs.len() > SYNCFS_THRESHOLD;
         if self.everything_changed || many {
-            let dir = File::open(to).ctx("open", to)?;
-            return sys::syncfs(&dir).ctx("syncfs", to);
+            // One syncfs where it is sound, each file and directory elsewhere.
+            return crate::durable::sync_whole_tree(to).ctx("sync", to);
         }
         for f in &self.changed_files {
             copy::open_source(f)?.sync_all().ctx("fsync", f)?;
