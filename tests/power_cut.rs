@@ -59,7 +59,7 @@ fn acknowledged_writes_survive_the_whole_cluster_losing_power() {
     for n in NODES {
         c.kill(n);
     }
-    let _mounts: Vec<Mount> = mounts.into_iter().map(|m| m.remount().unwrap()).collect();
+    let mounts: Vec<Mount> = mounts.into_iter().map(|m| m.remount().unwrap()).collect();
     for n in NODES {
         c.restart(n);
     }
@@ -71,5 +71,10 @@ fn acknowledged_writes_survive_the_whole_cluster_losing_power() {
             json!({ "written": format!("w{i}") }),
             "{n}'s acknowledged label after the power cut"
         );
+    }
+    // The nodes first, then their file systems.
+    drop(c);
+    for m in mounts {
+        m.unmount().unwrap();
     }
 }

@@ -22,6 +22,7 @@ mod restore;
 mod sys;
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,8 @@ pub fn config() -> fuser::Config {
 /// A lazyfs served by a thread of this process (for tests).
 pub struct Mount {
     session: Option<fuser::BackgroundSession>,
+    /// The mount's device, taken while it answers (after a cut it does not).
+    dev: u64,
     backing: PathBuf,
     mountpoint: PathBuf,
     max_dirty_mib: u64,
@@ -79,8 +82,10 @@ impl Mount {
         let fs = fs::LazyFs::new(backing, max_dirty_mib << 20)?;
         let session = fuser::spawn_mount(fs, mountpoint, &config())?;
         wait_mounted(mountpoint, Duration::from_secs(10))?;
+        let dev = std::fs::metadata(mountpoint)?.dev();
         Ok(Mount {
             session: Some(session),
+            dev,
             backing: backing.to_path_buf(),
             mountpoint: mountpoint.to_path_buf(),
             max_dirty_mib,
@@ -113,18 +118,64 @@ impl Mount {
         cut(&self.mountpoint)
     }
 
-    /// Unmounts and waits for the serving thread.
+    /// Unmounts and waits for the serving thread. The mount is detached
+    /// and its FUSE connection aborted, so files still open in it (a killed
+    /// process's, a container's bind mount) cannot hold the thread up.
     pub fn unmount(mut self) -> io::Result<()> {
-        self.session.take().map_or(Ok(()), |s| s.umount_and_join())
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let detached = unmount(&self.mountpoint);
+        abort_connection(self.dev);
+        // The session's own unmount finds nothing left to unmount.
+        let joined = session.join();
+        detached.and(joined)
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = s.umount_and_join();
-        }
+        let _ = self.stop();
     }
+}
+
+/// Where fusectl shows each FUSE connection.
+const FUSECTL: &str = "/sys/fs/fuse/connections";
+
+/// Ends the FUSE connection of the file system on device `dev` (fusectl's
+/// `abort`): every request still open fails and the server's loop ends,
+/// even while another mount namespace (a container's) still holds the
+/// detached mount.
+pub fn abort_connection(dev: u64) {
+    ensure_fusectl();
+    let abort = Path::new(FUSECTL).join(dev.to_string()).join("abort");
+    let _ = std::fs::write(abort, b"1");
+}
+
+/// Mounts fusectl where it belongs when nothing is mounted there (many
+/// hosts without systemd lack it). Best effort: without it an unmount
+/// waits for the last holder of the mount.
+fn ensure_fusectl() {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(2) == Some("fusectl")));
+    if mounted {
+        return;
+    }
+    let (src, dir) = (c"fusectl", c"/sys/fs/fuse/connections");
+    // SAFETY: NUL-terminated strings; no data argument.
+    unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
 }
 
 /// Cuts the power of the lazyfs mounted at `mountpoint`.
