@@ -14,11 +14,15 @@
 # prometheus: tests/metrics.rs checks /metrics with its `promtool check metrics` and
 #   scrapes a cluster with a real server on 127.0.0.1 (on a host with systemd the
 #   package also enables its own service on :9090; the tests do not use it).
+# fuse3: the FUSE kernel side's helper (fusermount3) and module setup for flocker-lazyfs
+#   (lazyfs/), the file system that forgets unsynced writes in the power-cut tests and the
+#   chaos suite's power nemesis (it mounts through /dev/fuse directly as root, fusermount3
+#   otherwise).
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
     faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs
-    prometheus)
+    prometheus fuse3)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod ca;
 pub mod config;
 pub mod ctl;
+pub mod durable;
 pub mod http;
 pub mod metrics;
 pub mod moves;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Top {
     /// Run a cluster member.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Operate the cluster through any node.
     Ctl(CtlArgs),
     /// The cluster's certificate authority.
@@ -384,7 +384,7 @@ fn main() -> ExitCode {
         }
         Top::Node(args) => {
             init_logging("info", args.log_format);
-            let code = match runtime.block_on(run_node(args)) {
+            let code = match runtime.block_on(run_node(*args)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");

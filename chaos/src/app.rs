@@ -83,6 +83,11 @@ if [ -s "$log" ]; then
     truncate -s "$keep" "$log"
   fi
 fi
+# A new log's entry is durable only once its directory is synced (a power
+# cut forgets a create whose directory was not).
+if [ ! -e "$log" ]; then
+  : > "$log" && sync "$log" && sync "${log%/*}" || { echo "ledger: cannot create $log" >&2; exit 1; }
+fi
 if [ -s "$log" ]; then
   last=$(tail -n 1 "$log")
   seq=${last%% *}
@@ -103,8 +108,12 @@ echo "ledger $app instance $inst (container $container) on node '$node' continue
 while true; do
   seq=$((seq + 1))
   line="$seq $prev $inst"
-  printf '%s\n' "$line" >> "$log"
-  sync "$log"
+  # Acknowledged (heartbeated) only once written and synced: after a
+  # failed write or sync (EIO after a power cut) the app stops instead.
+  if ! { printf '%s\n' "$line" >> "$log" && sync "$log"; }; then
+    echo "ledger: record $seq not durable: stopping" >&2
+    exit 1
+  fi
   state
   prev=$(printf '%s\n' "$line" | sha256sum | cut -d ' ' -f 1)
   bseq=$seq; bhead=$prev

@@ -38,6 +38,9 @@ pub struct Node {
     stopped: bool,
     /// Where the crash nemesis moved the data dir while the host is down.
     hidden: Option<PathBuf>,
+    /// The lazyfs the data dir is on (`<mount>/<node>`), when the run
+    /// uses them: what a power cut drops.
+    disk: Option<flocker_lazyfs::Mount>,
 }
 
 pub struct Cluster {
@@ -62,6 +65,7 @@ impl Cluster {
         out: &Path,
         topo: &Topology,
         plant_bug: Option<String>,
+        lazyfs: bool,
     ) -> Result<Cluster> {
         let certs = out.join("certs");
         let logs = out.join("logs");
@@ -89,8 +93,15 @@ impl Cluster {
         for (i, name) in topo.nodes.iter().enumerate() {
             // The data dir's last component is the node's name: the chaos app
             // finds it in /proc/self/mountinfo (see app.rs).
-            let data_dir = out.join("data").join(name);
-            std::fs::create_dir_all(&data_dir)?;
+            let (data_dir, disk) = if lazyfs {
+                let (mount, dir) = lazy_disk(out, name)?;
+                (dir, Some(mount))
+            } else {
+                (out.join("data").join(name), None)
+            };
+            std::fs::create_dir_all(out.join("data"))?;
+            flocker::durable::create_dir_all(&data_dir, 0o700)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             let faketime_file = out.join("data").join(format!("{name}.faketime"));
             std::fs::write(&faketime_file, "+0\n")?;
             nodes.push(Node {
@@ -103,6 +114,7 @@ impl Cluster {
                 child: None,
                 stopped: false,
                 hidden: None,
+                disk,
             });
         }
         let peers = nodes
@@ -265,7 +277,9 @@ impl Cluster {
         if data.exists() {
             std::fs::remove_dir_all(data).with_context(|| format!("wiping {}", data.display()))?;
         }
-        std::fs::create_dir_all(data)?;
+        flocker::durable::create_dir_all(data, 0o700)?;
+        // The wipe is the operator's, not the app's: durable at once.
+        flocker::durable::fsync_dir(data.parent().unwrap_or(Path::new("/")))?;
         self.nodes[i].join = Some(via.to_string());
         self.start(topo, i)
     }
@@ -283,6 +297,7 @@ impl Cluster {
             .with_file_name(format!("{}.crashed", node.name));
         std::fs::rename(&node.data_dir, &hidden)
             .with_context(|| format!("moving {} away", node.data_dir.display()))?;
+        sync_parent(&hidden)?;
         self.nodes[i].hidden = Some(hidden.clone());
         Ok(hidden)
     }
@@ -296,7 +311,41 @@ impl Cluster {
         let data = &self.nodes[i].data_dir;
         std::fs::rename(&hidden, data)
             .with_context(|| format!("putting {} back as {}", hidden.display(), data.display()))?;
+        sync_parent(data)?;
         Ok(true)
+    }
+
+    /// Whether the data dirs are on lazyfs (the power nemeses need it).
+    pub fn on_lazyfs(&self) -> bool {
+        self.nodes.iter().all(|n| n.disk.is_some())
+    }
+
+    /// The power cut of node `i`'s disk: everything not fsynced is gone,
+    /// every later access fails until [`Cluster::reboot_disk`].
+    pub fn power_cut(&mut self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let disk = node
+            .disk
+            .as_ref()
+            .with_context(|| format!("{}'s data dir is not on lazyfs", node.name))?;
+        disk.cut()
+            .with_context(|| format!("cutting {}'s lazyfs", node.name))
+    }
+
+    /// Mounts node `i`'s lazyfs again, on what its last cut kept (the host
+    /// boots). The node must be stopped.
+    pub fn reboot_disk(&mut self, i: usize) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            bail!("{} still runs: kill it first", self.nodes[i].name);
+        }
+        let Some(disk) = self.nodes[i].disk.take() else {
+            bail!("{}'s data dir is not on lazyfs", self.nodes[i].name);
+        };
+        let disk = disk
+            .remount()
+            .with_context(|| format!("mounting {}'s lazyfs again", self.nodes[i].name))?;
+        self.nodes[i].disk = Some(disk);
+        Ok(())
     }
 
     /// The bundle node `i` runs with now.
@@ -341,6 +390,27 @@ impl Cluster {
             self.kill(i);
         }
     }
+}
+
+/// A lazyfs for `node` (`<out>/lazyfs/<node>/{backing,mnt}`) and its data
+/// dir on it, `<mnt>/<node>`: one level below the mount, so the ledger
+/// finds its node's name as the last part of its fence mount's source.
+fn lazy_disk(out: &Path, node: &str) -> Result<(flocker_lazyfs::Mount, PathBuf)> {
+    let base = out.join("lazyfs").join(node);
+    let (backing, mnt) = (base.join("backing"), base.join("mnt"));
+    std::fs::create_dir_all(&backing)?;
+    std::fs::create_dir_all(&mnt)?;
+    let mount = flocker_lazyfs::Mount::new(&backing, &mnt, flocker_lazyfs::DEFAULT_MAX_DIRTY_MIB)
+        .with_context(|| {
+        format!("mounting lazyfs at {} (root and /dev/fuse)", mnt.display())
+    })?;
+    Ok((mount, mnt.join(node)))
+}
+
+/// fsync of `path`'s directory: the harness's own renames are durable.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    flocker::durable::fsync_dir(parent).with_context(|| format!("fsync {}", parent.display()))
 }
 
 /// `flocker ca bundle --dir CA --node|--user NAME --out OUT`.

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cluster;
 pub mod ctl;
 pub mod docker_events;
+pub mod fuse_cost;
 pub mod ids;
 pub mod moves;
 pub mod nemesis;

@@ -27,12 +27,17 @@ struct Args {
     /// Cluster size: 3 or 5.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Comma-separated: partition,kill,pause,clock,link,membership,crash.
+    /// Comma-separated:
+    /// partition,kill,pause,clock,link,membership,crash,power,power-all.
     #[arg(
         long,
-        default_value = "partition,kill,pause,clock,link,membership,crash"
+        default_value = "partition,kill,pause,clock,link,membership,crash,power,power-all"
     )]
     nemesis: String,
+    /// Data dirs on the plain file system, not each on its own lazyfs (no
+    /// power nemeses then).
+    #[arg(long)]
+    no_lazyfs: bool,
     /// Passed to every node (`flocker node --plant-bug NAME`); the run uses
     /// the schedule that exposes it: stale-reads or no-fencing.
     #[arg(long, value_name = "NAME")]
@@ -80,6 +85,12 @@ fn options(a: Args) -> Result<run::Options, String> {
         return Err("--registers must be 1..=16".into());
     }
     let nemeses = schedule::parse_nemeses(&a.nemesis)?;
+    if a.no_lazyfs && nemeses.iter().any(|n| n.starts_with("power")) {
+        return Err(
+            "--no-lazyfs leaves nothing for the power nemeses to cut: drop them from --nemesis"
+                .into(),
+        );
+    }
     if let Some(bug) = &a.plant_bug {
         if bug != "stale-reads" && bug != "no-fencing" {
             return Err(format!(
@@ -122,5 +133,6 @@ fn options(a: Args) -> Result<run::Options, String> {
         registers: a.registers,
         bin,
         convergence_bound_s: a.convergence_bound,
+        lazyfs: !a.no_lazyfs,
     })
 }

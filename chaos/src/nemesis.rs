@@ -20,7 +20,8 @@
 //! The membership nemesis (`membership.rs`) is one self-contained cycle:
 //! remove a follower, keep it out, bring it back with a new certificate.
 //! So is the crash nemesis (`crash.rs`): a host down with its containers
-//! and its disk, then back.
+//! and its disk, then back; and the power nemeses (`power.rs`): one host
+//! or all of them losing power, back on what their disks kept.
 //!
 //! Healing is one idempotent step, [`Nemesis::heal_all`]: flush every
 //! node's rules and queueing discipline, reset every clock, continue
@@ -46,6 +47,7 @@ use std::time::{Duration, Instant};
 
 mod crash;
 mod membership;
+mod power;
 pub use membership::{judge_probe, Probe};
 
 /// How long the nemesis looks for the leader before choosing blindly.
@@ -120,6 +122,21 @@ impl Nemesis {
             }
             if let Fault::Crash { owner, pick } = step.fault {
                 let ended = self.crash_cycle(owner, pick, step.duration, step.with_move, stop);
+                if !ended {
+                    return;
+                }
+                continue;
+            }
+            if let Some(all) = match step.fault {
+                Fault::Power { .. } => Some(false),
+                Fault::PowerAll => Some(true),
+                _ => None,
+            } {
+                let (owner, pick) = match step.fault {
+                    Fault::Power { owner, pick } => (owner, pick),
+                    _ => (false, 0),
+                };
+                let ended = self.power_cycle(all, owner, pick, step.duration, step.with_move, stop);
                 if !ended {
                     return;
                 }
@@ -292,6 +309,7 @@ impl Nemesis {
             // Run by `member_cycle` and `crash_cycle`, never begun here.
             Fault::Member { .. } => (String::from("membership"), Vec::new()),
             Fault::Crash { .. } => (String::from("crash"), Vec::new()),
+            Fault::Power { .. } | Fault::PowerAll => (String::from("power"), Vec::new()),
             Fault::FencingTrap => {
                 let node = self
                     .placement_of(BEACON)

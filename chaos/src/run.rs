@@ -58,6 +58,8 @@ pub struct Options {
     pub bin: PathBuf,
     /// Seconds after the heal within which the cluster must converge.
     pub convergence_bound_s: u64,
+    /// Every node's data dir on its own lazyfs (the power nemeses need it).
+    pub lazyfs: bool,
 }
 
 /// Runs, checks, and returns the process exit code (0, 1, 2 or 3).
@@ -80,6 +82,7 @@ pub fn run(opts: &Options) -> i32 {
                 // The nodes' RocksDB dirs (~80 MB each) matter only for a
                 // post-mortem; a valid run keeps its logs and files.
                 let _ = std::fs::remove_dir_all(opts.out.join("data"));
+                let _ = std::fs::remove_dir_all(opts.out.join("lazyfs"));
             }
             code
         }
@@ -133,7 +136,10 @@ fn execute(opts: &Options) -> Result<()> {
         slot.n, slot.n
     );
     let topo = Arc::new(Topology::create(slot, &names)?);
-    let cluster = Cluster::prepare(&opts.bin, out, &topo, opts.plant_bug.clone())?;
+    if opts.lazyfs {
+        crate::fuse_cost::report(out);
+    }
+    let cluster = Cluster::prepare(&opts.bin, out, &topo, opts.plant_bug.clone(), opts.lazyfs)?;
     let cluster_id = cluster.cluster_id.clone();
     let cluster = Arc::new(Mutex::new(cluster));
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// The kinds of faults, as named on the command line.
-pub const ALL_NEMESES: [&str; 7] = [
+pub const ALL_NEMESES: [&str; 9] = [
     "partition",
     "kill",
     "pause",
@@ -23,6 +23,8 @@ pub const ALL_NEMESES: [&str; 7] = [
     "link",
     "membership",
     "crash",
+    "power",
+    "power-all",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +48,14 @@ pub enum Fault {
     /// on it. `owner`: the host owning the ledger's volume (else a node
     /// drawn by `pick`).
     Crash { owner: bool, pick: u64 },
+    /// A power cut of one host: the node frozen (SIGSTOP: nothing more
+    /// reaches its disk), its lazyfs cut (every unsynced write and
+    /// directory change gone), the node killed and its containers
+    /// removed, the file system mounted again; the node restarts on what
+    /// survived when the fault ends. `owner` as for `Crash`.
+    Power { owner: bool, pick: u64 },
+    /// The same for every node at once: the whole cluster loses power.
+    PowerAll,
     /// Shift one node's wall clock by `offset_s`.
     Clock { pick: u64, offset_s: i64 },
     /// Drop `percent` of the packets a node receives from its peers.
@@ -81,6 +91,8 @@ impl Fault {
             Fault::Lossy { .. } | Fault::Slow { .. } => "link",
             Fault::Member { .. } => "membership",
             Fault::Crash { .. } => "crash",
+            Fault::Power { .. } => "power",
+            Fault::PowerAll => "power-all",
         }
     }
 }
@@ -169,6 +181,18 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: &str) -> (Fault, Duration) {
             },
             secs(rng, 8, 15),
         ),
+        // Down for a while: mostly the ledger's owner (bounded loss, once
+        // past DOWN_GRACE a failover), back on what its disk kept.
+        "power" => (
+            Fault::Power {
+                owner: rng.random_range(0..3) < 2,
+                pick,
+            },
+            secs(rng, 3, 9),
+        ),
+        // Everything down at once, then everything back: no failover can
+        // hide a lost write.
+        "power-all" => (Fault::PowerAll, secs(rng, 2, 5)),
         // Past the election timeout (≤ 1 s) and the 2 s lease.
         "pause" => (Fault::PauseLeader, secs(rng, 3, 8)),
         "clock" => {

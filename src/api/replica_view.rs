@@ -9,6 +9,18 @@ use crate::config::VolumeSpec;
 use crate::state::State;
 use std::time::Duration;
 
+/// How old a point of age `age` counts: with the owner down (for
+/// `down_for`), how old it was when the owner's app last wrote — its lease
+/// ran out at most DOWN_GRACE - NODE_LEASE before it was declared down
+/// (later if a leader change delayed the declaration: then this overstates
+/// the loss, never understates it).
+fn lag_at_loss(age: Option<Duration>, down_for: Option<&Duration>) -> Option<Duration> {
+    match down_for {
+        Some(down_for) => age.map(|a| a.saturating_sub(*down_for + LEASE_BEFORE_DOWN)),
+        None => age,
+    }
+}
+
 /// How long before a node is declared down its lease (and so any write of
 /// its fenced apps) ended at the latest.
 const LEASE_BEFORE_DOWN: Duration = Duration::from_millis(
@@ -44,15 +56,7 @@ pub fn replica_views(
                 .get(&(app.to_string(), node.clone()))
                 .copied()
                 .flatten();
-            // With the owner down, what counts is how old the point was
-            // when the owner's app last wrote: its lease ran out at most
-            // DOWN_GRACE - NODE_LEASE before it was declared down (later if
-            // a leader change delayed the declaration: then this overstates
-            // the loss, never understates it).
-            let lag = match ages.down_for.get(owner) {
-                Some(down_for) => age.map(|a| a.saturating_sub(*down_for + LEASE_BEFORE_DOWN)),
-                None => age,
-            };
+            let lag = lag_at_loss(age, ages.down_for.get(owner));
             let down = state.nodes.get(node).is_none_or(|n| n.down);
             let behind = shipped.and_then(|p| p.bytes_behind);
             let state = match (down, point, age) {

@@ -67,7 +67,8 @@ pub fn seed_from_replica(
     };
     let from = slots.store(slot).data_dir(app).map_err(|e| e.to_string())?;
     let dir = store.volume_dir(app).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    crate::durable::create_dir_all(&dir, 0o777)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let to = store.data_dir(app).map_err(|e| e.to_string())?;
     let stats = backend
         .clone_tree(&from, &to)

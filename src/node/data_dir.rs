@@ -15,7 +15,7 @@
 //! Also here: the start-up check of free space against `--reserve`.
 
 use anyhow::{bail, Context, Result};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// Mode of the data directory, `raft/` and `volumes/`.
@@ -57,12 +57,11 @@ pub fn prepare(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Creates `dir` (and missing parents) with mode 0700; nothing if it exists.
+/// Creates `dir` (and missing parents) with mode 0700, each made durable
+/// with its parent's fsync (a power cut must not lose `raft/` under a log
+/// RocksDB fsynced); nothing if it exists.
 fn create_private(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(PRIVATE_MODE)
-        .create(dir)
+    crate::durable::create_dir_all(dir, PRIVATE_MODE)
         .with_context(|| format!("creating {}", dir.display()))
 }
 

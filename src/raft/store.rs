@@ -19,7 +19,8 @@ const DISK_FORMAT: u8 = 1;
 
 /// Opens (creating if absent) the node's database under `dir`.
 pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachineStore)> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::durable::create_dir_all(dir, 0o777)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);

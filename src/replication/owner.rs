@@ -268,7 +268,7 @@ impl Replicator {
         }
         let point_dir = self.points.volume_dir(app).map_err(|e| e.to_string())?;
         let point = self.points.data_dir(app).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&point_dir)
+        crate::durable::create_dir_all(&point_dir, 0o777)
             .map_err(|e| format!("creating {}: {e}", point_dir.display()))?;
         let method = self
             .ctx

@@ -101,13 +101,19 @@ fn set_diverged_aside(store: &VolumeStore, app: &str, epoch: u64) -> Result<(), 
         return Ok(());
     }
     let aside = dir.join(format!("{DIVERGED_PREFIX}{epoch}"));
-    std::fs::create_dir_all(&aside).map_err(|e| format!("creating {}: {e}", aside.display()))?;
+    crate::durable::create_dir_all(&aside, 0o777)
+        .map_err(|e| format!("creating {}: {e}", aside.display()))?;
     for name in [
         crate::volume::store::DATA_DIR,
         crate::volume::mark::MARK_FILE,
         crate::volume::store::CACHE_FILE,
     ] {
         rename_if_there(&dir.join(name), &aside.join(name))?;
+    }
+    // Both ends of the renames: a power cut must not bring the copy back
+    // into place (it would be mounted) nor lose it.
+    for d in [&aside, &dir] {
+        crate::durable::fsync_dir(d).map_err(|e| format!("fsync {}: {e}", d.display()))?;
     }
     tracing::warn!(%app, epoch, path = %aside.display(), "a failover left this copy behind: kept aside, never mounted again");
     Ok(())

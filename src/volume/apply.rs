@@ -64,7 +64,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Above this many entries to make durable, one `syncfs` replaces one
-/// fsync each (each fsync may force its own journal commit).
+/// fsync each (each fsync may force its own journal commit), on the file
+/// systems whose syncfs is sound (`durable::syncfs_trusted`).
 const SYNCFS_THRESHOLD: usize = 64;
 /// Notes kept per round; the rest are counted.
 const MAX_NOTES: usize = 16;
@@ -705,7 +706,10 @@ impl Round<'_> {
         let data = &self.copy.data;
         if self.pending.len() + self.dirs_changed.len() > SYNCFS_THRESHOLD {
             let d = File::open(data).ctx("open", data)?;
-            return sys::syncfs(&d).ctx("syncfs", data);
+            // On FUSE syncfs reaches no file system: fsync each entry there.
+            if crate::durable::syncfs_trusted(&d).ctx("statfs", data)? {
+                return sys::syncfs(&d).ctx("syncfs", data);
+            }
         }
         let mut dirs: BTreeSet<RelPath> = self.dirs_changed.clone();
         for p in &self.pending {

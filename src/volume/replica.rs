@@ -177,7 +177,7 @@ impl ReplicaSlots {
     pub fn begin_point(&self, slot: Slot, app: &str, epoch: u64, seq: u64) -> Result<()> {
         let store = self.store(slot);
         let dir = store.volume_dir(app)?;
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        crate::durable::create_dir_all(&dir, 0o777).ctx("create", &dir)?;
         store.mark_incomplete(app)?;
         let bytes = serde_json::to_vec(&PointFile { epoch, seq }).expect("serializable");
         sys::write_atomic(&dir, POINT_FILE, &bytes)

@@ -24,7 +24,6 @@ use super::manifest::Manifest;
 use super::mark::{self, Mark, MarkState};
 use super::scan::{self, ScanOptions, ScanReport};
 use super::sys;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub const DATA_DIR: &str = "data";
@@ -58,11 +57,9 @@ impl VolumeStore {
 
     /// A store rooted at `root` itself (a replica's slot), created private.
     pub fn open_at(root: PathBuf) -> Result<VolumeStore> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .ctx("create", &root)?;
+        // Each part made durable: a power cut must not lose a slot whose
+        // marks and data were fsynced.
+        crate::durable::create_dir_all(&root, 0o700).ctx("create", &root)?;
         Ok(VolumeStore {
             root,
             backend: None,
@@ -103,10 +100,10 @@ impl VolumeStore {
             return Ok(data);
         }
         let dir = self.volume_dir(app)?;
-        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+        crate::durable::create_dir_all(&dir, 0o777).ctx("create", &dir)?;
         match &self.backend {
             Some(backend) => backend.create_volume_dir(&data)?,
-            None => std::fs::create_dir_all(&data).ctx("create", &data)?,
+            None => crate::durable::create_dir_all(&data, 0o777).ctx("create", &data)?,
         }
         Ok(data)
     }

@@ -1081,3 +1081,44 @@ fn the_reserve_shortfall_names_the_node() {
         .describe("n2")
         .starts_with("receiving would leave less than the 1.0 GiB reserve free on n2's disk (200.0 MiB available"));
 }
+
+#[test]
+fn a_complete_copy_survives_a_power_cut() {
+    let (_t, mount) = crate::durable::lazyfs_for_test();
+    let a = node();
+    a.store.create_empty(APP, 1).unwrap();
+    // More entries than the round fsyncs one by one: it makes them durable
+    // at once, which on FUSE syncfs does not do.
+    for i in 0..80 {
+        write(&a.data().join(format!("many/{i}")), &noise(i, 3000));
+    }
+    populate(&a.data());
+    let b_dir = mount.path().join("node-b");
+    crate::durable::create_dir_all(&b_dir, 0o700).unwrap();
+    let b = Node {
+        _dir: tempfile::tempdir().unwrap(),
+        store: VolumeStore::open(&b_dir).unwrap(),
+    };
+    let (mut s, mut r) = (a.sender(), b.receiver(2));
+    let res = round(&mut s, &mut r, Some(2));
+    assert!(res.outcome.matched, "{res:?}");
+    assert_eq!(res.outcome.mark.state, MarkState::Complete);
+    drop((r, b));
+
+    let mount = mount.power_cycle().unwrap();
+    let store = VolumeStore::open(&b_dir).unwrap();
+    let mark = store.mark(APP).unwrap().expect("the mark survives");
+    assert_eq!((mark.state, mark.epoch), (MarkState::Complete, 2));
+    // Complete means it verifies against its root.
+    let (want, got) = (tree(&a.data()), tree(&store.data_dir(APP).unwrap()));
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(p, w)| got.get(*p) != Some(*w))
+        .map(|(p, w)| format!("{}: {w} / {:?}", p.display(), got.get(p)))
+        .collect();
+    assert!(differ.is_empty(), "lost in the cut:\n{}", differ.join("\n"));
+    let (scanned, _) = store.scanner(APP, scan_opts()).unwrap().scan().unwrap();
+    assert_eq!(scanned.root(), mark.root);
+    drop(store);
+    mount.unmount().unwrap();
+}

@@ -83,7 +83,7 @@ impl Nemesis {
     }
 
     /// The node owning `app`'s volume, as a linearizable status says.
-    fn volume_owner(&self, app: &str) -> Option<String> {
+    pub(super) fn volume_owner(&self, app: &str) -> Option<String> {
         let deadline = Instant::now() + FIND_OWNER;
         while Instant::now() < deadline {
             for (_, addr) in &self.env.nodes {

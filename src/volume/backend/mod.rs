@@ -439,8 +439,7 @@ fn fresh_copy(from: &Path, to: &Path, durable: bool, tally: &mut Tally) -> Resul
         return Err(e);
     }
     if durable {
-        let dir = std::fs::File::open(&staging).ctx("open", &staging)?;
-        sys::syncfs(&dir).ctx("syncfs", &staging)?;
+        crate::durable::sync_whole_tree(&staging).ctx("sync", &staging)?;
     }
     remove::remove_tree(to)?;
     std::fs::rename(&staging, to).ctx("rename into place", to)?;

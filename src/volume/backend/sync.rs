@@ -109,8 +109,8 @@ impl Unsynced {
     pub fn make_durable(self) -> Result<()> {
         let many = self.changed_files.len() + self.changed_dirs.len() > SYNCFS_THRESHOLD;
         if self.everything_changed || many {
-            let dir = File::open(&self.to).ctx("open", &self.to)?;
-            sys::syncfs(&dir).ctx("syncfs", &self.to)?;
+            // One syncfs where it is sound, each file and directory elsewhere.
+            crate::durable::sync_whole_tree(&self.to).ctx("sync", &self.to)?;
         } else {
             for f in &self.changed_files {
                 copy::open_source(f)?.sync_all().ctx("fsync", f)?;

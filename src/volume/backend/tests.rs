@@ -670,3 +670,32 @@ fn a_dir_point_is_trusted_only_once_settled() {
     settle.settle().unwrap();
     assert!(fs::symlink_metadata(b.points.join(".1.updating")).is_err());
 }
+
+#[test]
+fn a_dir_point_survives_a_power_cut() {
+    // A lazyfs forgets what was not fsynced.
+    let (_t, mount) = crate::durable::lazyfs_for_test();
+    let mnt = mount.path().to_path_buf();
+    let root = mnt.join("volumes");
+    let points = root.join("db").join("points");
+    crate::durable::create_dir_all(&points, 0o700).unwrap();
+    let backend = Backend::select(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(backend.kind(), BackendKind::Dir);
+    let live = root.join("db").join("data");
+    backend.create_volume_dir(&live).unwrap();
+    let outside = mnt.join("outside");
+    write(&outside, b"not in the volume");
+    fill(&live, &outside);
+    let point = points.join("p");
+    // A first point copies everything, made durable at once.
+    backend.capture(&live, &point).unwrap();
+    let want = root_of(&live);
+
+    let mount = mount.power_cycle().unwrap();
+    assert!(
+        !point.with_file_name(".p.updating").exists(),
+        "the point was whole"
+    );
+    assert_eq!(root_of(&point), want);
+    mount.unmount().unwrap();
+}
