@@ -7,6 +7,7 @@ pub mod deploy;
 mod docker_cli;
 mod etcd;
 pub mod failover;
+mod https;
 mod logs;
 pub mod nodeloss;
 mod procs;

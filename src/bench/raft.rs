@@ -5,6 +5,7 @@
 
 use super::cluster::{FlockerCluster, NAMES};
 use super::etcd::{EtcdCluster, EtcdConn};
+use super::https::HttpsConn;
 use super::procs::free_tcp;
 use super::scrape;
 use super::stats::{ms, summarize, Summary};
@@ -80,6 +81,32 @@ async fn flocker_load(
             matches!(
                 client.request(label_write(worker, seq)).await,
                 ClientReply::Written(o) if o.result.is_ok()
+            )
+        },
+    )
+    .await
+}
+
+/// The same writes as [`flocker_load`] through the leader's HTTPS API
+/// (`PUT /v1/nodes/n1/labels`), one kept-alive connection per client.
+async fn https_load(
+    cluster: &FlockerCluster,
+    https: SocketAddr,
+    clients: usize,
+    secs: u64,
+) -> Result<Load> {
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        workers.push(HttpsConn::connect(&cluster.certs, "admin", https).await?);
+    }
+    run_workers(
+        workers,
+        secs,
+        |conn: Arc<HttpsConn>, worker, seq| async move {
+            let body = format!(r#"{{"labels": {{"k{worker}": "{seq}"}}}}"#);
+            matches!(
+                conn.send("PUT", "/v1/nodes/n1/labels", body).await,
+                Ok((200, _))
             )
         },
     )
@@ -204,11 +231,13 @@ async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
     // The simulated engine: this measures consensus, not Docker. Every
     // node serves /metrics; the scrape rows fetch it.
     let metrics: Vec<SocketAddr> = NAMES.iter().map(|_| free_tcp()).collect();
+    let https: Vec<SocketAddr> = NAMES.iter().map(|_| free_tcp()).collect();
     let mut flocker = FlockerCluster::start(&work.join("flocker"), |name| {
         let i = NAMES.iter().position(|n| *n == name).unwrap_or(0);
         vec![
             "--engine=sim".into(),
             format!("--metrics-listen={}", metrics[i]),
+            format!("--http-listen={}", https[i]),
         ]
     })?;
     std::fs::create_dir_all(work.join("etcd"))?;
@@ -228,8 +257,13 @@ async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
     let mut ratios = Vec::new();
     for &clients in &args.clients {
         let ours = flocker_load(&flocker, leader, clients, args.seconds).await?;
+        let over_https = https_load(&flocker, https[leader], clients, args.seconds).await?;
         let theirs = etcd_load(&etcd, clients, args.seconds).await?;
-        for (name, load) in [("flocker", &ours), ("etcd", &theirs)] {
+        for (name, load) in [
+            ("flocker", &ours),
+            ("  https", &over_https),
+            ("etcd", &theirs),
+        ] {
             println!(
                 "{:<8} {:<8} {:>10.0} {:>8} {:>8} {:>7}",
                 clients,
@@ -243,10 +277,11 @@ async fn run_in(args: &RaftBenchArgs, work: &Path) -> Result<()> {
         ratios.push((
             clients,
             ours.commits_per_sec / theirs.commits_per_sec.max(1e-9),
+            over_https.commits_per_sec / ours.commits_per_sec.max(1e-9),
         ));
     }
-    for (clients, ratio) in &ratios {
-        println!("throughput flocker/etcd at {clients} clients: {ratio:.2}x (goal ≥ 1.0)");
+    for (clients, ratio, https_ratio) in &ratios {
+        println!("throughput flocker/etcd at {clients} clients: {ratio:.2}x (goal ≥ 1.0); through HTTPS / QUIC: {https_ratio:.2}x");
     }
     drop(etcd);
 

@@ -130,29 +130,47 @@ impl TlsMaterial {
 
     /// The client side, used by nodes for outgoing calls and by `flocker ctl`.
     pub fn client_config(&self) -> Result<quinn::ClientConfig> {
+        let mut tls = self.rustls_client(&[&rustls::version::TLS13])?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport(CLIENT_STREAMS, None));
+        Ok(config)
+    }
+
+    /// A client of a node's HTTPS API (`--http-listen`) with this
+    /// identity, verifying the node as the QUIC client does.
+    pub fn https_client_config(&self) -> Result<rustls::ClientConfig> {
+        let mut tls = self.rustls_client(&[&rustls::version::TLS13])?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tls)
+    }
+
+    /// A rustls client configuration that checks the server with our
+    /// verifier (the CA chain and the deny list) and presents our
+    /// certificate when we have one.
+    fn rustls_client(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<rustls::ClientConfig> {
         let provider = provider();
         let webpki =
             WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
                 .build()
                 .context("building the server certificate verifier")?;
         let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_protocol_versions(versions)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ServerVerifier::new(
                 webpki,
                 self.deny.clone(),
             )));
-        let mut tls = match &self.own {
+        Ok(match &self.own {
             Some((chain, key)) => builder
                 .with_client_auth_cert(chain.clone(), key.clone_key())
                 .context("certificate and key do not match")?,
             None => builder.with_no_client_auth(),
-        };
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport(CLIENT_STREAMS, None));
-        Ok(config)
+        })
     }
 }
 
