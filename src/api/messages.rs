@@ -113,6 +113,9 @@ pub enum ClientRequest {
     Logs(LogsRequest),
     /// The whole replicated state, read linearizably (admin).
     SnapshotSave,
+    /// Events after the id `since` (the newest `limit` when `None`), from
+    /// the answering node's event log (`api::events`).
+    Events { since: Option<String>, limit: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ pub enum ClientReply {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
+    Events(super::EventsPage),
 }
 
 impl ClientReply {

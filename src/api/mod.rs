@@ -9,6 +9,7 @@
 
 mod caller;
 pub mod client;
+pub mod events;
 pub mod freshness;
 mod heartbeat;
 mod logs;
@@ -23,6 +24,7 @@ mod status_view;
 mod upkeep_trust;
 
 pub use caller::Caller;
+pub use events::{Event, EventKey, EventLog, EventsPage};
 pub use heartbeat::Liveness;
 pub use logs::LogSource;
 pub use messages::*;
