@@ -11,10 +11,13 @@
 # python3: .ci/check-layers (most machines have it already).
 # btrfs-progs, xfsprogs, e2fsprogs: mkfs for the loop-mounted btrfs, XFS (reflink) and
 #   ext4 the volume backend tests and benchmarks run on (src/volume/backend/loopfs.rs).
+# chromium, libnss3-tools: tests/status_page.rs loads the status page in a real headless
+#   browser; certutil/pk12util put the user's client certificate and the CA in its NSS store.
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
-    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs)
+    faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs
+    chromium libnss3-tools)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -431,25 +431,7 @@ fn openapi_lists_the_routes(admin: &Who, url: &dyn Fn(usize, &str) -> String) {
 /// curl, with the password printed once.
 fn browser_bundle_works(c: &Cluster, url: &str) {
     let out_dir = c.dir.path().join("browser");
-    let out = Command::new(BIN)
-        .args(["ca", "bundle", "--dir"])
-        .arg(c.certs())
-        .args(["--user", "watcher", "--p12", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let password = stdout
-        .lines()
-        .find_map(|l| l.split_once("(shown only now): "))
-        .map(|(_, p)| p.trim().to_string())
-        .unwrap_or_else(|| panic!("no password in {stdout}"));
-    let p12 = out_dir.join("users/watcher.p12");
+    let (p12, password) = c.p12_bundle("watcher", &out_dir);
     let out = Command::new("curl")
         .args([
             "-sS",

@@ -2,8 +2,9 @@
 //! committed change from the applied state's history (who, request id)
 //! and every transition this node observes — its own containers started,
 //! died, restarted, recreated or removed, its engine degraded or back,
-//! members joined, down, up or gone and volume moves begun, ended or in a
-//! new phase as the applied state and its own move driver show them.
+//! members joined, down, up or gone, volume moves begun, ended or in a
+//! new phase as the applied state and its own move driver show them, and
+//! the replicas it ships to as owner seeded, failing or reached again.
 //! Observed events carry the node that saw them: each node serves the
 //! committed changes of the whole cluster and its own observations.
 //!
@@ -43,7 +44,7 @@ pub struct Event {
     pub time_ms: u64,
     /// The node that saw it (that applied the change, or observed it).
     pub node: String,
-    /// `change`, `container`, `node`, `move`.
+    /// `change`, `container`, `node`, `move`, `replica`.
     pub kind: String,
     pub summary: String,
     /// For a change: its author and request id.
@@ -109,6 +110,9 @@ struct Seen {
     down: BTreeMap<String, bool>,
     moves: BTreeMap<String, (String, String, u64)>,
     phases: BTreeMap<String, String>,
+    /// Replicas this node ships to as owner: (app, replica) -> (seeded,
+    /// last error).
+    replicas: BTreeMap<(String, String), (bool, Option<String>)>,
 }
 
 impl EventLog {
@@ -319,6 +323,16 @@ fn seen(name: &str, state: &State, observed: &Observed) -> Seen {
             .iter()
             .map(|(app, m)| (app.clone(), m.phase.clone()))
             .collect(),
+        replicas: observed
+            .replication
+            .iter()
+            .flat_map(|(app, replicas)| {
+                replicas.iter().map(move |(node, p)| {
+                    let seen = (p.shipped_seq > 0, p.last_error.clone());
+                    ((app.clone(), node.clone()), seen)
+                })
+            })
+            .collect(),
     }
 }
 
@@ -345,6 +359,42 @@ fn transitions(name: &str, was: &Seen, now: &Seen, state: &State) -> Vec<(&'stat
         found.push(("node", format!("{node} left the cluster")));
     }
     found.extend(move_transitions(was, now, state));
+    found.extend(replica_transitions(name, was, now));
+    found
+}
+
+/// A replica this node ships to: seeded (its first complete point), a
+/// point failing to reach it, reaching it again.
+fn replica_transitions(name: &str, was: &Seen, now: &Seen) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    for ((app, node), (seeded, error)) in &now.replicas {
+        let (was_seeded, was_error) = match was.replicas.get(&(app.clone(), node.clone())) {
+            Some((s, e)) => (*s, e.clone()),
+            None => {
+                let summary = format!("{app}: {name} ships points to a replica on {node}");
+                found.push(("replica", summary));
+                (false, None)
+            }
+        };
+        if *seeded && !was_seeded {
+            found.push(("replica", format!("{app}: replica on {node} seeded")));
+        }
+        match (error, was_error) {
+            (Some(e), old) if old.as_ref() != Some(e) => {
+                found.push(("replica", format!("{app}: replica on {node} failing: {e}")));
+            }
+            (None, Some(_)) => {
+                found.push(("replica", format!("{app}: replica on {node} reached again")));
+            }
+            _ => {}
+        }
+    }
+    for (app, node) in was.replicas.keys() {
+        if !now.replicas.contains_key(&(app.clone(), node.clone())) {
+            let summary = format!("{app}: {name} no longer ships to {node}");
+            found.push(("replica", summary));
+        }
+    }
     found
 }
 
@@ -452,5 +502,43 @@ mod tests {
         assert_eq!(later.events.len(), 2);
         let newest = log.page(None, 1);
         assert_eq!(newest.events[0].summary, format!("e{}", EVENT_CAPACITY + 4));
+    }
+
+    #[test]
+    fn transitions_are_one_event_each_with_what_changed() {
+        let container =
+            |state: &str, id: &str, restarts| (state.to_string(), Some(id.to_string()), restarts);
+        let mut was = Seen::default();
+        was.containers
+            .insert("web".into(), container("running", "aaa", 0));
+        was.containers
+            .insert("db".into(), container("running", "bbb", 0));
+        was.containers
+            .insert("old".into(), container("running", "ccc", 0));
+        was.down.insert("n2".into(), false);
+        let mut now = was.clone();
+        now.containers
+            .insert("web".into(), container("exited", "aaa", 0));
+        now.containers
+            .insert("db".into(), container("running", "ddd", 0));
+        now.containers.remove("old");
+        now.down.insert("n2".into(), true);
+        now.degraded = Some("engine unreachable".into());
+        let key = ("kv".to_string(), "n3".to_string());
+        now.replicas.insert(key, (true, Some("refused".into())));
+        let found = transitions("n1", &was, &now, &State::default());
+        let text: Vec<String> = found.iter().map(|(k, s)| format!("{k}: {s}")).collect();
+        let want = [
+            "container: db: container recreated on n1 as ddd (running)",
+            "container: web: container aaa died on n1",
+            "container: old: container removed from n1 (stopped or fenced)",
+            "node: n1 degraded: engine unreachable",
+            "node: n2 declared down",
+            "replica: kv: n1 ships points to a replica on n3",
+            "replica: kv: replica on n3 seeded",
+            "replica: kv: replica on n3 failing: refused",
+        ];
+        assert_eq!(text, want);
+        assert!(transitions("n1", &now, &now, &State::default()).is_empty());
     }
 }

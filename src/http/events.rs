@@ -45,7 +45,7 @@ enum Item {
 
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
-    responses((status = 200, description = "text/event-stream: `event: change|container|node|move` with the event as JSON data, `event: gap` when events after the asked id are no longer kept, `event: error` before the server ends a stream"),
+    responses((status = 200, description = "text/event-stream: `event: change|container|node|move|replica` with the event as JSON data, `event: gap` when events after the asked id are no longer kept, `event: error` before the server ends a stream"),
         (status = 400, body = super::ErrorBody)))]
 pub(crate) async fn events(
     State(ctx): State<Ctx>,

@@ -129,6 +129,27 @@ impl Cluster {
         (c, http)
     }
 
+    /// `ca bundle --user USER --p12 --out OUT`: the PKCS#12 file a browser
+    /// imports, and its password (printed once).
+    pub fn p12_bundle(&self, user: &str, out_dir: &Path) -> (PathBuf, String) {
+        let out = Command::new(BIN)
+            .args(["ca", "bundle", "--dir"])
+            .arg(self.certs())
+            .args(["--user", user, "--p12", "--out"])
+            .arg(out_dir)
+            .output()
+            .expect("run flocker ca bundle");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ca bundle --p12: {stderr}");
+        let password = stdout
+            .lines()
+            .find_map(|l| l.split_once("(shown only now): "))
+            .map(|(_, p)| p.trim().to_string())
+            .unwrap_or_else(|| panic!("no password in {stdout}"));
+        (out_dir.join(format!("users/{user}.p12")), password)
+    }
+
     /// The CA directory: the CA key and every certificate (the admin's
     /// machine). Nodes never see it.
     pub fn certs(&self) -> PathBuf {
