@@ -1,6 +1,7 @@
 //! Events (`ctl events`, `GET /v1/events`) on a real 3-node cluster with
 //! the simulated engine: a deploy is one event with its author and request
-//! id, containers starting are events with the node that saw them, a
+//! id, containers starting are events with the node that saw them (served
+//! by every node: members gather each other's observations), a
 //! client resumes with `Last-Event-ID` or `--since` and gets only what
 //! came after, and `ctl events -f` prints changes as they commit. (A slow
 //! SSE consumer being cut off is tested at the channel, in
@@ -110,6 +111,19 @@ fn events_say_who_changed_what_and_resume_after_an_id() {
     assert_eq!(deploy["kind"], "change");
     assert_eq!(deploy["who"], "admin");
     let deploy_id = deploy["id"].as_str().unwrap().to_string();
+    // Another node serves what n1 saw too, with n1 as the node that saw it.
+    let gathered = wait_until(T, || {
+        let events = ctl_events(&c, "n3", &[]);
+        events
+            .iter()
+            .any(|e| {
+                e["kind"] == "container"
+                    && e["node"] == "n1"
+                    && e["summary"].as_str().unwrap().contains("web")
+            })
+            .then_some(())
+    });
+    assert!(gathered.is_some(), "n3 never served n1's container event");
     let table = c.ctl("n1", &["events"]);
     assert!(
         table.stdout.contains("[by admin, request ev-deploy]"),

@@ -5,8 +5,10 @@
 //! members joined, down, up or gone, volume moves begun, ended or in a
 //! new phase as the applied state and its own move driver show them, and
 //! the replicas it ships to as owner seeded, failing or reached again.
-//! Observed events carry the node that saw them: each node serves the
-//! committed changes of the whole cluster and its own observations.
+//! Observed events carry the node that saw them. Each node serves the
+//! committed changes of the whole cluster, its own observations, and the
+//! other members' as it gathers them (`event_gather`), so any node's log is
+//! the cluster's.
 //!
 //! Ids resume: a committed change is `"<index>"` (its Raft log index); an
 //! observed event is `"<index>.<n>"`, the n-th (from 1) this node saw while
@@ -92,7 +94,10 @@ pub struct EventLog {
 
 #[derive(Default)]
 struct Log {
-    events: VecDeque<(EventKey, Event)>,
+    /// With whether it is this node's own observation, which members
+    /// gather from it (`event_gather`); changes, and what every node derives
+    /// alike from the applied state, are not.
+    events: VecDeque<(EventKey, Event, bool)>,
     /// The newest key known not to be kept (dropped, or before this node
     /// started observing).
     lost_through: Option<EventKey>,
@@ -147,7 +152,7 @@ impl EventLog {
         let limit = limit.clamp(1, MAX_EVENT_PAGE);
         let Some(since) = since else {
             let skip = log.events.len().saturating_sub(limit);
-            let events = log.events.iter().skip(skip).map(|(_, e)| e.clone());
+            let events = log.events.iter().skip(skip).map(|(_, e, _)| e.clone());
             return EventsPage {
                 events: events.collect(),
                 gap: None,
@@ -162,12 +167,45 @@ impl EventLog {
                 lost.id()
             )
         });
-        let start = log.events.partition_point(|(k, _)| *k <= since);
+        let start = log.events.partition_point(|(k, _, _)| *k <= since);
         let events = log.events.range(start..).take(limit);
         EventsPage {
-            events: events.map(|(_, e)| e.clone()).collect(),
+            events: events.map(|(_, e, _)| e.clone()).collect(),
             gap,
         }
+    }
+
+    /// This node's own observations after `since` (the newest `limit` when
+    /// `None`), for a member gathering them.
+    pub fn own_after(&self, since: Option<EventKey>, limit: usize) -> EventsPage {
+        let log = self.log.lock().expect("event log lock");
+        let own = log
+            .events
+            .iter()
+            .filter(|(k, _, own)| *own && since.is_none_or(|s| *k > s));
+        let mut events: Vec<Event> = own.map(|(_, e, _)| e.clone()).collect();
+        let limit = limit.clamp(1, MAX_EVENT_PAGE);
+        match since {
+            None => drop(events.drain(..events.len().saturating_sub(limit))),
+            Some(_) => events.truncate(limit),
+        }
+        EventsPage { events, gap: None }
+    }
+
+    /// Adds what member `node` observed (gathered from it), numbered here.
+    pub fn adopt(&self, index: u64, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut log = self.log.lock().expect("event log lock");
+        for event in events {
+            log.push_observed(&event.node, index, &event.kind, event.summary, false);
+            if let Some((_, last, _)) = log.events.back_mut() {
+                last.time_ms = event.time_ms;
+            }
+        }
+        drop(log);
+        self.appended.send_modify(|n| *n += 1);
     }
 
     /// The baseline: history kept so far, and what is seen now (no events
@@ -199,8 +237,8 @@ impl EventLog {
         }
         if now != log.seen {
             let found = transitions(name, &log.seen, &now, state);
-            for (kind, summary) in found {
-                log.push_observed(name, index, kind, summary);
+            for (kind, summary, own) in found {
+                log.push_observed(name, index, kind, summary, own);
             }
             log.seen = now;
         }
@@ -216,19 +254,19 @@ impl EventLog {
         self.log
             .lock()
             .expect("event log lock")
-            .push_observed(node, index, kind, summary);
+            .push_observed(node, index, kind, summary, true);
         self.appended.send_modify(|n| *n += 1);
     }
 }
 
 impl Log {
-    fn push(&mut self, key: EventKey, event: Event) {
+    fn push(&mut self, key: EventKey, event: Event, own: bool) {
         if self.events.len() >= EVENT_CAPACITY {
-            if let Some((gone, _)) = self.events.pop_front() {
+            if let Some((gone, _, _)) = self.events.pop_front() {
                 self.lost_through = Some(self.lost_through.map_or(gone, |l| l.max(gone)));
             }
         }
-        self.events.push_back((key, event));
+        self.events.push_back((key, event, own));
     }
 
     fn push_committed(&mut self, node: &str, entry: &HistoryEntry) {
@@ -251,10 +289,11 @@ impl Log {
             who: Some(entry.author.clone()),
             request_id: Some(entry.request_id.clone()),
         };
-        self.push(key, event);
+        self.push(key, event, false);
     }
 
-    fn push_observed(&mut self, node: &str, index: u64, kind: &str, mut summary: String) {
+    fn push_observed(&mut self, node: &str, index: u64, kind: &str, summary: String, own: bool) {
+        let mut summary = summary;
         // Never before a committed change already logged, nor before an
         // earlier observation: ids only grow.
         let index = index.max(self.last_committed).max(self.observed_at.0);
@@ -273,7 +312,7 @@ impl Log {
             who: None,
             request_id: None,
         };
-        self.push(key, event);
+        self.push(key, event, own);
     }
 }
 
@@ -336,16 +375,27 @@ fn seen(name: &str, state: &State, observed: &Observed) -> Seen {
     }
 }
 
-/// The events between two samples, in a stable order.
-fn transitions(name: &str, was: &Seen, now: &Seen, state: &State) -> Vec<(&'static str, String)> {
-    let mut found = container_transitions(name, was, now);
+/// The events between two samples, in a stable order, each with whether
+/// it is this node's own observation (else every node derives it alike
+/// from the applied state).
+fn transitions(
+    name: &str,
+    was: &Seen,
+    now: &Seen,
+    state: &State,
+) -> Vec<(&'static str, String, bool)> {
+    let mut own = container_transitions(name, was, now);
     if was.degraded != now.degraded {
         let summary = match &now.degraded {
             Some(why) => format!("{name} degraded: {why}"),
             None => format!("{name} can run containers again"),
         };
-        found.push(("node", summary));
+        own.push(("node", summary));
     }
+    own.extend(phase_transitions(was, now));
+    own.extend(replica_transitions(name, was, now));
+    let mut found: Vec<_> = own.into_iter().map(|(k, s)| (k, s, true)).collect();
+    let mut derived = Vec::new();
     for (node, down) in &now.down {
         let summary = match (was.down.get(node), down) {
             (None, _) => format!("{node} joined the cluster"),
@@ -353,13 +403,13 @@ fn transitions(name: &str, was: &Seen, now: &Seen, state: &State) -> Vec<(&'stat
             (Some(true), false) => format!("{node} up again"),
             _ => continue,
         };
-        found.push(("node", summary));
+        derived.push(("node", summary));
     }
     for node in was.down.keys().filter(|n| !now.down.contains_key(*n)) {
-        found.push(("node", format!("{node} left the cluster")));
+        derived.push(("node", format!("{node} left the cluster")));
     }
-    found.extend(move_transitions(was, now, state));
-    found.extend(replica_transitions(name, was, now));
+    derived.extend(move_transitions(was, now, state));
+    found.extend(derived.into_iter().map(|(k, s)| (k, s, false)));
     found
 }
 
@@ -448,12 +498,18 @@ fn move_transitions(was: &Seen, now: &Seen, state: &State) -> Vec<(&'static str,
             found.push(("move", summary));
         }
     }
-    for (app, phase) in &now.phases {
-        if was.phases.get(app) != Some(phase) {
-            found.push(("move", format!("{app}: move phase: {phase}")));
-        }
-    }
     found
+}
+
+/// Phases of the moves this node sends.
+fn phase_transitions(was: &Seen, now: &Seen) -> Vec<(&'static str, String)> {
+    let changed = now
+        .phases
+        .iter()
+        .filter(|(app, phase)| was.phases.get(*app) != Some(phase));
+    changed
+        .map(|(app, phase)| ("move", format!("{app}: move phase: {phase}")))
+        .collect()
 }
 
 fn clip(text: &mut String) {
@@ -527,18 +583,46 @@ mod tests {
         let key = ("kv".to_string(), "n3".to_string());
         now.replicas.insert(key, (true, Some("refused".into())));
         let found = transitions("n1", &was, &now, &State::default());
-        let text: Vec<String> = found.iter().map(|(k, s)| format!("{k}: {s}")).collect();
+        let text: Vec<String> = found
+            .iter()
+            .map(|(k, s, own)| format!("{k}: {s}{}", if *own { "" } else { " (derived)" }))
+            .collect();
         let want = [
             "container: db: container recreated on n1 as ddd (running)",
             "container: web: container aaa died on n1",
             "container: old: container removed from n1 (stopped or fenced)",
             "node: n1 degraded: engine unreachable",
-            "node: n2 declared down",
             "replica: kv: n1 ships points to a replica on n3",
             "replica: kv: replica on n3 seeded",
             "replica: kv: replica on n3 failing: refused",
+            "node: n2 declared down (derived)",
         ];
         assert_eq!(text, want);
         assert!(transitions("n1", &now, &now, &State::default()).is_empty());
+    }
+
+    #[test]
+    fn members_gather_only_what_a_node_saw_itself_and_never_pass_it_on() {
+        let log = EventLog::empty();
+        log.observe("n1", 4, "container", "web: started on n1".into());
+        let theirs = Event {
+            id: "9.1".into(),
+            time_ms: 7,
+            node: "n2".into(),
+            kind: "container".into(),
+            summary: "db: started on n2".into(),
+            who: None,
+            request_id: None,
+        };
+        log.adopt(5, vec![theirs]);
+        let own = log.own_after(None, 10);
+        let summaries: Vec<&str> = own.events.iter().map(|e| e.summary.as_str()).collect();
+        assert_eq!(summaries, ["web: started on n1"]);
+        assert!(log.own_after(Some(EventKey(4, 1)), 10).events.is_empty());
+        let all = log.page(None, 10).events;
+        assert_eq!(
+            (all[1].id.as_str(), all[1].node.as_str(), all[1].time_ms),
+            ("5.1", "n2", 7)
+        );
     }
 }

@@ -224,6 +224,9 @@ pub enum PeerRequest {
     Logs(LogsRequest),
     /// How this node routes apps' external ports now.
     Routing,
+    /// This node's own observed events after the id `since` (its
+    /// numbering), for a member's event log (`api::event_gather`).
+    ObservedEvents { since: Option<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +246,7 @@ pub enum PeerReply {
     VolumeAddress(Option<String>),
     Logs(LogsPage),
     Routing(crate::routing::RoutingReport),
+    ObservedEvents(super::EventsPage),
 }
 
 /// A node's report on itself, from its Raft metrics.

@@ -9,6 +9,7 @@
 
 mod caller;
 pub mod client;
+mod event_gather;
 pub mod events;
 pub mod freshness;
 mod heartbeat;

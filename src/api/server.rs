@@ -73,6 +73,8 @@ impl Api {
         let quorum = QuorumWatch::start(&raft);
         let freshness = super::freshness::Freshness::follow(sm.clone());
         let events = super::EventLog::follow(name.clone(), sm.clone(), observed.clone());
+        let weak = Arc::downgrade(&events);
+        super::event_gather::gather(weak, name.clone(), sm.clone(), net.clone());
         Api {
             events,
             freshness,
