@@ -1,6 +1,6 @@
 //! Gathering the members' observations into this node's event log, so any
 //! node serves the events of the whole cluster: every second, each member
-//! is asked (`PeerRequest::ObservedEvents`) for its own observations after
+//! (up to [`ASKS_PER_ROUND`] of them, taking turns) is asked (`PeerRequest::ObservedEvents`) for its own observations after
 //! the last one taken from it, at most a page at a time, and they are
 //! logged here under this node's ids with the node that saw them. What
 //! every node derives alike from the applied state (a member declared
@@ -24,12 +24,16 @@ const GATHER_EVERY: Duration = Duration::from_secs(1);
 const GATHER_TIMEOUT: Duration = Duration::from_millis(800);
 /// Events taken from one member per ask.
 pub const GATHER_PAGE: u32 = 256;
+/// Members asked per round: in a large cluster they take turns, so each
+/// node's cost stays bounded (its observations arrive a little later).
+const ASKS_PER_ROUND: usize = 16;
 
 /// Gathers until the log is dropped.
 pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc<Net>) {
     tokio::spawn(async move {
         // The last id taken from each member, in that member's numbering.
         let mut cursors: HashMap<String, String> = HashMap::new();
+        let mut turn = 0usize;
         loop {
             tokio::time::sleep(GATHER_EVERY).await;
             let Some(log) = log.upgrade() else { return };
@@ -38,11 +42,19 @@ pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc
                 let membership = applied.membership.membership();
                 membership.nodes().map(|(_, n)| n.clone()).collect()
             };
-            let others = members.into_iter().filter(|m| m.name != name);
-            let asks = others.map(|m| {
+            let others: Vec<NodeInfo> = members.into_iter().filter(|m| m.name != name).collect();
+            let count = others.len().min(ASKS_PER_ROUND);
+            let start = if others.is_empty() {
+                0
+            } else {
+                turn % others.len()
+            };
+            turn = turn.wrapping_add(count);
+            let this_round = others.iter().cycle().skip(start).take(count);
+            let asks = this_round.map(|m| {
                 let since = cursors.get(&m.name).cloned();
                 let net = net.clone();
-                async move { (m.name.clone(), ask(&net, &m, since).await) }
+                async move { (m.name.clone(), ask(&net, m, since).await) }
             });
             for (member, answer) in futures::future::join_all(asks).await {
                 match answer {
