@@ -5,8 +5,9 @@
 //! logged here under this node's ids with the node that saw them. What
 //! every node derives alike from the applied state (a member declared
 //! down, a move begun) is not gathered: each node logs that itself. A
-//! member whose build predates the request answers with an error and is
-//! asked again later; its observations are missing meanwhile.
+//! member whose build predates the request answers that it cannot read it
+//! and is left alone for [`OLDER_BUILD_PAUSE`]; its observations are
+//! missing meanwhile.
 
 use super::events::{EventKey, EventLog};
 use super::messages::{PeerReply, PeerRequest};
@@ -27,6 +28,9 @@ pub const GATHER_PAGE: u32 = 256;
 /// Members asked per round: in a large cluster they take turns, so each
 /// node's cost stays bounded (its observations arrive a little later).
 const ASKS_PER_ROUND: usize = 16;
+/// How long a member whose build cannot read the request is left alone
+/// (it logs each such request as a bad frame): until it is upgraded.
+const OLDER_BUILD_PAUSE: Duration = Duration::from_secs(300);
 
 /// Gathers until the log is dropped.
 pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc<Net>) {
@@ -34,6 +38,7 @@ pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc
         // The last id taken from each member, in that member's numbering.
         let mut cursors: HashMap<String, String> = HashMap::new();
         let mut turn = 0usize;
+        let mut paused: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::time::sleep(GATHER_EVERY).await;
             let Some(log) = log.upgrade() else { return };
@@ -42,7 +47,12 @@ pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc
                 let membership = applied.membership.membership();
                 membership.nodes().map(|(_, n)| n.clone()).collect()
             };
-            let others: Vec<NodeInfo> = members.into_iter().filter(|m| m.name != name).collect();
+            let now = tokio::time::Instant::now();
+            paused.retain(|_, until| *until > now);
+            let others: Vec<NodeInfo> = members
+                .into_iter()
+                .filter(|m| m.name != name && !paused.contains_key(&m.name))
+                .collect();
             let count = others.len().min(ASKS_PER_ROUND);
             let start = if others.is_empty() {
                 0
@@ -65,7 +75,12 @@ pub fn gather(log: Weak<EventLog>, name: String, sm: StateMachineStore, net: Arc
                         let index = sm.read().index();
                         log.adopt(index, page.events);
                     }
-                    Err(e) => tracing::debug!(%member, "gathering observed events: {e}"),
+                    Err(e) => {
+                        tracing::debug!(%member, "gathering observed events: {e}");
+                        if e.contains("bad frame") {
+                            paused.insert(member, now + OLDER_BUILD_PAUSE);
+                        }
+                    }
                 }
             }
         }
