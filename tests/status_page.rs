@@ -5,8 +5,9 @@
 //! (AutoSelectCertificateForUrls) picks the certificate without a prompt.
 //! Chromium is driven over `--remote-debugging-pipe` (the DevTools
 //! protocol on fds 3 and 4) so the page keeps running while we look: the
-//! DOM must show each app on its node after a deploy, and follow a move
-//! live from the event stream, without a reload. A screenshot goes to
+//! DOM must show each app on its node after a deploy, and follow a volume
+//! move live from the event stream (apps, the volume's owner, the handoff
+//! event), without a reload. A screenshot goes to
 //! `$FLOCKER_ARTIFACTS` (default: the target directory). Needs root (the
 //! policy file) and Debian's `chromium` and `libnss3-tools`.
 
@@ -22,7 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(40);
-const APPS: &str = "version: 1\napplications:\n  web:\n    image: flocker-test/busybox\n  db:\n    image: flocker-test/busybox\n";
+const APPS: &str = "version: 1\napplications:\n  web:\n    image: flocker-test/busybox\n  \
+    kv:\n    image: flocker-test/busybox\n    volume:\n      mountpoint: /data\n";
 
 /// A managed Chromium policy file, removed when dropped.
 struct Policy(PathBuf);
@@ -261,6 +263,13 @@ fn wait_for_page(browser: &mut Browser, want: &[(&str, &str)], what: &str) -> Va
     }
 }
 
+/// The owner the volumes table shows for kv.
+fn volume_owner(browser: &mut Browser) -> String {
+    let owner =
+        browser.eval("document.querySelector('#volumes tr[data-app=kv]')?.dataset.node || ''");
+    owner.as_str().unwrap_or("").to_string()
+}
+
 fn artifacts() -> PathBuf {
     match std::env::var_os("FLOCKER_ARTIFACTS") {
         Some(dir) => PathBuf::from(dir),
@@ -269,7 +278,7 @@ fn artifacts() -> PathBuf {
 }
 
 #[test]
-fn the_status_page_shows_where_apps_run_and_follows_a_move_live() {
+fn the_status_page_shows_where_apps_run_and_follows_a_volume_move_live() {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -287,7 +296,7 @@ fn the_status_page_shows_where_apps_run_and_follows_a_move_live() {
     let dep = write(
         &dir,
         "deployment.yml",
-        "version: 1\nnodes:\n  n1: [web]\n  n2: [db]\n",
+        "version: 1\nnodes:\n  n1: [web]\n  n2: [kv]\n",
     );
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let r = c.ctl(
@@ -302,17 +311,25 @@ fn the_status_page_shows_where_apps_run_and_follows_a_move_live() {
     let mut browser = Browser::open(&home, &format!("{origin}/"));
     wait_for_page(
         &mut browser,
-        &[("web", "n1"), ("db", "n2")],
+        &[("web", "n1"), ("kv", "n2")],
         "after the deploy",
     );
+    assert_eq!(volume_owner(&mut browser), "n2");
 
-    // A move, followed live (no reload): the event stream makes it refetch.
-    let r = c.ctl("n3", &["move", "web", "n3", "--request-id", "page-move"]);
+    // A volume move, followed live (no reload): the event stream makes the
+    // page fetch again.
+    let r = c.ctl("n3", &["move", "kv", "n3", "--request-id", "page-move"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let seen = wait_for_page(
         &mut browser,
-        &[("web", "n3"), ("db", "n2")],
+        &[("web", "n1"), ("kv", "n3")],
         "after the move",
+    );
+    let owner = wait_until(T, || Some(volume_owner(&mut browser)).filter(|o| o == "n3"));
+    assert_eq!(
+        owner.as_deref(),
+        Some("n3"),
+        "the volumes table never showed n3 owning kv"
     );
     let events = seen["events"].as_array().unwrap();
     assert!(
@@ -322,6 +339,17 @@ fn the_status_page_shows_where_apps_run_and_follows_a_move_live() {
         "{seen}"
     );
     assert_eq!(seen["live"], "live", "{seen}");
+    let handed_off = wait_until(T, || {
+        let events = browser.eval("document.getElementById('events').textContent");
+        events
+            .as_str()
+            .filter(|e| e.contains("handed off n2→n3"))
+            .map(|_| ())
+    });
+    assert!(
+        handed_off.is_some(),
+        "the handoff never showed in the events"
+    );
     let nodes = browser.eval("[...document.querySelectorAll('.node[data-node]')].map(n => n.dataset.node + ' ' + n.dataset.role + ' ' + n.dataset.liveness).join(';')");
     let nodes = nodes.as_str().unwrap().to_string();
     assert!(
