@@ -24,6 +24,8 @@ use utoipa::IntoParams;
 
 /// Events waiting for one client; past this the client is too slow.
 pub const CLIENT_BUFFER: usize = 1024;
+/// Events a stream starts with when no id is given.
+const RECENT: usize = 100;
 /// Events the pump reads from the log at once.
 const PUMP_PAGE: usize = 256;
 /// A comment line this often keeps proxies and the client's timer content.
@@ -60,9 +62,13 @@ pub(crate) async fn events(
         .map(str::to_string);
     let since = last_id.or(query.since);
     // The first page through the client API: it checks the caller and the id.
+    let limit = match since {
+        Some(_) => crate::api::events::MAX_EVENT_PAGE,
+        None => RECENT,
+    };
     let request = ClientRequest::Events {
         since: since.clone(),
-        limit: crate::api::events::MAX_EVENT_PAGE as u32,
+        limit: limit as u32,
     };
     let first = match super::routes::ask(&ctx, &peer, request).await? {
         ClientReply::Events(page) => page,
@@ -70,7 +76,7 @@ pub(crate) async fn events(
     };
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let cut = Arc::new(Mutex::new(None));
-    tokio::spawn(pump(ctx.api.events.clone(), first, tx, cut.clone()));
+    tokio::spawn(pump(ctx.api.events.clone(), since, first, tx, cut.clone()));
     let stream = futures::stream::unfold((rx, cut), |(mut rx, cut)| async move {
         let item = match rx.recv().await {
             Some(Item::Event(e)) => event_frame(&e),
@@ -100,13 +106,15 @@ fn event_frame(e: &Event) -> axum::response::sse::Event {
 /// the client goes away or cannot keep up (then `cut` says why).
 async fn pump(
     log: Arc<EventLog>,
+    since: Option<String>,
     first: EventsPage,
     tx: mpsc::Sender<Item>,
     cut: Arc<Mutex<Option<String>>>,
 ) {
     let mut appended = log.subscribe();
     appended.mark_changed();
-    let mut cursor = first.events.last().map(|e| e.id.clone());
+    // The client API checked `since` parses.
+    let mut cursor = first.events.last().map(|e| e.id.clone()).or(since);
     if let Some(gap) = first.gap {
         if tx.try_send(Item::Gap(gap)).is_err() {
             return;
@@ -125,8 +133,12 @@ async fn pump(
         let since = cursor.as_deref().and_then(|id| EventKey::parse(id).ok());
         let next = match since {
             Some(since) => log.page(Some(since), PUMP_PAGE),
-            // Nothing sent yet: everything from the log's start is new.
-            None => log.page(Some(EventKey::default()), PUMP_PAGE),
+            // Nothing sent yet (the log was empty): everything in it is
+            // new, and nothing was missed.
+            None => EventsPage {
+                gap: None,
+                ..log.page(Some(EventKey::default()), PUMP_PAGE)
+            },
         };
         if let Some(last) = next.events.last() {
             cursor = Some(last.id.clone());
@@ -170,7 +182,8 @@ mod tests {
         let log = Arc::new(EventLog::empty());
         let (tx, mut rx) = mpsc::channel(CLIENT_BUFFER);
         let cut = Arc::new(Mutex::new(None));
-        let pump = tokio::spawn(pump(log.clone(), EventsPage::default(), tx, cut.clone()));
+        let page = EventsPage::default();
+        let pump = tokio::spawn(pump(log.clone(), None, page, tx, cut.clone()));
         for i in 0..(CLIENT_BUFFER + 10) {
             log.observe("n1", 1, "node", format!("e{i}"));
             tokio::task::yield_now().await;
@@ -191,5 +204,23 @@ mod tests {
             log.page(None, 1).events[0].summary,
             format!("e{}", CLIENT_BUFFER + 9)
         );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_sends_only_what_comes_after_its_id() {
+        let log = Arc::new(EventLog::empty());
+        log.observe("n1", 3, "node", "before".into());
+        let (tx, mut rx) = mpsc::channel(CLIENT_BUFFER);
+        let cut = Arc::new(Mutex::new(None));
+        let since = Some("3.1".to_string());
+        let page = EventsPage::default();
+        tokio::spawn(pump(log.clone(), since, page, tx, cut));
+        tokio::task::yield_now().await;
+        log.observe("n1", 3, "node", "after".into());
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        match first.expect("an event").expect("the stream goes on") {
+            Item::Event(e) => assert_eq!((e.id.as_str(), e.summary.as_str()), ("3.2", "after")),
+            Item::Gap(gap) => panic!("{gap}"),
+        }
     }
 }
