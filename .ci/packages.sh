@@ -18,11 +18,13 @@
 #   (lazyfs/), the file system that forgets unsynced writes in the power-cut tests and the
 #   chaos suite's power nemesis (it mounts through /dev/fuse directly as root, fusermount3
 #   otherwise).
+# chromium, libnss3-tools: tests/status_page.rs loads the status page in a real headless
+#   browser; certutil/pk12util put the user's client certificate and the CA in its NSS store.
 
 flocker_packages() {
   FLOCKER_PACKAGES=(librocksdb-dev clang libclang-dev etcd-server busybox-static iptables
     faketime jq iproute2 netcat-openbsd rsync curl python3 btrfs-progs xfsprogs e2fsprogs
-    prometheus fuse3)
+    prometheus fuse3 chromium libnss3-tools)
   command -v dockerd >/dev/null || FLOCKER_PACKAGES+=(docker.io)
 }
 

@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,11 +17,6 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(30);
 
 const APPS: &str = "version: 1\napplications:\n  web:\n    image: flocker-test/busybox\n  db:\n    image: flocker-test/busybox\n";
-
-fn free_tcp() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-    l.local_addr().expect("local addr")
-}
 
 /// A user's bundle: (ca.crt, cert, key).
 struct Who {
@@ -116,22 +110,8 @@ fn deploy_body(deployment: &str) -> Value {
 
 #[test]
 fn the_https_api_serves_ctl_requests_with_the_same_certificates_and_roles() {
-    let http: Vec<SocketAddr> = (0..3).map(|_| free_tcp()).collect();
     let names = ["n1", "n2", "n3"];
-    let mut c = Cluster::start_with_ca_args(
-        tempfile::tempdir().unwrap(),
-        &names,
-        &[],
-        &["--san", "127.0.0.1"],
-        |name| {
-            let i = names.iter().position(|n| *n == name).unwrap();
-            ["--engine", "sim", "--http-listen", &http[i].to_string()]
-                .map(String::from)
-                .to_vec()
-        },
-    );
-    c.wait_for_leader(T);
-    c.wait_for_registration(&names, T);
+    let (mut c, http) = Cluster::start_https(&names, T);
     let admin = Who::of(&c.admin_certs(), "admin");
     let url = |i: usize, path: &str| format!("https://{}{path}", http[i]);
 
@@ -440,6 +420,7 @@ fn openapi_lists_the_routes(admin: &Who, url: &dyn Fn(usize, &str) -> String) {
         ("/v1/nodes/{node}/activate", "post"),
         ("/v1/nodes/{node}/labels", "put"),
         ("/v1/history", "get"),
+        ("/v1/events", "get"),
     ] {
         assert!(paths[path].get(method).is_some(), "{method} {path} missing");
     }
@@ -450,25 +431,7 @@ fn openapi_lists_the_routes(admin: &Who, url: &dyn Fn(usize, &str) -> String) {
 /// curl, with the password printed once.
 fn browser_bundle_works(c: &Cluster, url: &str) {
     let out_dir = c.dir.path().join("browser");
-    let out = Command::new(BIN)
-        .args(["ca", "bundle", "--dir"])
-        .arg(c.certs())
-        .args(["--user", "watcher", "--p12", "--out"])
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let password = stdout
-        .lines()
-        .find_map(|l| l.split_once("(shown only now): "))
-        .map(|(_, p)| p.trim().to_string())
-        .unwrap_or_else(|| panic!("no password in {stdout}"));
-    let p12 = out_dir.join("users/watcher.p12");
+    let (p12, password) = c.p12_bundle("watcher", &out_dir);
     let out = Command::new("curl")
         .args([
             "-sS",

@@ -123,6 +123,7 @@ impl Caller {
             | ClientRequest::HistoryPage { .. }
             | ClientRequest::WhoAmI
             | ClientRequest::Logs(_)
+            | ClientRequest::Events { .. }
             | ClientRequest::Write { .. } => return Ok(()),
             ClientRequest::MembersAdd { name, .. } => {
                 // A node asks to join for itself (`--join`).

@@ -113,6 +113,9 @@ pub enum ClientRequest {
     Logs(LogsRequest),
     /// The whole replicated state, read linearizably (admin).
     SnapshotSave,
+    /// Events after the id `since` (the newest `limit` when `None`), from
+    /// the answering node's event log (`api::events`).
+    Events { since: Option<String>, limit: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ pub enum ClientReply {
         #[serde(with = "serde_bytes")]
         state: Vec<u8>,
     },
+    Events(super::EventsPage),
 }
 
 impl ClientReply {
@@ -220,6 +224,9 @@ pub enum PeerRequest {
     Logs(LogsRequest),
     /// How this node routes apps' external ports now.
     Routing,
+    /// This node's own observed events after the id `since` (its
+    /// numbering), for a member's event log (`api::event_gather`).
+    ObservedEvents { since: Option<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +246,7 @@ pub enum PeerReply {
     VolumeAddress(Option<String>),
     Logs(LogsPage),
     Routing(crate::routing::RoutingReport),
+    ObservedEvents(super::EventsPage),
 }
 
 /// A node's report on itself, from its Raft metrics.

@@ -21,6 +21,7 @@ pub fn kind(request: &ClientRequest) -> Cow<'static, str> {
         ClientRequest::WhoAmI => "whoami",
         ClientRequest::Logs(_) => "logs",
         ClientRequest::SnapshotSave => "snapshot_save",
+        ClientRequest::Events { .. } => "events",
     })
 }
 

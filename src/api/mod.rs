@@ -9,6 +9,8 @@
 
 mod caller;
 pub mod client;
+mod event_gather;
+pub mod events;
 pub mod freshness;
 mod heartbeat;
 mod logs;
@@ -24,6 +26,7 @@ mod status_view;
 mod upkeep_trust;
 
 pub use caller::Caller;
+pub use events::{Event, EventKey, EventLog, EventsPage};
 pub use heartbeat::Liveness;
 pub use logs::LogSource;
 pub use messages::*;

@@ -52,6 +52,10 @@ impl Api {
             }
             PeerRequest::Logs(request) => self.local_logs(&request).await.map(PeerReply::Logs),
             PeerRequest::Routing => Ok(PeerReply::Routing(self.routing_report())),
+            PeerRequest::ObservedEvents { since } => {
+                super::event_gather::own_page(&self.events, since.as_deref())
+                    .map(PeerReply::ObservedEvents)
+            }
             PeerRequest::Join { address } => {
                 let env = ClientEnvelope::new(ClientRequest::MembersAdd {
                     name: peer.name.clone(),

@@ -56,6 +56,8 @@ pub struct Api {
     pub routing: std::sync::OnceLock<crate::routing::SharedReport>,
     /// How old each replica's newest point is, on this node's clock.
     pub(super) freshness: super::freshness::Freshness,
+    /// What this node serves as events (`ctl events`, `/v1/events`).
+    pub events: Arc<super::EventLog>,
 }
 
 impl Api {
@@ -70,7 +72,11 @@ impl Api {
     ) -> Api {
         let quorum = QuorumWatch::start(&raft);
         let freshness = super::freshness::Freshness::follow(sm.clone());
+        let events = super::EventLog::follow(name.clone(), sm.clone(), observed.clone());
+        let weak = Arc::downgrade(&events);
+        super::event_gather::gather(weak, name.clone(), sm.clone(), net.clone());
         Api {
+            events,
             freshness,
             observed,
             liveness,
@@ -144,6 +150,7 @@ impl Api {
             }
             ClientRequest::Logs(request) => self.logs(request).await,
             ClientRequest::SnapshotSave => self.snapshot_save().await,
+            ClientRequest::Events { since, limit } => self.events_page(since.as_deref(), *limit),
             // Answered in `handle_client`, which knows the certificate.
             ClientRequest::WhoAmI => ClientReply::refused("whoami is answered by the first node"),
             ClientRequest::Write {
@@ -283,6 +290,24 @@ impl Api {
                 .history
                 .page(limit, before, MAX_CLIENT_FRAME / 2),
         )
+    }
+
+    /// A page of this node's event log, cut to fit a reply frame. Not
+    /// behind a read barrier: each node serves what it applied and saw.
+    fn events_page(&self, since: Option<&str>, limit: u32) -> ClientReply {
+        let since = match since.map(super::EventKey::parse).transpose() {
+            Ok(since) => since,
+            Err(e) => return ClientReply::refused(format!("since: {e}")),
+        };
+        let mut page = self.events.page(since, limit as usize);
+        let mut bytes = 0;
+        let fits = page.events.iter().take_while(|e| {
+            bytes += e.summary.len() + e.node.len() + 128;
+            bytes <= MAX_CLIENT_FRAME / 2
+        });
+        let fits = fits.count();
+        page.events.truncate(fits);
+        ClientReply::Events(page)
     }
 
     /// As leader: refuses a command kind some voter cannot apply yet.

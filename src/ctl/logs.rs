@@ -16,6 +16,23 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// progress) before giving up: about a minute.
 const FOLLOW_FAILURES: u32 = 120;
 
+/// While following: whether to ride out failed poll `reply` (warning once,
+/// waiting a poll) rather than give up; a reply that is no failure is not.
+pub(super) async fn ride_out(follow: bool, failures: &mut u32, reply: &ClientReply) -> bool {
+    let ClientReply::Failed { message, .. } = reply else {
+        return false;
+    };
+    if !follow || *failures >= FOLLOW_FAILURES {
+        return false;
+    }
+    if *failures == 0 {
+        eprintln!("warning: {message} (still following)");
+    }
+    *failures += 1;
+    tokio::time::sleep(FOLLOW_POLL).await;
+    true
+}
+
 pub struct LogsArgs {
     pub app: String,
     pub follow: bool,
@@ -44,15 +61,12 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Exit {
         };
         let page = match client.request(ClientRequest::Logs(request)).await {
             ClientReply::Logs(page) => page,
-            ClientReply::Failed { message, .. } if args.follow && failures < FOLLOW_FAILURES => {
-                if failures == 0 {
-                    eprintln!("warning: {message} (still following)");
+            other => {
+                if ride_out(args.follow, &mut failures, &other).await {
+                    continue;
                 }
-                failures += 1;
-                tokio::time::sleep(FOLLOW_POLL).await;
-                continue;
+                return super::report_failure(other);
             }
-            other => return super::report_failure(other),
         };
         failures = 0;
         if args.follow && page.node.is_some() && last_node.is_some() && page.node != last_node {

@@ -1,6 +1,7 @@
 //! `flocker ctl`: the operator's commands against any node. Owns argument
 //! meaning, output (tables or `-o json`) and exit codes; the wire is `api::client`.
 
+mod events;
 mod logs;
 mod moving;
 mod output;
@@ -66,6 +67,22 @@ pub enum CtlCommand {
         /// Only lines since T: an RFC 3339 time or an age (90s, 10m, 2h, 1d).
         #[arg(long, value_name = "T")]
         since: Option<String>,
+    },
+    /// Events: committed changes (who, request id) and what the contacted
+    /// node observed (containers, nodes, moves), one line each.
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only events after this id (as printed: INDEX or INDEX.N).
+        #[arg(long, value_name = "ID")]
+        since: Option<String>,
+        /// At most this many (the newest, without --since) per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// `json`: one JSON object per line.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: OutputFormat,
     },
     /// Members with their role, term, leader and progress.
     Nodes {
@@ -486,6 +503,20 @@ pub async fn run(args: CtlArgs) -> Exit {
                 since,
             };
             logs::logs(&client, args).await
+        }
+        CtlCommand::Events {
+            follow,
+            since,
+            limit,
+            output,
+        } => {
+            let args = events::EventsArgs {
+                follow,
+                since,
+                limit,
+                output,
+            };
+            events::events(&client, args).await
         }
         CtlCommand::Revoke {
             cert,

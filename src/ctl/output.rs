@@ -315,7 +315,7 @@ pub fn config_text(configuration: &Configuration) -> String {
     format!("# deployment.yml\n{deployment}---\n# application.yml\n{application}")
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub fn rfc3339_ms(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()

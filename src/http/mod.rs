@@ -9,9 +9,11 @@
 //! HTTP shape (routes, status codes, error bodies, the OpenAPI document),
 //! never the semantics.
 
+mod events;
 mod openapi;
 mod reply;
 mod routes;
+mod status_page;
 
 pub use openapi::openapi_json;
 pub use reply::{ErrorBody, Problem};

@@ -2,7 +2,7 @@
 //! from the handlers' annotations and their request and reply types.
 
 use super::reply::{ErrorBody, Problem};
-use super::routes;
+use super::{events, routes};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         routes::activate,
         routes::labels,
         routes::history,
+        events::events,
         routes::openapi,
     ),
     components(schemas(
@@ -51,7 +52,7 @@ mod tests {
     fn the_document_lists_every_route_with_its_error_body() {
         let doc: serde_json::Value = serde_json::from_str(&super::openapi_json()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 9, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 10, "{:?}", paths.keys());
         let put = &doc["paths"]["/v1/configuration"]["put"];
         assert!(put["responses"]["409"].is_object(), "{put}");
         let headers: Vec<&str> = put["parameters"]

@@ -26,6 +26,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub(crate) fn router(ctx: Ctx) -> Router {
     Router::new()
+        .route("/", get(super::status_page::page))
         .route("/v1/nodes", get(nodes))
         .route("/v1/status", get(status))
         .route(
@@ -37,6 +38,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/v1/nodes/{node}/activate", post(activate))
         .route("/v1/nodes/{node}/labels", put(labels))
         .route("/v1/history", get(history))
+        .route("/v1/events", get(super::events::events))
         .route("/v1/openapi.json", get(openapi))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -159,7 +161,11 @@ pub struct HistoryReply {
 type Answer<T> = Result<Json<T>, ApiError>;
 
 /// Serves `request` through the client API as the certificate's holder.
-async fn ask(ctx: &Ctx, peer: &Identity, request: ClientRequest) -> Result<ClientReply, ApiError> {
+pub(super) async fn ask(
+    ctx: &Ctx,
+    peer: &Identity,
+    request: ClientRequest,
+) -> Result<ClientReply, ApiError> {
     if ctx.deny.contains(&peer.fingerprint) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -423,7 +429,7 @@ fn body_of<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
-fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
         .map_err(|rejection| ApiError::bad_request(rejection.body_text()))

@@ -18,6 +18,12 @@ pub fn free_addr() -> SocketAddr {
     sock.local_addr().expect("local addr")
 }
 
+/// A free TCP port on 127.0.0.1 (released for the node to bind).
+pub fn free_tcp() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+    l.local_addr().expect("local addr")
+}
+
 pub struct NodeProc {
     pub name: String,
     pub addr: SocketAddr,
@@ -99,6 +105,49 @@ impl Cluster {
             cluster.add_node(name, *addr, args);
         }
         cluster
+    }
+
+    /// `names` with the simulated engine, each serving HTTPS
+    /// (`--http-listen`) at the returned address, with certificates naming
+    /// 127.0.0.1 (`--san`), a leader elected and every node registered.
+    pub fn start_https(names: &[&str], timeout: Duration) -> (Cluster, Vec<SocketAddr>) {
+        let http: Vec<SocketAddr> = names.iter().map(|_| free_tcp()).collect();
+        let mut c = Cluster::start_with_ca_args(
+            tempfile::tempdir().expect("tempdir"),
+            names,
+            &[],
+            &["--san", "127.0.0.1"],
+            |name| {
+                let i = names.iter().position(|n| *n == name).expect("a name");
+                ["--engine", "sim", "--http-listen", &http[i].to_string()]
+                    .map(String::from)
+                    .to_vec()
+            },
+        );
+        c.wait_for_leader(timeout);
+        c.wait_for_registration(names, timeout);
+        (c, http)
+    }
+
+    /// `ca bundle --user USER --p12 --out OUT`: the PKCS#12 file a browser
+    /// imports, and its password (printed once).
+    pub fn p12_bundle(&self, user: &str, out_dir: &Path) -> (PathBuf, String) {
+        let out = Command::new(BIN)
+            .args(["ca", "bundle", "--dir"])
+            .arg(self.certs())
+            .args(["--user", user, "--p12", "--out"])
+            .arg(out_dir)
+            .output()
+            .expect("run flocker ca bundle");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ca bundle --p12: {stderr}");
+        let password = stdout
+            .lines()
+            .find_map(|l| l.split_once("(shown only now): "))
+            .map(|(_, p)| p.trim().to_string())
+            .unwrap_or_else(|| panic!("no password in {stdout}"));
+        (out_dir.join(format!("users/{user}.p12")), password)
     }
 
     /// The CA directory: the CA key and every certificate (the admin's
