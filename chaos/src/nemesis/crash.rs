@@ -31,12 +31,7 @@ impl Nemesis {
         with_move: bool,
         stop: &dyn Fn() -> bool,
     ) -> bool {
-        let names = self.names();
-        let drawn = names[pick as usize % names.len()].clone();
-        let (target, role) = match owner.then(|| self.volume_owner(LEDGER)).flatten() {
-            Some(o) => (o, format!(" (owner of {LEDGER}'s volume)")),
-            None => (drawn, String::new()),
-        };
+        let (target, role) = self.host_to_fail(owner, pick);
         let Some(i) = self.index(&target) else {
             return !stop();
         };
@@ -80,6 +75,18 @@ impl Nemesis {
             nodes,
         );
         ended && !stop()
+    }
+
+    /// The host a crash or power cut takes down: the ledger's volume owner
+    /// when `owner` asks for it and it is found (with how the event names
+    /// it), else the node `pick` draws.
+    pub(super) fn host_to_fail(&self, owner: bool, pick: u64) -> (String, String) {
+        let names = self.names();
+        let drawn = names[pick as usize % names.len()].clone();
+        match owner.then(|| self.volume_owner(LEDGER)).flatten() {
+            Some(o) => (o, format!(" (owner of {LEDGER}'s volume)")),
+            None => (drawn, String::new()),
+        }
     }
 
     /// The node owning `app`'s volume, as a linearizable status says.

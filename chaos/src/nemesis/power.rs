@@ -11,7 +11,6 @@
 //! are gone and the disk is back.
 
 use super::{sleep_until, Nemesis};
-use crate::app::LEDGER;
 use std::time::{Duration, Instant};
 
 impl Nemesis {
@@ -31,11 +30,8 @@ impl Nemesis {
         let (targets, role) = if all {
             (names.clone(), String::new())
         } else {
-            let drawn = names[pick as usize % names.len()].clone();
-            match owner.then(|| self.volume_owner(LEDGER)).flatten() {
-                Some(o) => (vec![o], format!(" (owner of {LEDGER}'s volume)")),
-                None => (vec![drawn], String::new()),
-            }
+            let (target, role) = self.host_to_fail(owner, pick);
+            (vec![target], role)
         };
         let idx: Vec<usize> = targets.iter().filter_map(|t| self.index(t)).collect();
         let began = Instant::now();
